@@ -1,0 +1,143 @@
+"""One error tree for the whole system.
+
+Every error a user can see is an :class:`InfaasError` carrying an HTTP status and a
+machine-readable ``code``; the gateway renders them all through one handler, and a
+worker sends the code back in a reply so the gateway can raise the same error. The
+message says what was wrong and what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class InfaasError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class ConfigError(InfaasError):
+    """A setting makes no sense; raised at start, before anything runs."""
+
+    code = "config_error"
+
+
+class InvalidRequest(InfaasError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class InvalidInput(InfaasError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class EmptyBatch(InfaasError):
+    status_code = 422
+    code = "empty_batch"
+
+
+class BatchTooLarge(InfaasError):
+    status_code = 422
+    code = "batch_too_large"
+
+
+class NotFound(InfaasError):
+    status_code = 404
+    code = "not_found"
+
+
+class UnknownApp(NotFound):
+    code = "unknown_app"
+
+
+class UnknownModel(NotFound):
+    code = "unknown_model"
+
+
+class UnknownVariant(NotFound):
+    code = "unknown_variant"
+
+
+class Conflict(InfaasError):
+    status_code = 409
+    code = "conflict"
+
+
+class NoEligibleVariant(Conflict):
+    code = "no_eligible_variant"
+
+
+class QueueFull(InfaasError):
+    status_code = 429
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(retry_after_s))
+
+
+class Unavailable(InfaasError):
+    status_code = 503
+    code = "unavailable"
+
+
+class BrokerUnavailable(Unavailable):
+    code = "broker_unavailable"
+
+
+class NoWorker(Unavailable):
+    code = "no_worker"
+
+
+class DeadlineExceeded(InfaasError):
+    status_code = 504
+    code = "deadline_exceeded"
+
+
+class WorkerError(InfaasError):
+    """The worker could not run the query (the model failed, the artifact is missing)."""
+
+    status_code = 502
+    code = "worker_error"
+
+
+def _all_subclasses(cls: type[InfaasError]) -> list[type[InfaasError]]:
+    found: list[type[InfaasError]] = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def error_from_code(code: str, message: str) -> InfaasError:
+    """Rebuild the error a worker reported by its code (unknown codes become worker_error)."""
+    for cls in [InfaasError, *_all_subclasses(InfaasError)]:
+        if cls.code == code:
+            return cls(message)
+    return WorkerError(f"{code}: {message}")
+
+
+def error_codes() -> dict[str, int]:
+    """Every error code and its HTTP status (the README's table is checked against this)."""
+    return {cls.code: cls.status_code for cls in [InfaasError, *_all_subclasses(InfaasError)]}

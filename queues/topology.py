@@ -1,0 +1,86 @@
+"""Queue names and queue arguments, as pure functions.
+
+Every process that declares a queue uses these helpers, so the arguments agree (RabbitMQ
+refuses a redeclaration with other arguments). Names follow DESIGN.md:
+``<prefix>.<app>.<variant>`` online, ``<prefix>.<app>.batch`` offline.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_PART_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,199}$")
+BATCH_SUFFIX = "batch"
+
+
+def check_prefix(prefix: str) -> str:
+    if not _PREFIX_RE.match(prefix):
+        raise ValueError(
+            f"queue prefix {prefix!r} must be 1-32 characters of [a-z0-9_-], "
+            "starting with a letter or digit"
+        )
+    return prefix
+
+
+def _check_part(kind: str, value: str) -> str:
+    if not _PART_RE.match(value):
+        raise ValueError(f"{kind} {value!r} cannot be part of a queue name")
+    return value
+
+
+def variant_queue(prefix: str, app: str, variant: str) -> str:
+    """The online queue of one variant of one app."""
+    return f"{prefix}.{_check_part('app', app)}.{_check_part('variant', variant)}"
+
+
+def batch_queue(prefix: str, app: str) -> str:
+    """The low-priority queue of an app's offline (batch) work."""
+    return f"{prefix}.{_check_part('app', app)}.{BATCH_SUFFIX}"
+
+
+def control_queue(prefix: str, hardware: str) -> str:
+    """Celery tasks that need one kind of hardware (variant generation, profiling)."""
+    return f"{prefix}.control.{_check_part('hardware', hardware)}"
+
+
+def dead_letter_exchange(prefix: str) -> str:
+    return f"{prefix}.dlx"
+
+
+def dead_letter_queue(prefix: str) -> str:
+    """Where expired online queries land; the gateway answers them with a deadline error."""
+    return f"{prefix}.expired"
+
+
+def parse_variant_queue(prefix: str, name: str) -> tuple[str, str] | None:
+    """(app, variant) of an online queue name, or None for any other queue."""
+    head = f"{prefix}."
+    if not name.startswith(head):
+        return None
+    app, sep, variant = name[len(head) :].partition(".")
+    if not sep or not variant or variant == BATCH_SUFFIX or app == "control":
+        return None
+    return app, variant
+
+
+def variant_queue_arguments(prefix: str, max_length: int) -> dict[str, Any]:
+    """Arguments of every online queue.
+
+    A bounded length with ``reject-publish`` turns overload into a publisher nack (the
+    gateway answers 429) instead of unbounded latency; expired messages go to the
+    dead-letter exchange so they are still answered, never run.
+    """
+    if max_length < 1:
+        raise ValueError(f"queue max length must be at least 1, got {max_length}")
+    return {
+        "x-max-length": max_length,
+        "x-overflow": "reject-publish",
+        "x-dead-letter-exchange": dead_letter_exchange(prefix),
+    }
+
+
+def batch_queue_arguments() -> dict[str, Any]:
+    """Batch chunks wait as long as they must; they are persistent and never expire."""
+    return {"x-max-priority": 10}

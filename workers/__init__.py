@@ -1,0 +1,1 @@
+"""Workers: the Celery worker, variant-queue consumers, runtimes, builders and the profiler."""

@@ -1,0 +1,56 @@
+"""The one small interface every inference backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from queues.errors import WorkerError
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSpec:
+    """What a backend needs to load one variant's artifact."""
+
+    runtime: str  # "onnx" | "torch" | "tensorrt"
+    precision: str  # "fp32" | "fp16" | "bf16" | "int8"
+    hardware: str  # "cpu" | "gpu"
+    threads: int = 1
+    opt: str = ""
+    input_name: str = ""
+    output_name: str = ""
+
+
+class Runtime(Protocol):
+    """A loaded variant. ``predict`` takes a batch (first axis) and returns one output
+    row per input row; it is safe to call from several threads at once."""
+
+    spec: RuntimeSpec
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def memory_bytes(self) -> int:
+        """Memory this loaded variant holds (device memory on a GPU), best effort."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def load_runtime(spec: RuntimeSpec, artifact: Path) -> Runtime:
+    """Load ``artifact`` with the backend ``spec.runtime`` names."""
+    if spec.runtime == "onnx":
+        from workers.runtimes.onnx_backend import OnnxRuntime
+
+        return OnnxRuntime(spec, artifact)
+    if spec.runtime == "torch":
+        from workers.runtimes.torch_backend import TorchRuntime
+
+        return TorchRuntime(spec, artifact)
+    if spec.runtime == "tensorrt":
+        from workers.runtimes.tensorrt_backend import TensorRTRuntime
+
+        return TensorRTRuntime(spec, artifact)
+    raise WorkerError(f"no runtime named {spec.runtime!r}; known: onnx, torch, tensorrt")
