@@ -110,6 +110,14 @@ class NoWorker(Unavailable):
     code = "no_worker"
 
 
+class StoreUnavailable(Unavailable):
+    code = "store_unavailable"
+
+
+class ObjectMissing(NotFound):
+    code = "object_missing"
+
+
 class DeadlineExceeded(InfaasError):
     status_code = 504
     code = "deadline_exceeded"

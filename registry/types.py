@@ -161,3 +161,34 @@ class Variant:
     @property
     def ready(self) -> bool:
         return self.status == READY and self.profile is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogSnapshot:
+    """Everything in the catalog at one revision, indexed for the selector."""
+
+    revision: int
+    apps: dict[str, App]
+    models: dict[str, Model]
+    variants: dict[str, Variant]
+    by_app: dict[str, tuple[Variant, ...]] = field(init=False)
+    by_model: dict[str, tuple[Variant, ...]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        by_app: dict[str, list[Variant]] = {app: [] for app in self.apps}
+        by_model: dict[str, list[Variant]] = {model: [] for model in self.models}
+        for variant in sorted(self.variants.values(), key=lambda v: v.id):
+            by_app.setdefault(variant.app, []).append(variant)
+            by_model.setdefault(variant.model, []).append(variant)
+        object.__setattr__(self, "by_app", {k: tuple(v) for k, v in by_app.items()})
+        object.__setattr__(self, "by_model", {k: tuple(v) for k, v in by_model.items()})
+
+    @classmethod
+    def empty(cls) -> CatalogSnapshot:
+        return cls(revision=0, apps={}, models={}, variants={})
+
+    def variants_of_app(self, app: str) -> tuple[Variant, ...]:
+        return self.by_app.get(app, ())
+
+    def variants_of_model(self, model: str) -> tuple[Variant, ...]:
+        return self.by_model.get(model, ())
