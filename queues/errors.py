@@ -140,7 +140,8 @@ def _all_subclasses(cls: type[InfaasError]) -> list[type[InfaasError]]:
 
 def error_from_code(code: str, message: str) -> InfaasError:
     """Rebuild the error a worker reported by its code (unknown codes become worker_error)."""
-    for cls in [InfaasError, *_all_subclasses(InfaasError)]:
+    classes: list[type[InfaasError]] = [InfaasError, *_all_subclasses(InfaasError)]
+    for cls in classes:
         if cls.code == code:
             return cls(message)
     return WorkerError(f"{code}: {message}")
@@ -148,4 +149,5 @@ def error_from_code(code: str, message: str) -> InfaasError:
 
 def error_codes() -> dict[str, int]:
     """Every error code and its HTTP status (the README's table is checked against this)."""
-    return {cls.code: cls.status_code for cls in [InfaasError, *_all_subclasses(InfaasError)]}
+    classes: list[type[InfaasError]] = [InfaasError, *_all_subclasses(InfaasError)]
+    return {cls.code: cls.status_code for cls in classes}

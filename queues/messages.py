@@ -44,6 +44,15 @@ class Reply:
     queued_ms: float = 0.0
 
 
+def _to_us(value_ms: float) -> int:
+    """AMQP header tables carry no floats in every client (pika has none): send integer µs."""
+    return round(value_ms * 1000.0)
+
+
+def _from_us(value: object) -> float:
+    return int(value) / 1000.0 if isinstance(value, int | str) else 0.0
+
+
 def _array_headers(array: np.ndarray) -> dict[str, Any]:
     return {"dtype": array.dtype.name, "shape": list(array.shape)}
 
@@ -66,8 +75,8 @@ def encode_query(query: Query) -> tuple[bytes, dict[str, Any]]:
         request_id=query.request_id,
         app=query.app,
         variant=query.variant,
-        deadline_ms=float(query.deadline_ms),
-        sent_ms=float(query.sent_ms),
+        deadline_us=_to_us(query.deadline_ms),
+        sent_us=_to_us(query.sent_ms),
     )
     return array.tobytes(), headers
 
@@ -78,8 +87,8 @@ def decode_query(body: bytes, headers: dict[str, Any]) -> Query:
         app=str(headers.get("app", "")),
         variant=str(headers.get("variant", "")),
         inputs=_array_from(body, headers),
-        deadline_ms=float(headers.get("deadline_ms", 0.0)),
-        sent_ms=float(headers.get("sent_ms", 0.0)),
+        deadline_ms=_from_us(headers.get("deadline_us", 0)),
+        sent_ms=_from_us(headers.get("sent_us", 0)),
     )
 
 
@@ -87,10 +96,10 @@ def encode_reply(reply: Reply) -> tuple[bytes, dict[str, Any]]:
     headers: dict[str, Any] = {
         "request_id": reply.request_id,
         "ok": reply.ok,
-        "model_ms": float(reply.model_ms),
+        "model_us": _to_us(reply.model_ms),
         "worker": reply.worker,
         "batch_size": int(reply.batch_size),
-        "queued_ms": float(reply.queued_ms),
+        "queued_us": _to_us(reply.queued_ms),
     }
     if reply.ok and reply.outputs is not None:
         array = np.ascontiguousarray(reply.outputs)
@@ -109,10 +118,10 @@ def decode_reply(body: bytes, headers: dict[str, Any]) -> Reply:
         outputs=_array_from(body, headers) if ok else None,
         error_code=str(headers.get("error_code", "")),
         error_message=str(headers.get("error_message", "")),
-        model_ms=float(headers.get("model_ms", 0.0)),
+        model_ms=_from_us(headers.get("model_us", 0)),
         worker=str(headers.get("worker", "")),
         batch_size=int(headers.get("batch_size", 0)),
-        queued_ms=float(headers.get("queued_ms", 0.0)),
+        queued_ms=_from_us(headers.get("queued_us", 0)),
     )
 
 

@@ -84,3 +84,8 @@ def variant_queue_arguments(prefix: str, max_length: int) -> dict[str, Any]:
 def batch_queue_arguments() -> dict[str, Any]:
     """Batch chunks wait as long as they must; they are persistent and never expire."""
     return {"x-max-priority": 10}
+
+
+def dead_letter_queue_arguments() -> dict[str, Any]:
+    """Expired queries nobody answered within a minute are dropped (no gateway is up)."""
+    return {"x-message-ttl": 60_000}

@@ -1,0 +1,42 @@
+"""The gateway's FastAPI application, built from settings and services handed in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+
+from api_gateway.metrics import GatewayMetrics
+from api_gateway.responses import infaas_error_handler, validation_error_handler
+from api_gateway.routes import apps, health, infer
+from api_gateway.settings import GatewaySettings
+from api_gateway.state import GatewayServices, GatewayState
+from queues.errors import InfaasError
+
+
+def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
+    state = GatewayState(settings, services, GatewayMetrics())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title="INFaaS gateway",
+        description="Model-less inference: say what you need, the system picks the variant.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.infaas = state
+    app.add_exception_handler(InfaasError, infaas_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.include_router(infer.router)
+    app.include_router(apps.router)
+    app.include_router(health.router)
+    return app

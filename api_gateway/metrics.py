@@ -1,0 +1,52 @@
+"""Prometheus metrics of one gateway (its own registry, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_MS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 5000)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.queries = Counter(
+            "infaas_queries",
+            "Queries answered, by app, variant, hardware and outcome code",
+            ["app", "variant", "hardware", "code"],
+            registry=self.registry,
+        )
+        self.latency_ms = Histogram(
+            "infaas_query_latency_ms",
+            "End-to-end latency measured at the gateway (milliseconds)",
+            ["app", "variant", "hardware"],
+            buckets=LATENCY_BUCKETS_MS,
+            registry=self.registry,
+        )
+        self.model_ms = Histogram(
+            "infaas_model_latency_ms",
+            "Inference time of the batch that carried the query (milliseconds)",
+            ["app", "variant", "hardware"],
+            buckets=LATENCY_BUCKETS_MS,
+            registry=self.registry,
+        )
+        self.slo_misses = Counter(
+            "infaas_slo_misses",
+            "Answers later than the query's latency objective",
+            ["app", "variant", "hardware"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "infaas_rejected_queries",
+            "Queries refused before reaching a worker, by app and error code",
+            ["app", "code"],
+            registry=self.registry,
+        )
+        self.expired = Gauge(
+            "infaas_expired_in_queue",
+            "Queries that expired in a variant queue and were answered with a deadline error",
+            registry=self.registry,
+        )
+        self.live_workers = Gauge(
+            "infaas_live_workers", "Workers seen in live state", registry=self.registry
+        )

@@ -1,0 +1,98 @@
+"""Read-only views of apps, models and variants, with what runs where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api_gateway.deps import State, Tenant
+from api_gateway.responses import JSONResponse
+from queues.errors import UnknownApp
+from registry.livestate import ACTIVE, INACTIVE, LiveSnapshot
+from registry.types import App, Variant
+
+router = APIRouter(tags=["apps"])
+
+
+def summarize_state(states: list[str]) -> str:
+    """One state for a variant from its replicas: inactive when none, active if any is,
+    else the worst of the rest."""
+    if not states:
+        return INACTIVE
+    if ACTIVE in states:
+        return ACTIVE
+    return sorted(states)[0]
+
+
+def variant_view(variant: Variant, live: LiveSnapshot) -> dict[str, Any]:
+    profile = variant.profile
+    placements = live.placements(variant.id)
+    return {
+        "id": variant.id,
+        "model": variant.model,
+        "runtime": variant.runtime,
+        "precision": variant.precision,
+        "hardware": variant.hardware,
+        "threads": variant.threads,
+        "status": variant.status,
+        "error": variant.error or None,
+        "accuracy": profile.accuracy if profile else None,
+        "metric": profile.metric if profile else None,
+        "latency_ms": {str(k): v for k, v in sorted(profile.latency_ms.items())} if profile else {},
+        "latency_p99_ms": {str(k): v for k, v in sorted(profile.latency_p99_ms.items())}
+        if profile
+        else {},
+        "max_batch": profile.max_batch if profile else None,
+        "memory_mb": profile.memory_mb if profile else None,
+        "load_ms": profile.load_ms if profile else None,
+        "saturation_qps": profile.saturation_qps if profile else None,
+        "cost_per_hour": variant.cost_per_hour,
+        "instance_class": variant.instance_class,
+        "state": summarize_state([p.load.state for p in placements]),
+        "replicas": [
+            {"worker": p.worker.worker_id, "state": p.load.state, "replicas": p.load.replicas}
+            for p in placements
+        ],
+    }
+
+
+def app_view(app: App) -> dict[str, Any]:
+    return {
+        "app": app.id,
+        "task": app.task,
+        "input": app.signature.to_dict(),
+        "output_kind": app.output_kind,
+        "num_classes": app.num_classes,
+        "description": app.description,
+    }
+
+
+@router.get("/v1/apps", summary="Apps, with how many models and variants each has")
+async def list_apps(state: State, _tenant: Tenant) -> JSONResponse:
+    snapshot = state.catalog_snapshot
+    apps = []
+    for app in sorted(snapshot.apps.values(), key=lambda a: a.id):
+        view = app_view(app)
+        view["models"] = sorted(m.id for m in snapshot.models.values() if m.app == app.id)
+        view["variants"] = len(snapshot.variants_of_app(app.id))
+        apps.append(view)
+    return JSONResponse({"apps": apps})
+
+
+@router.get("/v1/apps/{app}", summary="An app's models, variants, profiles and states")
+async def get_app(app: str, state: State, _tenant: Tenant) -> JSONResponse:
+    snapshot = state.catalog_snapshot
+    if app not in snapshot.apps:
+        await state.refresh(force=True)
+        snapshot = state.catalog_snapshot
+        if app not in snapshot.apps:
+            raise UnknownApp(f"no app named {app!r}; GET /v1/apps lists the apps")
+    view = app_view(snapshot.apps[app])
+    view["models"] = [
+        {"id": m.id, "format": m.format, "status": m.status, "metadata": m.metadata}
+        for m in sorted(snapshot.models.values(), key=lambda m: m.id)
+        if m.app == app
+    ]
+    view["variants"] = [variant_view(v, state.live_snapshot) for v in snapshot.variants_of_app(app)]
+    return JSONResponse(view)

@@ -1,0 +1,40 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from api_gateway.deps import State
+from api_gateway.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The gateway process is up")
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", summary="The gateway can serve: broker, catalog and live state reachable")
+async def readyz(state: State) -> JSONResponse:
+    problems = []
+    if not state.services.client.connected:
+        problems.append("not connected to the broker")
+    if state.catalog_error:
+        problems.append(f"catalog: {state.catalog_error}")
+    if state.live_error:
+        problems.append(f"live state: {state.live_error}")
+    body = {
+        "status": "ready" if not problems else "not ready",
+        "problems": problems,
+        "workers": len(state.live_snapshot.workers),
+        "catalog_revision": state.catalog_snapshot.revision,
+    }
+    return JSONResponse(body, status_code=200 if not problems else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(state: State) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

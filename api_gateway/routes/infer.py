@@ -1,0 +1,203 @@
+"""The query path: select a variant, publish to its queue, return the worker's answer."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from api_gateway.deps import State, Tenant
+from api_gateway.inputs import to_batch
+from api_gateway.responses import JSONResponse
+from api_gateway.state import GatewayState
+from queues import topology
+from queues.errors import EmptyBatch, InfaasError, NoWorker, error_from_code
+from queues.messages import Query as QueryMessage
+from queues.messages import now_ms
+from registry.selector import Decision, Requirements
+
+router = APIRouter(tags=["inference"])
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(description="one input per row, each of the app's input shape")
+    latency_ms: float | None = Field(
+        default=None, gt=0, le=60_000, description="latency objective, end to end (ms)"
+    )
+    min_accuracy: float | None = Field(default=None, ge=0, le=1, description="accuracy floor")
+    max_cost_per_hour: float | None = Field(
+        default=None, gt=0, description="cost cap of the variant, dollars per hour"
+    )
+    timeout_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=600_000,
+        description="give up after this long (default: max(4 × latency_ms, 1 s), or 10 s)",
+    )
+
+
+class ModelInferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any]
+    latency_ms: float | None = Field(default=None, gt=0, le=60_000)
+    timeout_ms: float | None = Field(default=None, gt=0, le=600_000)
+
+
+class VariantInferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any]
+    timeout_ms: float | None = Field(default=None, gt=0, le=600_000)
+
+
+@router.post("/v1/apps/{app}/infer", summary="Model-less query: name the app and your needs")
+async def infer_app(
+    app: str, body: InferRequest, state: State, _tenant: Tenant, explain: bool = Query(False)
+) -> JSONResponse:
+    return await _serve(
+        state,
+        body.inputs,
+        lambda batch: Requirements(
+            app=app,
+            batch=batch,
+            latency_ms=body.latency_ms,
+            min_accuracy=body.min_accuracy,
+            max_cost_per_hour=body.max_cost_per_hour,
+        ),
+        latency_ms=body.latency_ms,
+        timeout_ms=body.timeout_ms,
+        explain=explain,
+        scope=app,
+    )
+
+
+@router.post("/v1/models/{model}/infer", summary="Model query: the system picks the variant")
+async def infer_model(
+    model: str,
+    body: ModelInferRequest,
+    state: State,
+    _tenant: Tenant,
+    explain: bool = Query(False),
+) -> JSONResponse:
+    return await _serve(
+        state,
+        body.inputs,
+        lambda batch: Requirements(model=model, batch=batch, latency_ms=body.latency_ms),
+        latency_ms=body.latency_ms,
+        timeout_ms=body.timeout_ms,
+        explain=explain,
+        scope=model,
+    )
+
+
+@router.post("/v1/variants/{variant}/infer", summary="Variant query: no choice is made")
+async def infer_variant(
+    variant: str, body: VariantInferRequest, state: State, _tenant: Tenant
+) -> JSONResponse:
+    return await _serve(
+        state,
+        body.inputs,
+        lambda batch: Requirements(variant=variant, batch=batch),
+        latency_ms=None,
+        timeout_ms=body.timeout_ms,
+        explain=False,
+        scope=variant,
+    )
+
+
+async def _serve(
+    state: GatewayState,
+    raw_inputs: list[Any],
+    requirements: Callable[[int], Requirements],
+    *,
+    latency_ms: float | None,
+    timeout_ms: float | None,
+    explain: bool,
+    scope: str,
+) -> JSONResponse:
+    started = time.perf_counter()
+    app = scope
+    try:
+        if not raw_inputs:
+            raise EmptyBatch("inputs is empty; send at least one input")
+        decision = await state.select(requirements(len(raw_inputs)), explain=explain)
+        app = decision.variant.app
+        signature = state.catalog_snapshot.apps[app].signature
+        batch = to_batch(raw_inputs, signature, state.settings.max_batch)
+        if not state.live_snapshot.placements(decision.variant.id):
+            raise NoWorker(
+                f"no live worker serves {decision.variant.id}"
+                + (" (a load was requested)" if decision.load_request else "")
+                + "; retry shortly or start a worker",
+                headers={"Retry-After": "1"},
+            )
+    except InfaasError as exc:
+        state.metrics.rejected.labels(app, exc.code).inc()
+        raise
+    return await _dispatch(state, decision, batch, started, latency_ms, timeout_ms, explain)
+
+
+async def _dispatch(
+    state: GatewayState,
+    decision: Decision,
+    batch: np.ndarray,
+    started: float,
+    latency_ms: float | None,
+    timeout_ms: float | None,
+    explain: bool,
+) -> JSONResponse:
+    variant = decision.variant
+    request_id = uuid.uuid4().hex
+    deadline_ms = state.settings.timeout_ms(latency_ms, timeout_ms)
+    sent = now_ms()
+    message = QueryMessage(
+        request_id=request_id,
+        app=variant.app,
+        variant=variant.id,
+        inputs=batch,
+        deadline_ms=sent + deadline_ms,
+        sent_ms=sent,
+    )
+    queue = topology.variant_queue(state.services.broker.queue_prefix, variant.app, variant.id)
+    labels = (variant.app, variant.id, variant.hardware)
+    try:
+        reply = await state.services.client.call(queue, message, timeout_s=deadline_ms / 1000)
+        if not reply.ok:
+            raise error_from_code(reply.error_code, reply.error_message)
+    except InfaasError as exc:
+        state.metrics.queries.labels(*labels, exc.code).inc()
+        raise
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    outputs = reply.outputs if reply.outputs is not None else np.empty((0,))
+    body: dict[str, Any] = {
+        "outputs": outputs,
+        "labels": outputs.argmax(axis=1) if outputs.ndim == 2 else [],
+        "app": variant.app,
+        "model": variant.model,
+        "variant": variant.id,
+        "hardware": variant.hardware,
+        "elapsed_ms": round(elapsed_ms, 3),
+        "model_ms": round(reply.model_ms, 3),
+        "request_id": request_id,
+    }
+    if explain:
+        body["decision"] = {
+            "reason": decision.reason,
+            "load_requested": decision.load_request,
+            "candidates": [asdict(c) for c in decision.candidates],
+        }
+    state.metrics.queries.labels(*labels, "ok").inc()
+    state.metrics.latency_ms.labels(*labels).observe(elapsed_ms)
+    state.metrics.model_ms.labels(*labels).observe(reply.model_ms)
+    if latency_ms is not None and elapsed_ms > latency_ms:
+        state.metrics.slo_misses.labels(*labels).inc()
+    return JSONResponse(body, headers={"X-Infaas-Variant": variant.id})

@@ -1,0 +1,50 @@
+"""Gateway settings (prefix ``INFAAS_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFAAS_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="address the gateway listens on")
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_batch: int = Field(default=64, ge=1, le=4096, description="inputs per query, at most")
+    default_timeout_ms: float = Field(
+        default=10_000, gt=0, le=600_000, description="answer deadline without latency_ms"
+    )
+    timeout_factor: float = Field(
+        default=4.0,
+        ge=1.0,
+        le=1000.0,
+        description="with latency_ms, the answer deadline is max(factor × latency_ms, "
+        "min_timeout_ms): a late answer still counts as an SLO miss",
+    )
+    min_timeout_ms: float = Field(default=1_000, gt=0, le=600_000)
+    refresh_interval_s: float = Field(
+        default=0.5, gt=0, le=60, description="how often catalog and live state are re-read"
+    )
+    overhead_ms: float = Field(
+        default=0.5,
+        ge=0,
+        le=1000,
+        description="pipeline time the selector adds to a variant's model latency",
+    )
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> GatewaySettings:
+        if self.min_timeout_ms > self.default_timeout_ms:
+            raise ValueError(
+                f"INFAAS_MIN_TIMEOUT_MS ({self.min_timeout_ms}) must not exceed "
+                f"INFAAS_DEFAULT_TIMEOUT_MS ({self.default_timeout_ms})"
+            )
+        return self
+
+    def timeout_ms(self, latency_ms: float | None, requested_ms: float | None) -> float:
+        if requested_ms is not None:
+            return requested_ms
+        if latency_ms is None:
+            return self.default_timeout_ms
+        return max(self.timeout_factor * latency_ms, self.min_timeout_ms)

@@ -1,0 +1,1 @@
+"""INFaaS: model-less inference serving (package of the CLI and demo helpers)."""

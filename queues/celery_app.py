@@ -1,0 +1,40 @@
+"""The Celery app factory. Celery carries control (load/unload variants), registration
+and batch-job work; online queries take the faster path of :mod:`workers.consumer`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from queues import topology
+from queues.settings import BrokerSettings
+
+
+def create_celery_app(settings: BrokerSettings, *, name: str = "infaas") -> Any:
+    """A Celery app on the configured broker (memory transport when embedded).
+
+    Returned as ``Any``: Celery ships no type information.
+    """
+    app = Celery(name, set_as_current=False)
+    prefix = settings.queue_prefix
+    app.conf.update(
+        broker_url=settings.url,
+        broker_connection_retry_on_startup=True,
+        broker_heartbeat=settings.broker_heartbeat_s,
+        broker_transport_options={"polling_interval": 0.01} if settings.embedded else {},
+        task_default_queue=topology.control_queue(prefix, "any"),
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=False,
+        control_exchange=f"{prefix}.ctl",
+        event_exchange=f"{prefix}.ev",
+        enable_utc=True,
+    )
+    return app

@@ -1,0 +1,352 @@
+"""Choosing the variant for a query (pure; runs in the gateway on every query).
+
+Input: the query's requirements and a :class:`SelectorIndex`, built from a catalog
+snapshot and a live-state snapshot whenever either changes (not per query). Output: a
+:class:`Decision` that names the variant and says why, or one of the errors of
+:mod:`queues.errors` that says which requirement cannot be met and what is on offer.
+
+Rules (INFAAS.md, issue 4): precedence variant > model > app. A variant is eligible
+when it takes the query's batch, meets the accuracy floor, its predicted latency at
+this batch (plus the pipeline's overhead) fits the latency objective and its cost fits
+the cost cap. Among eligible variants running healthy somewhere, the cheapest per query
+wins (cost per hour × latency at this batch ÷ batch), ties to the closest fit, then the
+least-loaded worker. If none runs, the cold one with the least load time + latency
+(then cost) is chosen and its load requested; meanwhile a loaded variant that still
+meets the accuracy floor serves the query if there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from queues.errors import (
+    BatchTooLarge,
+    NoEligibleVariant,
+    UnknownApp,
+    UnknownModel,
+    UnknownVariant,
+)
+from registry.livestate import HEALTHY_STATES, LiveSnapshot
+from registry.types import CatalogSnapshot, Variant
+
+MS_PER_HOUR = 3_600_000.0
+UNHEALTHY_PREFIX = "running only where it is "
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    app: str | None = None
+    model: str | None = None
+    variant: str | None = None
+    batch: int = 1
+    latency_ms: float | None = None
+    min_accuracy: float | None = None
+    max_cost_per_hour: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A ready variant with what the selector needs about it, precomputed."""
+
+    variant: Variant
+    accuracy: float
+    cost_per_hour: float
+    max_batch: int
+    load_ms: float
+    healthy_replicas: int
+    placed_states: tuple[str, ...]
+    least_loaded_worker: str | None
+
+    @property
+    def running(self) -> bool:
+        return self.healthy_replicas > 0
+
+    def latency_ms(self, batch: int) -> float:
+        profile = self.variant.profile
+        return profile.predict_latency_ms(batch) if profile is not None else float("inf")
+
+    def cost_per_query_usd(self, batch: int) -> float:
+        return self.cost_per_hour * self.latency_ms(batch) / batch / MS_PER_HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One variant as the selector saw it for a query (for ``explain``)."""
+
+    variant: str
+    eligible: bool
+    running: bool
+    accuracy: float
+    predicted_latency_ms: float
+    cost_per_hour: float
+    cost_per_query_usd: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    variant: Variant
+    reason: str
+    worker: str | None = None
+    load_request: str | None = None
+    candidates: tuple[Candidate, ...] = ()
+
+
+class SelectorIndex:
+    """Catalog and live state, indexed per app and model for cheap selection."""
+
+    def __init__(
+        self, catalog: CatalogSnapshot, live: LiveSnapshot, *, overhead_ms: float = 0.5
+    ) -> None:
+        self.catalog = catalog
+        self.live = live
+        self.overhead_ms = overhead_ms
+        entries = [_entry(v, live) for v in catalog.variants.values() if v.ready]
+        self.by_id: dict[str, Entry] = {e.variant.id: e for e in entries}
+        self.by_app: dict[str, tuple[Entry, ...]] = {}
+        self.by_model: dict[str, tuple[Entry, ...]] = {}
+        for entry in sorted(entries, key=lambda e: e.variant.id):
+            self.by_app[entry.variant.app] = (*self.by_app.get(entry.variant.app, ()), entry)
+            self.by_model[entry.variant.model] = (
+                *self.by_model.get(entry.variant.model, ()),
+                entry,
+            )
+
+
+def _entry(variant: Variant, live: LiveSnapshot) -> Entry:
+    assert variant.profile is not None
+    placements = live.placements(variant.id)
+    healthy = [p for p in placements if p.load.state in HEALTHY_STATES]
+    least = min(
+        healthy,
+        key=lambda p: (p.load.outstanding / max(p.load.replicas, 1), p.worker.worker_id),
+        default=None,
+    )
+    return Entry(
+        variant=variant,
+        accuracy=variant.profile.accuracy,
+        cost_per_hour=variant.cost_per_hour,
+        max_batch=variant.profile.max_batch,
+        load_ms=variant.profile.load_ms,
+        healthy_replicas=sum(p.load.replicas for p in healthy),
+        placed_states=tuple(p.load.state for p in placements),
+        least_loaded_worker=least.worker.worker_id if least else None,
+    )
+
+
+def _verdict(entry: Entry, req: Requirements, overhead_ms: float) -> str:
+    """Empty when ``entry`` is eligible, else why not."""
+    if req.batch > entry.max_batch:
+        return f"takes at most {entry.max_batch} inputs per query, this one has {req.batch}"
+    if req.min_accuracy is not None and entry.accuracy < req.min_accuracy:
+        return f"accuracy {entry.accuracy:.4f} < {req.min_accuracy:.4f}"
+    if req.latency_ms is not None:
+        predicted = entry.latency_ms(req.batch) + overhead_ms
+        if predicted > req.latency_ms:
+            return (
+                f"predicted latency {predicted:.2f} ms at batch {req.batch} > {req.latency_ms:g} ms"
+            )
+    if req.max_cost_per_hour is not None and entry.cost_per_hour > req.max_cost_per_hour:
+        return f"cost {entry.cost_per_hour:.4f} $/h > {req.max_cost_per_hour:g} $/h"
+    if entry.placed_states and not entry.running:
+        return UNHEALTHY_PREFIX + "/".join(sorted(set(entry.placed_states)))
+    return ""
+
+
+def _candidates_for(index: SelectorIndex, req: Requirements) -> tuple[tuple[Entry, ...], str]:
+    catalog = index.catalog
+    if req.model is not None:
+        if req.model not in catalog.models:
+            raise UnknownModel(f"no model named {req.model!r}; GET /v1/apps lists the models")
+        return index.by_model.get(req.model, ()), f"model {req.model}"
+    if req.app is None or req.app not in catalog.apps:
+        raise UnknownApp(f"no app named {req.app!r}; GET /v1/apps lists the apps")
+    return index.by_app.get(req.app, ()), f"app {req.app}"
+
+
+def select(index: SelectorIndex, req: Requirements, *, explain: bool = False) -> Decision:
+    if req.variant is not None:
+        return _select_variant(index, req)
+    entries, scope = _candidates_for(index, req)
+    if not entries:
+        raise NoEligibleVariant(
+            f"{scope} has no ready variant yet; register a model or wait for its profiling"
+        )
+    largest = max(e.max_batch for e in entries)
+    if req.batch > largest:
+        raise BatchTooLarge(
+            f"{req.batch} inputs in one query, but the largest batch any variant of {scope} "
+            f"takes is {largest}; split the query",
+            details={"max_batch": largest},
+        )
+    best_running, best_cold, verdicts = _rank(entries, req, index.overhead_ms, explain=explain)
+    if best_running is not None:
+        chosen, reason = best_running, "cheapest per query among running eligible variants"
+        load_request = None
+    elif best_cold is not None:
+        fill_in = _fill_in(entries, req)
+        load_request = best_cold.variant.id
+        if fill_in is not None:
+            chosen = fill_in
+            reason = (
+                f"{best_cold.variant.id} fits best but is not running (load requested); "
+                "served meanwhile by a running variant that meets the accuracy floor"
+            )
+        else:
+            chosen = best_cold
+            reason = "no eligible variant is running; the fastest to load was chosen"
+    else:
+        raise _no_eligible(entries, req, scope, verdicts, index.overhead_ms)
+    candidates = _explain(entries, req, verdicts, chosen) if explain else ()
+    return Decision(
+        variant=chosen.variant,
+        reason=reason,
+        worker=chosen.least_loaded_worker,
+        load_request=load_request,
+        candidates=candidates,
+    )
+
+
+def _rank(
+    entries: tuple[Entry, ...], req: Requirements, overhead_ms: float, *, explain: bool
+) -> tuple[Entry | None, Entry | None, dict[str, str]]:
+    """The best running and the best cold eligible entry, and why the others are not."""
+    best_running: Entry | None = None
+    best_running_key: tuple[float, float, str] | None = None
+    best_cold: Entry | None = None
+    best_cold_key: tuple[float, float, str] | None = None
+    verdicts: dict[str, str] = {}
+    for entry in entries:
+        verdict = _verdict(entry, req, overhead_ms)
+        if explain or verdict:
+            verdicts[entry.variant.id] = verdict
+        if verdict and not verdict.startswith(UNHEALTHY_PREFIX):
+            continue
+        latency = entry.latency_ms(req.batch)
+        if entry.running:
+            slack = (req.latency_ms - latency) if req.latency_ms is not None else 0.0
+            key = (entry.cost_per_query_usd(req.batch), slack, entry.variant.id)
+            if best_running_key is None or key < best_running_key:
+                best_running, best_running_key = entry, key
+        else:
+            cold_key = (entry.load_ms + latency, entry.cost_per_hour, entry.variant.id)
+            if best_cold_key is None or cold_key < best_cold_key:
+                best_cold, best_cold_key = entry, cold_key
+    return best_running, best_cold, verdicts
+
+
+def _fill_in(entries: tuple[Entry, ...], req: Requirements) -> Entry | None:
+    """A running variant that meets the accuracy floor and batch, the fastest one."""
+    usable = [
+        e
+        for e in entries
+        if e.running
+        and req.batch <= e.max_batch
+        and (req.min_accuracy is None or e.accuracy >= req.min_accuracy)
+        and (req.max_cost_per_hour is None or e.cost_per_hour <= req.max_cost_per_hour)
+    ]
+    return min(usable, key=lambda e: (e.latency_ms(req.batch), e.variant.id), default=None)
+
+
+def _select_variant(index: SelectorIndex, req: Requirements) -> Decision:
+    assert req.variant is not None
+    entry = index.by_id.get(req.variant)
+    if entry is None:
+        if req.variant in index.catalog.variants:
+            status = index.catalog.variants[req.variant].status
+            raise NoEligibleVariant(f"variant {req.variant} is {status}, not ready to serve")
+        raise UnknownVariant(
+            f"no variant named {req.variant!r}; GET /v1/apps/<app> lists the variants"
+        )
+    if req.batch > entry.max_batch:
+        raise BatchTooLarge(
+            f"variant {req.variant} takes at most {entry.max_batch} inputs per query, "
+            f"this one has {req.batch}; split the query",
+            details={"max_batch": entry.max_batch},
+        )
+    return Decision(
+        variant=entry.variant,
+        reason="variant named by the query",
+        worker=entry.least_loaded_worker,
+        load_request=None if entry.running else entry.variant.id,
+    )
+
+
+def _no_eligible(
+    entries: tuple[Entry, ...],
+    req: Requirements,
+    scope: str,
+    verdicts: dict[str, str],
+    overhead_ms: float,
+) -> NoEligibleVariant:
+    most_accurate = max(entries, key=lambda e: (e.accuracy, e.variant.id))
+    fastest = min(entries, key=lambda e: (e.latency_ms(req.batch), e.variant.id))
+    fastest_ms = fastest.latency_ms(req.batch) + overhead_ms
+    asked = ", ".join(
+        part
+        for part in (
+            f"accuracy >= {req.min_accuracy:g}" if req.min_accuracy is not None else "",
+            f"latency <= {req.latency_ms:g} ms" if req.latency_ms is not None else "",
+            f"cost <= {req.max_cost_per_hour:g} $/h" if req.max_cost_per_hour is not None else "",
+        )
+        if part
+    )
+    closest = sorted(entries, key=lambda e: _distance(e, req))[:3]
+    return NoEligibleVariant(
+        f"no variant of {scope} meets {asked or 'the request'} at batch {req.batch}; "
+        f"the best accuracy is {most_accurate.accuracy:.4f} ({most_accurate.variant.id}) and "
+        f"the fastest latency is {fastest_ms:.2f} ms ({fastest.variant.id}); "
+        "relax a requirement",
+        details={
+            "best_accuracy": {
+                "variant": most_accurate.variant.id,
+                "accuracy": most_accurate.accuracy,
+            },
+            "fastest": {"variant": fastest.variant.id, "latency_ms": round(fastest_ms, 3)},
+            "closest": [
+                {"variant": e.variant.id, "why_not": verdicts.get(e.variant.id, "")}
+                for e in closest
+            ],
+        },
+    )
+
+
+def _distance(entry: Entry, req: Requirements) -> float:
+    """How far a variant is from meeting the requirements (relative shortfalls summed)."""
+    gap = 0.0
+    if req.min_accuracy:
+        gap += max(0.0, req.min_accuracy - entry.accuracy) / req.min_accuracy
+    if req.latency_ms:
+        gap += max(0.0, entry.latency_ms(req.batch) - req.latency_ms) / req.latency_ms
+    if req.max_cost_per_hour:
+        gap += max(0.0, entry.cost_per_hour - req.max_cost_per_hour) / req.max_cost_per_hour
+    return gap
+
+
+def _explain(
+    entries: tuple[Entry, ...], req: Requirements, verdicts: dict[str, str], chosen: Entry
+) -> tuple[Candidate, ...]:
+    out = []
+    for entry in entries:
+        verdict = verdicts.get(entry.variant.id, "")
+        if entry is chosen:
+            reason = "chosen"
+        elif verdict:
+            reason = verdict
+        elif entry.running:
+            reason = "eligible, but costs more per query"
+        else:
+            reason = "eligible, but not running"
+        out.append(
+            Candidate(
+                variant=entry.variant.id,
+                eligible=not verdict,
+                running=entry.running,
+                accuracy=entry.accuracy,
+                predicted_latency_ms=round(entry.latency_ms(req.batch), 4),
+                cost_per_hour=entry.cost_per_hour,
+                cost_per_query_usd=entry.cost_per_query_usd(req.batch),
+                reason=reason,
+            )
+        )
+    return tuple(out)

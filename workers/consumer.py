@@ -1,0 +1,268 @@
+"""A replica: one consumer of one variant queue, batching what waits.
+
+Each replica is a thread with its own broker connection and channel, so the channel is
+only ever touched by the thread that owns it. The loop takes whatever is waiting on the
+queue (up to the variant's batch limit, as prefetched by the broker), drops queries
+whose deadline has passed (answering them with a deadline error), runs the rest as one
+model batch, replies to each query through its ``reply_to`` and only then acknowledges,
+so a worker that dies mid-batch loses nothing: the broker redelivers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from kombu import Connection, Consumer, Producer
+from kombu import Queue as KombuQueue
+from kombu.message import Message
+
+from queues.errors import DeadlineExceeded, InvalidInput, WorkerError
+from queues.messages import (
+    CONTENT_TYPE,
+    Query,
+    Reply,
+    decode_query,
+    encode_reply,
+    error_reply,
+    now_ms,
+)
+from workers.batching import group_rows
+from workers.runtimes.base import Runtime
+from workers.stats import VariantStats
+
+log = logging.getLogger(__name__)
+IDLE_WAIT_S = 0.25
+TAKE_WAITING_S = 0.0001
+RECONNECT_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    worker_id: str
+    variant: str
+    queue: str
+    queue_arguments: dict[str, Any]
+    max_batch: int
+    prefetch: int
+    item_shape: tuple[int, ...]
+
+
+class Replica:
+    def __init__(
+        self,
+        config: ReplicaConfig,
+        runtime: Runtime,
+        stats: VariantStats,
+        connect: Callable[[], Connection],
+        *,
+        index: int = 0,
+    ) -> None:
+        self.config = config
+        self._runtime = runtime
+        self._stats = stats
+        self._connect = connect
+        self._stop = threading.Event()
+        self._consuming = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"replica-{config.variant}-{index}", daemon=True
+        )
+        self._pending: list[Message] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_consuming(self, timeout_s: float) -> bool:
+        """True once the replica consumes its queue (the queue then exists)."""
+        return self._consuming.wait(timeout_s)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish the batch in hand, then stop; unacknowledged messages go back to the queue."""
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the loop -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay_s = 0.1
+        while not self._stop.is_set():
+            try:
+                with self._connect() as conn:
+                    self._serve(conn)
+                    delay_s = 0.1
+            except Exception as exc:  # connection lost: back off and reconnect
+                log.debug("replica error", exc_info=True)
+                self._consuming.clear()
+                self._pending.clear()  # the broker redelivers what was not acked
+                if self._stop.is_set():
+                    break
+                log.warning("replica of %s lost its broker: %s", self.config.variant, exc)
+                self._stop.wait(delay_s)
+                delay_s = min(delay_s * 2, RECONNECT_MAX_S)
+
+    def _serve(self, conn: Connection) -> None:
+        cfg = self.config
+        channel = conn.channel()
+        queue = KombuQueue(
+            cfg.queue,
+            routing_key=cfg.queue,
+            durable=True,
+            auto_delete=False,
+            queue_arguments=cfg.queue_arguments,
+        )
+        producer = Producer(channel, auto_declare=False)
+        multiple_ack = conn.transport.driver_type == "amqp"
+        consumer = Consumer(
+            channel,
+            [queue],
+            on_message=self._on_message,
+            no_ack=False,
+            prefetch_count=cfg.prefetch,
+        )
+        with consumer:
+            self._consuming.set()
+            while not self._stop.is_set():
+                try:
+                    conn.drain_events(timeout=IDLE_WAIT_S)
+                except TimeoutError:
+                    conn.heartbeat_check()
+                    continue
+                self._take_waiting(conn)
+                messages, self._pending = self._pending, []
+                self._process(messages, producer)
+                self._ack(channel, messages, multiple=multiple_ack)
+            # stop: cancel first so the broker sends nothing more, then answer what we hold
+            consumer.cancel()
+            messages, self._pending = self._pending, []
+            if messages:
+                self._process(messages, producer)
+                self._ack(channel, messages, multiple=multiple_ack)
+
+    def _on_message(self, message: Message) -> None:
+        self._pending.append(message)
+
+    def _take_waiting(self, conn: Connection) -> None:
+        """Pull in whatever the broker already sent, without waiting for more."""
+        while len(self._pending) < self.config.prefetch:
+            try:
+                # not 0: py-amqp loses a partly read frame on a non-blocking read
+                conn.drain_events(timeout=TAKE_WAITING_S)
+            except TimeoutError:
+                return
+
+    @staticmethod
+    def _ack(channel: Any, messages: list[Message], *, multiple: bool) -> None:
+        if not messages:
+            return
+        if multiple:
+            channel.basic_ack(messages[-1].delivery_tag, multiple=True)
+        else:
+            for message in messages:
+                message.ack()
+
+    # -- one round ------------------------------------------------------------------
+
+    def _process(self, messages: list[Message], producer: Producer) -> None:
+        self._stats.arrived(len(messages))
+        now = now_ms()
+        ready: list[tuple[Message, Query]] = []
+        for message in messages:
+            try:
+                query = decode_query(message.body, message.headers or {})
+            except ValueError as exc:
+                self._fail(producer, message, InvalidInput(f"cannot decode the query: {exc}"))
+                continue
+            if query.deadline_ms and query.deadline_ms <= now:
+                self._fail(
+                    producer,
+                    message,
+                    DeadlineExceeded(
+                        "the query's deadline passed before a worker could run it; "
+                        "the variant is overloaded, retry or relax the latency objective"
+                    ),
+                    expired=True,
+                )
+                continue
+            if query.inputs.shape[1:] != self.config.item_shape:
+                self._fail(
+                    producer,
+                    message,
+                    InvalidInput(
+                        f"inputs of shape {list(query.inputs.shape)} do not fit "
+                        f"[n, {', '.join(map(str, self.config.item_shape))}]"
+                    ),
+                )
+                continue
+            ready.append((message, query))
+        sizes = [len(query.inputs) for _, query in ready]
+        for group in group_rows(sizes, self.config.max_batch):
+            self._run_batch(ready[group], producer)
+
+    def _run_batch(self, items: list[tuple[Message, Query]], producer: Producer) -> None:
+        arrays = [query.inputs for _, query in items]
+        batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        started = time.perf_counter_ns()
+        try:
+            outputs = self._runtime.predict(batch)
+        except Exception as exc:
+            log.exception("variant %s failed on a batch of %d", self.config.variant, len(batch))
+            error = WorkerError(f"variant {self.config.variant} failed: {exc}")
+            for message, _ in items:
+                self._fail(producer, message, error)
+            return
+        model_ms = (time.perf_counter_ns() - started) / 1e6
+        done_ms = now_ms()
+        offset = 0
+        latencies: list[float] = []
+        for message, query in items:
+            rows = len(query.inputs)
+            reply = Reply(
+                request_id=query.request_id,
+                ok=True,
+                outputs=outputs[offset : offset + rows],
+                model_ms=model_ms,
+                worker=self.config.worker_id,
+                batch_size=len(batch),
+                queued_ms=max(0.0, done_ms - model_ms - query.sent_ms),
+            )
+            offset += rows
+            self._reply(producer, message, reply)
+            latencies.append(done_ms - query.sent_ms)
+        self._stats.finished_batch(len(items), model_ms, latencies)
+
+    def _fail(
+        self, producer: Producer, message: Message, error: Exception, *, expired: bool = False
+    ) -> None:
+        code = getattr(error, "code", WorkerError.code)
+        cid = str(message.properties.get("correlation_id", ""))
+        self._reply(producer, message, error_reply(cid, code, str(error), self.config.worker_id))
+        self._stats.failed(1, expired=expired)
+
+    @staticmethod
+    def _reply(producer: Producer, message: Message, reply: Reply) -> None:
+        reply_to = message.properties.get("reply_to")
+        if not reply_to:
+            return
+        body, headers = encode_reply(reply)
+        producer.publish(
+            body,
+            exchange="",
+            routing_key=reply_to,
+            correlation_id=message.properties.get("correlation_id"),
+            headers=headers,
+            content_type=CONTENT_TYPE,
+            content_encoding="binary",
+            serializer=None,
+            delivery_mode=1,
+            retry=False,
+        )

@@ -1,0 +1,210 @@
+"""The variants one worker has loaded, and the replicas consuming their queues.
+
+Loading fetches the artifact from the object store into a local cache, loads it with
+its runtime (after the worker process started: CUDA does not survive a fork) and starts
+replicas on the variant's queue. Every public method is safe to call from any thread
+(Celery control commands, the scaler's requests, the monitor).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kombu import Connection
+
+from queues import topology
+from queues.errors import InvalidRequest, WorkerError
+from queues.settings import BrokerSettings
+from registry.catalog import Catalog
+from registry.livestate import ACTIVE, VariantLoad, now_ms
+from registry.store import ObjectStore
+from registry.types import Variant
+from workers.batching import consumer_prefetch
+from workers.consumer import Replica, ReplicaConfig
+from workers.runtimes.base import Runtime, RuntimeSpec, load_runtime
+from workers.stats import VariantStats, WindowStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedVariant:
+    variant: Variant
+    runtime: Runtime
+    stats: VariantStats
+    config: ReplicaConfig
+    replicas: list[Replica] = field(default_factory=list)
+    loaded_ms: float = field(default_factory=now_ms)
+    load_ms: float = 0.0
+    state: str = ACTIVE
+    last_window: WindowStats | None = None
+
+
+class VariantServer:
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        hardware: str,
+        broker: BrokerSettings,
+        catalog: Catalog,
+        store: ObjectStore,
+        cache_dir: Path,
+        connect: Callable[[], Connection],
+        max_prefetch: int = 256,
+    ) -> None:
+        self.worker_id = worker_id
+        self.hardware = hardware
+        self._broker = broker
+        self._catalog = catalog
+        self._store = store
+        self._cache_dir = cache_dir
+        self._connect = connect
+        self._max_prefetch = max_prefetch
+        self._lock = threading.RLock()
+        self._loaded: dict[str, LoadedVariant] = {}
+        self._replica_seq = 0
+
+    # -- loading --------------------------------------------------------------------
+
+    def load(self, variant_id: str, replicas: int = 1) -> LoadedVariant:
+        """Load a variant (idempotent) and make sure it has at least ``replicas``."""
+        if replicas < 1:
+            raise InvalidRequest(f"replicas must be >= 1, got {replicas}")
+        with self._lock:
+            loaded = self._loaded.get(variant_id)
+            if loaded is None:
+                loaded = self._load_new(variant_id)
+                self._loaded[variant_id] = loaded
+            self._resize(loaded, max(replicas, len(loaded.replicas)))
+            return loaded
+
+    def _load_new(self, variant_id: str) -> LoadedVariant:
+        variant = self._catalog.get_variant(variant_id)
+        if variant.hardware != self.hardware:
+            raise WorkerError(
+                f"variant {variant_id} needs {variant.hardware} hardware; this worker "
+                f"({self.worker_id}) has {self.hardware}"
+            )
+        if not variant.ready or variant.profile is None:
+            raise WorkerError(f"variant {variant_id} is {variant.status}, not ready to serve")
+        model = self._catalog.get_model(variant.model)
+        app = self._catalog.get_app(variant.app)
+        started = time.perf_counter()
+        artifact = self._fetch(variant)
+        spec = RuntimeSpec(
+            runtime=variant.runtime,
+            precision=variant.precision,
+            hardware=variant.hardware,
+            threads=max(variant.threads, 1),
+            opt=variant.opt,
+            input_name=app.signature.name,
+            output_name=model.output_name,
+        )
+        runtime = load_runtime(spec, artifact)
+        load_ms = (time.perf_counter() - started) * 1000
+        config = ReplicaConfig(
+            worker_id=self.worker_id,
+            variant=variant.id,
+            queue=topology.variant_queue(self._broker.queue_prefix, variant.app, variant.id),
+            queue_arguments=topology.variant_queue_arguments(
+                self._broker.queue_prefix, self._broker.queue_max_length
+            ),
+            max_batch=variant.profile.max_batch,
+            prefetch=consumer_prefetch(variant.profile.max_batch, bound=self._max_prefetch),
+            item_shape=app.signature.item_shape,
+        )
+        log.info("loaded %s in %.0f ms", variant_id, load_ms)
+        return LoadedVariant(variant, runtime, VariantStats(), config, load_ms=load_ms)
+
+    def _fetch(self, variant: Variant) -> Path:
+        tag = hashlib.sha256(
+            f"{variant.artifact_key}|{variant.created_at.isoformat()}".encode()
+        ).hexdigest()[:16]
+        suffix = Path(variant.artifact_key).suffix
+        path = self._cache_dir / f"{variant.id}-{tag}{suffix}"
+        if not path.exists():
+            self._cache_dir.mkdir(parents=True, exist_ok=True)
+            self._store.get_file(variant.artifact_key, path)
+        return path
+
+    def unload(self, variant_id: str) -> bool:
+        """Stop the variant's replicas (their held queries go back to the queue) and
+        free it; False if it was not loaded."""
+        with self._lock:
+            loaded = self._loaded.pop(variant_id, None)
+        if loaded is None:
+            return False
+        for replica in loaded.replicas:
+            replica.stop()
+        loaded.runtime.close()
+        log.info("unloaded %s", variant_id)
+        return True
+
+    def set_replicas(self, variant_id: str, replicas: int) -> int:
+        if replicas < 1:
+            raise InvalidRequest(f"replicas must be >= 1 (unload to go to 0), got {replicas}")
+        with self._lock:
+            loaded = self._loaded.get(variant_id)
+            if loaded is None:
+                raise WorkerError(f"variant {variant_id} is not loaded on {self.worker_id}")
+            self._resize(loaded, replicas)
+            return len(loaded.replicas)
+
+    def _resize(self, loaded: LoadedVariant, replicas: int) -> None:
+        while len(loaded.replicas) < replicas:
+            self._replica_seq += 1
+            replica = Replica(
+                loaded.config, loaded.runtime, loaded.stats, self._connect, index=self._replica_seq
+            )
+            replica.start()
+            if not replica.wait_consuming(15):
+                replica.stop()
+                raise WorkerError(
+                    f"replica of {loaded.variant.id} could not consume {loaded.config.queue}; "
+                    "is the broker reachable?"
+                )
+            loaded.replicas.append(replica)
+        while len(loaded.replicas) > replicas:
+            loaded.replicas.pop().stop()
+
+    # -- reading --------------------------------------------------------------------
+
+    def loaded(self) -> dict[str, LoadedVariant]:
+        with self._lock:
+            return dict(self._loaded)
+
+    def collect(self) -> dict[str, VariantLoad]:
+        """Close the monitoring window of every loaded variant and summarise it."""
+        loads: dict[str, VariantLoad] = {}
+        for variant_id, loaded in self.loaded().items():
+            window = loaded.stats.collect()
+            loaded.last_window = window
+            loads[variant_id] = VariantLoad(
+                variant=variant_id,
+                app=loaded.variant.app,
+                state=loaded.state,
+                replicas=len(loaded.replicas),
+                qps=window.qps,
+                p50_ms=window.p50_ms,
+                p99_ms=window.p99_ms,
+                model_p50_ms=window.model_p50_ms,
+                mean_batch=window.mean_batch,
+                outstanding=window.outstanding,
+                completed=window.completed,
+                errors=window.errors,
+                expired=window.expired,
+                max_batch=loaded.config.max_batch,
+                since_ms=loaded.loaded_ms,
+            )
+        return loads
+
+    def stop(self) -> None:
+        for variant_id in list(self.loaded()):
+            self.unload(variant_id)
