@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from queues.topology import check_prefix
 
-MEMORY_URL = "memory://"
+MEMORY_URL = "memory://localhost//"
 
 
 class BrokerSettings(BaseSettings):

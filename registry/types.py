@@ -85,6 +85,12 @@ class Profile:
     max_batch: int
     profiled_on: str = ""
     cores: int = 0
+    best_batch: int = 0  # past it throughput stops growing; 0: same as max_batch
+
+    @property
+    def batch_limit(self) -> int:
+        """The batch dynamic batching aims for: the throughput knee, within max_batch."""
+        return min(self.best_batch or self.max_batch, self.max_batch)
 
     def predict_latency_ms(self, batch: int) -> float:
         """p50 latency at ``batch``: measured where measured, interpolated between
@@ -119,6 +125,7 @@ class Profile:
             "max_batch": self.max_batch,
             "profiled_on": self.profiled_on,
             "cores": self.cores,
+            "best_batch": self.best_batch,
         }
 
     @classmethod
@@ -137,6 +144,7 @@ class Profile:
             max_batch=int(data["max_batch"]),
             profiled_on=str(data.get("profiled_on", "")),
             cores=int(data.get("cores", 0)),
+            best_batch=int(data.get("best_batch", 0)),
         )
 
 

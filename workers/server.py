@@ -116,8 +116,8 @@ class VariantServer:
             queue_arguments=topology.variant_queue_arguments(
                 self._broker.queue_prefix, self._broker.queue_max_length
             ),
-            max_batch=variant.profile.max_batch,
-            prefetch=consumer_prefetch(variant.profile.max_batch, bound=self._max_prefetch),
+            max_batch=variant.profile.batch_limit,
+            prefetch=consumer_prefetch(variant.profile.batch_limit, bound=self._max_prefetch),
             item_shape=app.signature.item_shape,
         )
         log.info("loaded %s in %.0f ms", variant_id, load_ms)

@@ -47,8 +47,7 @@ class WorkerSettings(BaseSettings):
         missing = [core for core in value if core not in allowed]
         if missing:
             raise ValueError(
-                f"cores {missing} are not available to this process (it may use "
-                f"{sorted(allowed)})"
+                f"cores {missing} are not available to this process (it may use {sorted(allowed)})"
             )
         return value
 

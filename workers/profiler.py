@@ -1,0 +1,214 @@
+"""Measure one variant: accuracy, latency per batch size, memory, load time.
+
+As in INFaaS, a variant's latency is profiled at a handful of batch sizes and a
+straight line ``latency(b) = slope * b + intercept`` is fitted by least squares; the
+selector interpolates between measured sizes and extrapolates with the line. All
+latencies are in milliseconds, timed with ``time.perf_counter_ns``.
+
+The pure helpers (:func:`fit_latency`, :func:`choose_best_batch`) take plain dicts so
+they can be tested without running any model.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from registry.types import Profile
+from workers.runtimes.base import Runtime
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+_NS_PER_MS = 1_000_000.0
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    p50_ms: float
+    p99_ms: float
+    runs: int
+
+
+def measure_latency(
+    predict: Predict,
+    sample: np.ndarray,
+    *,
+    min_runs: int = 20,
+    max_runs: int = 2000,
+    budget_s: float = 0.5,
+    warmup: int = 3,
+) -> LatencyStats:
+    """Call ``predict(sample)`` repeatedly and report the p50 and p99 latency.
+
+    After ``warmup`` untimed calls it runs at least ``min_runs`` timed calls, then keeps
+    going while under ``budget_s`` seconds of wall time, up to ``max_runs`` calls.
+    """
+    if min_runs < 1 or max_runs < min_runs:
+        raise ValueError(f"need 1 <= min_runs <= max_runs, got {min_runs}, {max_runs}")
+    for _ in range(max(0, warmup)):
+        predict(sample)
+    budget_ns = budget_s * 1e9
+    samples_ns: list[int] = []
+    start = time.perf_counter_ns()
+    while len(samples_ns) < max_runs:
+        if len(samples_ns) >= min_runs and time.perf_counter_ns() - start >= budget_ns:
+            break
+        t0 = time.perf_counter_ns()
+        predict(sample)
+        samples_ns.append(time.perf_counter_ns() - t0)
+    ms = np.asarray(samples_ns, dtype=np.float64) / _NS_PER_MS
+    return LatencyStats(
+        p50_ms=float(np.percentile(ms, 50)),
+        p99_ms=float(np.percentile(ms, 99)),
+        runs=len(samples_ns),
+    )
+
+
+def fit_latency(latency_ms: dict[int, float]) -> tuple[float, float]:
+    """Least-squares ``(slope_ms, intercept_ms)`` of latency against batch size.
+
+    With a single measured size the line is flat (slope 0, intercept that latency).
+    """
+    if not latency_ms:
+        raise ValueError("no latencies to fit")
+    sizes = np.asarray(sorted(latency_ms), dtype=np.float64)
+    values = np.asarray([latency_ms[int(b)] for b in sizes], dtype=np.float64)
+    if len(sizes) == 1:
+        return 0.0, float(values[0])
+    mean_b, mean_l = sizes.mean(), values.mean()
+    slope = float(((sizes - mean_b) * (values - mean_l)).sum() / ((sizes - mean_b) ** 2).sum())
+    intercept = float(mean_l - slope * mean_b)
+    return slope, intercept
+
+
+def choose_best_batch(latency_ms: dict[int, float], *, tolerance: float = 0.05) -> int:
+    """The smallest profiled batch whose throughput ``1000 * b / latency(b)`` is within
+    ``tolerance`` (a fraction) of the best throughput of any profiled batch."""
+    if not latency_ms:
+        raise ValueError("no latencies to choose from")
+    if not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+    throughput = {b: 1000.0 * b / max(lat, 1e-9) for b, lat in latency_ms.items()}
+    best = max(throughput.values())
+    return min(b for b, qps in throughput.items() if qps >= (1.0 - tolerance) * best)
+
+
+def top1_accuracy(
+    predict: Predict, inputs: np.ndarray, labels: np.ndarray, batch: int = 64
+) -> float:
+    """Fraction of rows whose highest-scoring output column equals the label."""
+    if len(inputs) != len(labels):
+        raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
+    if len(inputs) == 0:
+        raise ValueError("no validation inputs")
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    correct = 0
+    for start in range(0, len(inputs), batch):
+        scores = np.asarray(predict(inputs[start : start + batch]))
+        predicted = scores.reshape(scores.shape[0], -1).argmax(axis=1)
+        correct += int((predicted == np.asarray(labels[start : start + batch])).sum())
+    return correct / len(inputs)
+
+
+def cpu_model_name() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    """How many cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return int(psutil.Process(os.getpid()).memory_info().rss)
+
+
+def _batch_sample(inputs: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` rows drawn from ``inputs`` (repeating rows when there are fewer)."""
+    index = rng.choice(len(inputs), size=size, replace=size > len(inputs))
+    return np.ascontiguousarray(inputs[index])
+
+
+def profile_variant(
+    load: Callable[[], Runtime],
+    artifact_bytes: int,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_sizes: Sequence[int] = (1, 4, 8, 16, 32),
+    budget_s_per_batch: float = 0.5,
+) -> Profile:
+    """Load a variant with ``load`` and measure it on the validation set.
+
+    ``load_ms`` is the time of ``load()`` plus one warm-up prediction; ``memory_mb`` is the
+    larger of the RSS growth around that and what the runtime reports (at least the
+    artifact's size); ``accuracy`` is top-1 over the whole validation set; latency is
+    p50/p99 per batch size on rows drawn from the validation inputs.
+    """
+    if len(inputs) == 0:
+        raise ValueError("no validation inputs to profile with")
+    sizes = sorted({int(b) for b in batch_sizes})
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"batch sizes must be positive, got {list(batch_sizes)}")
+    rng = np.random.default_rng(0)
+
+    rss_before = _rss_bytes()
+    t0 = time.perf_counter_ns()
+    runtime = load()
+    try:
+        runtime.predict(_batch_sample(inputs, 1, rng))
+        load_ms = (time.perf_counter_ns() - t0) / _NS_PER_MS
+        rss_growth = max(0, _rss_bytes() - rss_before)
+        memory_bytes = max(rss_growth, int(runtime.memory_bytes()), int(artifact_bytes))
+
+        accuracy = top1_accuracy(runtime.predict, inputs, labels)
+
+        p50: dict[int, float] = {}
+        p99: dict[int, float] = {}
+        for size in sizes:
+            stats = measure_latency(
+                runtime.predict, _batch_sample(inputs, size, rng), budget_s=budget_s_per_batch
+            )
+            p50[size] = stats.p50_ms
+            p99[size] = stats.p99_ms
+    finally:
+        runtime.close()
+
+    slope, intercept = fit_latency(p50)
+    saturation_qps = max(1000.0 * b / max(lat, 1e-9) for b, lat in p50.items())
+    return Profile(
+        accuracy=accuracy,
+        metric="top1",
+        latency_ms=p50,
+        latency_p99_ms=p99,
+        latency_slope_ms=slope,
+        latency_intercept_ms=intercept,
+        memory_mb=memory_bytes / (1024.0 * 1024.0),
+        load_ms=load_ms,
+        saturation_qps=saturation_qps,
+        artifact_bytes=int(artifact_bytes),
+        max_batch=max(p50),
+        best_batch=choose_best_batch(p50),
+        profiled_on=cpu_model_name(),
+        cores=usable_cores(),
+    )
