@@ -14,15 +14,19 @@ def expected_shape(signature: InputSignature) -> str:
     return "[n, " + ", ".join(str(d) for d in signature.item_shape) + "]"
 
 
-def to_batch(inputs: list[Any], signature: InputSignature, max_batch: int) -> np.ndarray:
-    if not inputs:
+def check_batch_size(size: int, max_batch: int) -> None:
+    if size == 0:
         raise EmptyBatch("inputs is empty; send at least one input")
-    if len(inputs) > max_batch:
+    if size > max_batch:
         raise BatchTooLarge(
-            f"{len(inputs)} inputs in one query; at most {max_batch} are allowed "
+            f"{size} inputs in one query; at most {max_batch} are allowed "
             "(INFAAS_MAX_BATCH); split the query or submit a batch job",
             details={"max_batch": max_batch},
         )
+
+
+def to_batch(inputs: list[Any], signature: InputSignature, max_batch: int) -> np.ndarray:
+    check_batch_size(len(inputs), max_batch)
     try:
         array = np.asarray(inputs, dtype=signature.dtype)
     except (ValueError, TypeError) as exc:

@@ -91,6 +91,7 @@ class GatewayState:
                 self.catalog_snapshot, self.live_snapshot, overhead_ms=self.settings.overhead_ms
             )
             self.metrics.live_workers.set(len(self.live_snapshot.workers))
+            self.metrics.expired.set(self.services.client.expired_answered)
             self._refreshed_at = time.monotonic()
 
     async def select(self, req: Requirements, *, explain: bool = False) -> Decision:

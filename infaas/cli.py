@@ -71,12 +71,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from infaas.services import open_services
     from queues.rpc import create_query_client
 
-    services = open_services()
-    if services.broker.embedded or not services.registry.state_url:
-        raise ConfigError(
-            "a separate gateway needs INFAAS_BROKER_URL and INFAAS_STATE_URL (the workers "
-            "it sends queries to live elsewhere); `infaas demo --serve` runs all in one process"
-        )
+    services = open_services(*_require_services("gateway"))
     settings = GatewaySettings(
         **{k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
@@ -95,6 +90,26 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_services(role: str) -> tuple[Any, Any]:
+    """Broker and registry settings of a separate service, which must not be islands."""
+    from queues.settings import BrokerSettings
+    from registry.settings import RegistrySettings
+
+    broker, registry = BrokerSettings(), RegistrySettings()
+    if broker.embedded:
+        raise ConfigError(
+            f"a separate {role} needs a broker: set INFAAS_BROKER_URL (e.g. "
+            "amqp://guest:guest@127.0.0.1:5672//); `infaas demo` runs everything in one "
+            "process instead"
+        )
+    if not registry.state_url:
+        raise ConfigError(
+            f"a separate {role} needs INFAAS_STATE_URL (redis://...) so that gateways, "
+            "workers and the scaler see each other"
+        )
+    return broker, registry
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from infaas.services import open_services
     from workers.celery_worker import WorkerServices, run_worker
@@ -108,11 +123,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.replicas:
         overrides["replicas"] = args.replicas
     settings = WorkerSettings(**overrides)
-    services = open_services()
-    if not services.registry.state_url:
-        raise ConfigError(
-            "a separate worker needs INFAAS_STATE_URL (redis://...) so that gateways see it"
-        )
+    services = open_services(*_require_services("worker"))
     cache = services.registry.home / "cache" / "artifacts"
     run_worker(
         services.broker,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,10 +31,18 @@ def model_artifact_key(model: str) -> str:
     return f"models/{model}/model.onnx"
 
 
-def ensure_demo_app(services: Services, *, say: Say = print) -> DemoSet:
-    """Train (or reuse) the demo models and register any that are not ready yet."""
+def ensure_demo_app(
+    services: Services,
+    *,
+    say: Say = print,
+    models_dir: Path | None = None,
+    budget_s_per_batch: float = 0.4,
+) -> DemoSet:
+    """Train (or reuse) the demo models and register any that are not ready yet.
+
+    ``budget_s_per_batch`` is the profiler's time per batch size (tests use less)."""
     started = time.perf_counter()
-    demo = prepare_demo_models(services.registry.home / "demo-models", progress=say)
+    demo = prepare_demo_models(models_dir or services.registry.home / "demo-models", progress=say)
     catalog, store = services.catalog, services.store
     try:
         catalog.get_app(DEMO_APP)
@@ -50,7 +59,12 @@ def ensure_demo_app(services: Services, *, say: Say = print) -> DemoSet:
         )
     if not store.exists(VALIDATION_KEY):
         store.put_file(VALIDATION_KEY, demo.validation_path)
-    context = BuildContext(catalog=catalog, store=store, prices=services.prices)
+    context = BuildContext(
+        catalog=catalog,
+        store=store,
+        prices=services.prices,
+        budget_s_per_batch=budget_s_per_batch,
+    )
     for demo_model in demo.models:
         if catalog.list_variants(model_id=demo_model.id, status=READY):
             continue

@@ -31,6 +31,7 @@ from queues.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+EXPIRY_GRACE_S = 0.2
 
 
 class AmqpQueryClient:
@@ -48,17 +49,27 @@ class AmqpQueryClient:
         self._delivery_tags = itertools.count(1)
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
-        self.expired_answered = 0
+        self._expired_answered = 0
 
     @property
     def connected(self) -> bool:
         return self._channel is not None and self._channel.is_open
 
+    @property
+    def expired_answered(self) -> int:
+        return self._expired_answered
+
     # -- connection lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect; if the broker is down, keep retrying in the background (queries get
+        503 broker_unavailable meanwhile) rather than refusing to start."""
         self._closing = False
-        await self._connect()
+        try:
+            await self._connect()
+        except BrokerUnavailable as exc:
+            log.warning("%s; retrying in the background", exc.message)
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -209,7 +220,8 @@ class AmqpQueryClient:
         self._pending[correlation_id] = future
         try:
             self._publish(channel, queue, body, props, correlation_id, mandatory=True)
-            return await asyncio.wait_for(future, timeout=timeout_s)
+            # a little past the deadline, so an expired query's dead-letter answer wins
+            return await asyncio.wait_for(future, timeout=timeout_s + EXPIRY_GRACE_S)
         except TimeoutError as exc:
             raise DeadlineExceeded(
                 f"no answer from variant queue {queue} within {timeout_s * 1000:.0f} ms; "
@@ -296,7 +308,7 @@ class AmqpQueryClient:
             "the query expired in its queue before a worker could take it; "
             "the variant is overloaded, retry later or relax the latency objective"
         )
-        self.expired_answered += 1
+        self._expired_answered += 1
         if cid in self._pending:
             self._resolve(cid, error)
             return

@@ -48,6 +48,10 @@ class MemoryQueryClient:
     def connected(self) -> bool:
         return self._producer is not None
 
+    @property
+    def expired_answered(self) -> int:
+        return 0  # no queue expiry in memory: the worker answers late queries itself
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._connection = memory_connection(self._settings.url)

@@ -38,3 +38,16 @@ def s3_store_url(s3_server: tuple[str, int]) -> str:
     """A fresh bucket on the session's S3 endpoint, as an INFAAS_STORE_URL."""
     host, port = s3_server
     return f"s3://testing:testing@{host}:{port}/{services.unique_name('bucket')}"
+
+
+@pytest.fixture(scope="session")
+def redis_state_session() -> Iterator[tuple[str, str]]:
+    """A Redis URL and key prefix shared by a whole session (for long-lived stacks)."""
+    with services.redis_prefix() as pair:
+        yield pair
+
+
+@pytest.fixture(scope="session")
+def s3_store_url_session(s3_server: tuple[str, int]) -> str:
+    host, port = s3_server
+    return f"s3://testing:testing@{host}:{port}/{services.unique_name('bucket')}"

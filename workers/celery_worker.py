@@ -211,11 +211,7 @@ def run_worker(
 ) -> None:
     """Run a worker in this process until it is told to stop (SIGTERM, SIGINT)."""
     if broker.embedded:
-        raise ConfigError(
-            "a separate worker needs a broker: set INFAAS_BROKER_URL (e.g. "
-            "amqp://guest:guest@127.0.0.1:5672//); `infaas demo` runs everything in one "
-            "process instead"
-        )
+        raise ConfigError("a worker process needs a broker (INFAAS_BROKER_URL)")
     if settings.cores:
         os.sched_setaffinity(0, settings.cores)
     worker_id = make_worker_id(settings.hardware)

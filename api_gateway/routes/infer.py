@@ -13,11 +13,11 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api_gateway.deps import State, Tenant
-from api_gateway.inputs import to_batch
+from api_gateway.inputs import check_batch_size, to_batch
 from api_gateway.responses import JSONResponse
 from api_gateway.state import GatewayState
 from queues import topology
-from queues.errors import EmptyBatch, InfaasError, NoWorker, error_from_code
+from queues.errors import InfaasError, NoWorker, error_from_code
 from queues.messages import Query as QueryMessage
 from queues.messages import now_ms
 from registry.selector import Decision, Requirements
@@ -127,8 +127,7 @@ async def _serve(
     started = time.perf_counter()
     app = scope
     try:
-        if not raw_inputs:
-            raise EmptyBatch("inputs is empty; send at least one input")
+        check_batch_size(len(raw_inputs), state.settings.max_batch)
         decision = await state.select(requirements(len(raw_inputs)), explain=explain)
         app = decision.variant.app
         signature = state.catalog_snapshot.apps[app].signature

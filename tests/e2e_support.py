@@ -1,0 +1,160 @@
+"""Starting the whole system for end-to-end tests: embedded, or on the real services
+with the gateway in the test process and workers as separate processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from api_gateway.settings import GatewaySettings
+from infaas.client import InfaasClient
+from infaas.demo import DEMO_APP, ensure_demo_app
+from infaas.demo_models import DemoSet
+from infaas.embedded import LocalStack
+from infaas.services import Services, open_services
+from queues.settings import BrokerSettings
+from registry.settings import RegistrySettings
+from registry.types import READY
+from tests.services import unique_name
+from workers.settings import WorkerSettings
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CACHE = REPO / ".infaas" / "test-cache" / "demo-models"
+PROFILE_BUDGET_S = 0.05
+# Left unloaded at start, so tests can query a variant that no worker serves.
+UNSERVED = "digits-logreg.onnx-fp32.cpu-t2"
+# Served only by the workers a test starts itself (to kill one mid-load).
+DEDICATED = "digits-cnn.onnx-fp32.cpu-t1"
+
+
+@dataclass
+class Stack:
+    kind: str
+    services: Services
+    demo: DemoSet
+    gateway: LocalStack
+    client: InfaasClient
+    worker_env: dict[str, str] = field(default_factory=dict)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def served_variants(self) -> list[str]:
+        ready = self.services.catalog.list_variants(app_id=DEMO_APP, status=READY)
+        return [v.id for v in ready if v.id not in (UNSERVED, DEDICATED)]
+
+    def start_worker(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
+        """Start ``infaas worker`` as a separate process on the stack's services."""
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "infaas.cli", "--loglevel", "INFO", "worker", *args],
+                env=self.worker_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes.append(proc)
+        return proc
+
+    def wait_for_workers(self, count: int, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.services.live.snapshot().workers) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} workers did not appear in live state in time")
+            for proc in self.processes:
+                if proc.poll() is not None:
+                    raise AssertionError(f"worker process exited with {proc.returncode}")
+            time.sleep(0.2)
+        # the gateway refreshes its snapshots every 0.5 s
+        time.sleep(1.0)
+
+
+def _register_demo(services: Services) -> DemoSet:
+    return ensure_demo_app(
+        services, say=lambda _m: None, models_dir=DEMO_CACHE, budget_s_per_batch=PROFILE_BUDGET_S
+    )
+
+
+@contextmanager
+def embedded_stack(home: Path) -> Iterator[Stack]:
+    broker = BrokerSettings(broker_url=None, queue_prefix=unique_name("q")[-20:])
+    services = open_services(broker, RegistrySettings(home=home))
+    demo = _register_demo(services)
+    variants = tuple(v.id for v in services.catalog.list_variants(status=READY) if v.id != UNSERVED)
+    gateway = LocalStack(
+        services, gateway=GatewaySettings(port=0), worker=WorkerSettings(variants=variants)
+    ).start()
+    client = InfaasClient(gateway.url, timeout_s=60)
+    try:
+        yield Stack("embedded", services, demo, gateway, client)
+    finally:
+        client.close()
+        gateway.stop()
+        services.close()
+
+
+@contextmanager
+def services_stack(
+    home: Path,
+    *,
+    broker_url: str,
+    catalog_url: str,
+    state: tuple[str, str],
+    store_url: str,
+    queue_max_length: int = 50,
+) -> Iterator[Stack]:
+    state_url, state_prefix = state
+    prefix = unique_name("q")[-20:]
+    broker = BrokerSettings(
+        broker_url=broker_url, queue_prefix=prefix, queue_max_length=queue_max_length
+    )
+    registry = RegistrySettings(
+        home=home,
+        catalog_url=catalog_url,
+        state_url=state_url,
+        state_prefix=state_prefix,
+        store_url=store_url,
+    )
+    services = open_services(broker, registry)
+    demo = _register_demo(services)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("INFAAS_")},
+        "INFAAS_BROKER_URL": broker_url,
+        "INFAAS_QUEUE_PREFIX": prefix,
+        "INFAAS_QUEUE_MAX_LENGTH": str(queue_max_length),
+        "INFAAS_CATALOG_URL": catalog_url,
+        "INFAAS_STATE_URL": state_url,
+        "INFAAS_STATE_PREFIX": state_prefix,
+        "INFAAS_STORE_URL": store_url,
+        "INFAAS_HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+    }
+    gateway = LocalStack(services, gateway=GatewaySettings(port=0), with_worker=False).start()
+    client = InfaasClient(gateway.url, timeout_s=60)
+    stack = Stack("services", services, demo, gateway, client, worker_env=env)
+    try:
+        served = ",".join(stack.served_variants())
+        stack.start_worker("--variants", served, log=home / "worker-main.log")
+        stack.wait_for_workers(1)
+        yield stack
+    finally:
+        client.close()
+        for proc in stack.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in stack.processes:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        gateway.stop()
+        services.close()
