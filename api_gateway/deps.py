@@ -19,12 +19,14 @@ class TenantContext:
     tenant: str
 
 
-def get_state(request: Request) -> GatewayState:
+# Both are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a thread
+# pool, a thread hop on every query.
+async def get_state(request: Request) -> GatewayState:
     state: GatewayState = request.app.state.infaas
     return state
 
 
-def current_tenant() -> TenantContext:
+async def current_tenant() -> TenantContext:
     # No authentication yet: every caller is the default tenant.
     return TenantContext(tenant="default")
 

@@ -11,6 +11,7 @@ so a worker that dies mid-batch loses nothing: the broker redelivers.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from workers.stats import VariantStats
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.25
-TAKE_WAITING_S = 0.0001
+FRAME_REST_S = 0.05
 RECONNECT_MAX_S = 5.0
 
 
@@ -51,6 +52,24 @@ class ReplicaConfig:
     max_batch: int
     prefetch: int
     item_shape: tuple[int, ...]
+
+
+def _bytes_waiting(conn: Connection) -> bool | None:
+    """Whether the AMQP socket (or py-amqp's read buffer) holds unread bytes; None for a
+    transport that cannot tell.
+
+    Not ``drain_events(timeout=0)``: py-amqp busy-spins on a partly arrived frame. Not a
+    tiny positive timeout either: ``poll`` rounds it up to a whole millisecond, which
+    would add a millisecond to every round.
+    """
+    transport = getattr(conn.connection, "transport", None)
+    sock = getattr(transport, "sock", None)
+    if sock is None:
+        return None
+    if getattr(transport, "_read_buffer", b""):
+        return True
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 class Replica:
@@ -132,11 +151,15 @@ class Replica:
         with consumer:
             self._consuming.set()
             while not self._stop.is_set():
-                try:
-                    conn.drain_events(timeout=IDLE_WAIT_S)
-                except TimeoutError:
-                    conn.heartbeat_check()
-                    continue
+                # Messages can already be pending here: py-amqp reads incoming frames
+                # while it publishes (to notice connection.blocked), so replies of one
+                # round may pull in queries of the next. Never block on those.
+                if not self._pending:
+                    try:
+                        conn.drain_events(timeout=IDLE_WAIT_S)
+                    except TimeoutError:
+                        conn.heartbeat_check()
+                        continue
                 self._take_waiting(conn)
                 messages, self._pending = self._pending, []
                 self._process(messages, producer)
@@ -154,9 +177,13 @@ class Replica:
     def _take_waiting(self, conn: Connection) -> None:
         """Pull in whatever the broker already sent, without waiting for more."""
         while len(self._pending) < self.config.prefetch:
+            waiting = _bytes_waiting(conn)
+            if waiting is False:
+                return
             try:
-                # not 0: py-amqp loses a partly read frame on a non-blocking read
-                conn.drain_events(timeout=TAKE_WAITING_S)
+                # A virtual transport (memory) reads whole messages: timeout 0 is right.
+                # On AMQP, data is there: wait briefly for the rest of a partial frame.
+                conn.drain_events(timeout=0 if waiting is None else FRAME_REST_S)
             except TimeoutError:
                 return
 

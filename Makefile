@@ -1,0 +1,45 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export INFAAS_HOME ?= $(CURDIR)/.infaas
+
+.PHONY: venv demo serve test unit integration lint typecheck bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv  ## prepare the digits app, serve it in one process, send model-less queries
+	$(BIN)/infaas demo
+
+serve: venv  ## the demo, then keep serving on :8080 until Ctrl-C
+	$(BIN)/infaas demo --serve
+
+test: venv lint typecheck  ## every test: unit and integration (needs the local services)
+	$(BIN)/pytest
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv
+	$(BIN)/pytest tests/integration
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy .
+
+bench: venv  ## benchmarks; figures land in bench/results/
+	$(BIN)/python -m bench.pipeline
+
+clean:
+	rm -rf $(VENV) .infaas .mypy_cache .ruff_cache .pytest_cache

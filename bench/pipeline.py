@@ -1,0 +1,192 @@
+"""Pipeline benchmark: a batch-1 model-less query through gateway, RabbitMQ and worker,
+against calling the same onnxruntime session directly, in one run.
+
+    python -m bench.pipeline [--variant V] [--requests 3000] [--duration-s 8]
+
+Gateway and worker run as separate processes (``infaas gateway``, ``infaas worker``) on
+the local RabbitMQ and Redis; the load generator is this process. Prints p50/p99 latency
+and throughput at 1 and 16 concurrent clients, the latency the pipeline adds, and writes
+``bench/results/pipeline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.loadgen import LoadResult, closed_loop
+from bench.stack import bench_stack
+from infaas.demo_models import load_validation
+from workers.runtimes.base import RuntimeSpec, load_runtime
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {"added_p50_ms": 3.0, "added_p99_ms": 10.0, "throughput_16_qps": 600.0}
+
+
+def direct_baseline(
+    predict: Any, sample: np.ndarray, *, requests: int, duration_s: float
+) -> dict[str, dict[str, float | int]]:
+    """The same session called in-process: sequential, then 16 threads in a closed loop."""
+    for _ in range(200):
+        predict(sample)
+    latencies = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        predict(sample)
+        latencies.append((time.perf_counter() - started) * 1000)
+    one = LoadResult(1, sum(latencies) / 1000, latencies, {200: len(latencies)})
+    counts = [0] * 16
+    stop = time.perf_counter() + duration_s
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < stop:
+            predict(sample)
+            counts[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(16)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    return {
+        "1": one.summary(),
+        "16": {
+            "concurrency": 16,
+            "requests": sum(counts),
+            "throughput_qps": round(sum(counts) / wall, 1),
+        },
+    }
+
+
+def run(variant: str, requests: int, duration_s: float) -> dict[str, Any]:
+    with bench_stack() as stack:
+        inputs, _ = load_validation(stack.demo.validation_path)
+        sample = inputs[:1]
+        record = stack.services.catalog.get_variant(variant)
+        assert record.profile is not None
+        stack.start_gateway()
+        stack.start_worker("--variants", variant)
+        stack.wait_ready(workers=1)
+
+        model = stack.services.catalog.get_model(record.model)
+        artifact = stack.services.store.get_file(record.artifact_key, stack.home / "direct.onnx")
+        runtime = load_runtime(
+            RuntimeSpec("onnx", "fp32", "cpu", record.threads, output_name=model.output_name),
+            artifact,
+        )
+        direct = direct_baseline(
+            runtime.predict, sample, requests=requests, duration_s=duration_s / 2
+        )
+        runtime.close()
+
+        body = json.dumps(
+            {
+                "inputs": sample.tolist(),
+                "latency_ms": 50,
+                "min_accuracy": round(record.profile.accuracy - 0.001, 4),
+            }
+        ).encode()
+        path = f"/v1/apps/{record.app}/infer"
+        url = stack.gateway_url
+        check = asyncio.run(closed_loop(url, path, body, concurrency=1, requests=1))
+        if check.ok != 1:
+            raise RuntimeError(f"the gateway refused the benchmark query: {check.statuses}")
+        asyncio.run(closed_loop(url, path, body, concurrency=4, requests=2000, record=False))
+        one = asyncio.run(closed_loop(url, path, body, concurrency=1, requests=requests))
+        sixteen = asyncio.run(closed_loop(url, path, body, concurrency=16, duration_s=duration_s))
+        chosen = _chosen_variant(url, path, body)
+        if chosen != variant:
+            raise RuntimeError(f"the gateway chose {chosen}, the benchmark measures {variant}")
+
+    added_p50 = one.percentile_ms(50) - float(direct["1"]["p50_ms"])
+    added_p99 = one.percentile_ms(99) - float(direct["1"]["p99_ms"])
+    return {
+        "benchmark": "pipeline",
+        "command": f"python -m bench.pipeline --variant {variant} --requests {requests} "
+        f"--duration-s {duration_s:g}",
+        "machine": {
+            "cores": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "variant": variant,
+        "direct": direct,
+        "gateway": {"1": one.summary(), "16": sixteen.summary()},
+        "added_latency_ms": {"p50": round(added_p50, 3), "p99": round(added_p99, 3)},
+        "overhead_ratio_p50": round(one.percentile_ms(50) / float(direct["1"]["p50_ms"]), 1),
+        "targets": TARGETS,
+        "met": {
+            "added_p50_ms": added_p50 <= TARGETS["added_p50_ms"],
+            "added_p99_ms": added_p99 <= TARGETS["added_p99_ms"],
+            "throughput_16_qps": sixteen.throughput_qps >= TARGETS["throughput_16_qps"]
+            and sixteen.errors == 0,
+        },
+    }
+
+
+def _chosen_variant(url: str, path: str, body: bytes) -> str:
+    import httpx
+
+    return str(
+        httpx.post(url + path, content=body, headers={"content-type": "application/json"}).json()[
+            "variant"
+        ]
+    )
+
+
+def report(result: dict[str, Any]) -> None:
+    d1, d16 = result["direct"]["1"], result["direct"]["16"]
+    g1, g16 = result["gateway"]["1"], result["gateway"]["16"]
+    print(f"variant {result['variant']}, batch-1 model-less queries")
+    print(f"{'path':28} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>9} {'errors':>6}")
+    print(
+        f"{'onnxruntime, in-process':28} {1:7} {d1['p50_ms']:8.3f} {d1['p99_ms']:8.3f} "
+        f"{d1['throughput_qps']:9.0f} {0:6}"
+    )
+    print(
+        f"{'onnxruntime, in-process':28} {16:7} {'':>8} {'':>8} {d16['throughput_qps']:9.0f} {0:6}"
+    )
+    print(
+        f"{'gateway + RabbitMQ + worker':28} {1:7} {g1['p50_ms']:8.3f} {g1['p99_ms']:8.3f} "
+        f"{g1['throughput_qps']:9.0f} {g1['errors']:6}"
+    )
+    print(
+        f"{'gateway + RabbitMQ + worker':28} {16:7} {g16['p50_ms']:8.3f} {g16['p99_ms']:8.3f} "
+        f"{g16['throughput_qps']:9.0f} {g16['errors']:6}"
+    )
+    added = result["added_latency_ms"]
+    print(
+        f"added latency at 1 client: p50 {added['p50']:.3f} ms (target <= 3), "
+        f"p99 {added['p99']:.3f} ms (target <= 10); p50 overhead ratio "
+        f"{result['overhead_ratio_p50']}x the direct call"
+    )
+    print(f"16 clients: {g16['throughput_qps']:.0f} q/s (target >= 600, no errors)")
+    print("targets met:", result["met"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--variant", default="digits-mlp-small.onnx-fp32.cpu-t1")
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--duration-s", type=float, default=8.0)
+    parser.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
+    args = parser.parse_args()
+    result = run(args.variant, args.requests, args.duration_s)
+    report(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
