@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from api_gateway.metrics import GatewayMetrics
 from api_gateway.settings import GatewaySettings
@@ -17,6 +18,7 @@ from queues.settings import BrokerSettings
 from registry.catalog import Catalog
 from registry.livestate import LiveSnapshot, LiveState
 from registry.selector import Decision, Requirements, SelectorIndex, select
+from registry.store import ObjectStore
 from registry.types import CatalogSnapshot
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ class GatewayServices:
     catalog: Catalog
     live: LiveState
     client: QueryClient
+    store: ObjectStore | None = None
+    celery: Any = None  # the Celery app, to send registration and batch-job tasks
 
 
 class GatewayState:

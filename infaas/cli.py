@@ -69,6 +69,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from api_gateway.state import GatewayServices
     from infaas.embedded import uvicorn_config
     from infaas.services import open_services
+    from queues.celery_app import create_celery_app
     from queues.rpc import create_query_client
 
     services = open_services(*_require_services("gateway"))
@@ -82,6 +83,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             catalog=services.catalog,
             live=services.live,
             client=create_query_client(services.broker),
+            store=services.store,
+            celery=create_celery_app(services.broker),
         ),
     )
     uvicorn.Server(
@@ -225,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true", help="print the whole answer")
     query.add_argument("--url", default=default_url(), help="gateway URL ($INFAAS_URL)")
     query.set_defaults(handler=cmd_query)
+
+    import importlib
+
+    from infaas.commands import MODULES
+
+    for name in MODULES:
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ from api_gateway.app import create_app
 from api_gateway.settings import GatewaySettings
 from api_gateway.state import GatewayServices
 from infaas.services import Services
+from queues.celery_app import create_celery_app
 from queues.errors import ConfigError
 from queues.rpc import create_query_client
 from workers.celery_worker import EmbeddedWorker, WorkerServices
@@ -69,6 +70,8 @@ class LocalStack:
                 catalog=services.catalog,
                 live=services.live,
                 client=create_query_client(services.broker),
+                store=services.store,
+                celery=create_celery_app(services.broker),
             ),
         )
         self._server = uvicorn.Server(

@@ -98,6 +98,9 @@ class VariantServerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             max_prefetch=settings.max_prefetch,
         )
         worker.infaas_server = server
+        # tasks reach the services through their app (each worker process has its own)
+        worker.app.infaas_services = services
+        worker.app.infaas_server = server
         for variant_id in initial_variants(settings, services.catalog):
             try:
                 server.load(variant_id, settings.replicas)

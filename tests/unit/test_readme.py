@@ -18,10 +18,10 @@ def test_first_lines_give_the_two_commands() -> None:
 
 
 def test_error_table_lists_every_code_with_its_status() -> None:
-    rows = dict(
-        (code, int(status))
+    rows = {
+        code: int(status)
         for code, status in re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", README, re.M)
-    )
+    }
     assert rows == error_codes()
 
 
