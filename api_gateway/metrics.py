@@ -36,6 +36,18 @@ class GatewayMetrics:
             ["app", "variant", "hardware"],
             registry=self.registry,
         )
+        self.cost_usd = Counter(
+            "infaas_cost_usd",
+            "Hardware cost of the inference time spent on answered queries (dollars)",
+            ["app", "variant", "hardware"],
+            registry=self.registry,
+        )
+        self.accuracy_delivered = Counter(
+            "infaas_accuracy_delivered",
+            "Sum of the profiled accuracy of the variants that answered (÷ queries = mean)",
+            ["app", "variant", "hardware"],
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "infaas_rejected_queries",
             "Queries refused before reaching a worker, by app and error code",

@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from api_gateway.accounting import Accounting
 from api_gateway.metrics import GatewayMetrics
 from api_gateway.settings import GatewaySettings
 from queues.errors import InfaasError, NotFound
@@ -23,6 +27,9 @@ from registry.types import CatalogSnapshot
 
 log = logging.getLogger(__name__)
 LOAD_REQUEST_TTL_S = 30.0
+PUBLISH_INTERVAL_S = 1.0
+GATEWAY_DOC_TTL_S = 3600.0  # cumulative totals outlive their gateway for an hour
+DEMAND_DOC_TTL_S = 5.0  # current demand: gone soon after its gateway
 
 
 @dataclass
@@ -55,6 +62,9 @@ class GatewayState:
         self._refresh_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._load_requested: dict[str, float] = {}
+        self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.accounting = Accounting()
+        self._published_at = 0.0
 
     async def start(self) -> None:
         await self.services.client.start()
@@ -97,6 +107,29 @@ class GatewayState:
             self.metrics.live_workers.set(len(self.live_snapshot.workers))
             self.metrics.expired.set(self.services.client.expired_answered)
             self._refreshed_at = time.monotonic()
+        if self._refreshed_at - self._published_at >= PUBLISH_INTERVAL_S:
+            await self.publish_accounting()
+
+    async def publish_accounting(self) -> None:
+        """This gateway's SLO accounting and demand, for /stats and the scaler."""
+        self._published_at = time.monotonic()
+        now_s = time.time()
+        accounting = self.accounting.to_doc()
+        demand = {
+            "gateway": self.gateway_id,
+            "at_s": now_s,
+            "classes": self.accounting.demand(now_s),
+        }
+        live = self.services.live
+        try:
+            await asyncio.to_thread(
+                live.put_doc, f"gateway:{self.gateway_id}", accounting, GATEWAY_DOC_TTL_S
+            )
+            await asyncio.to_thread(
+                live.put_doc, f"demand:{self.gateway_id}", demand, DEMAND_DOC_TTL_S
+            )
+        except InfaasError as exc:
+            log.warning("could not publish accounting: %s", exc.message)
 
     async def select(self, req: Requirements, *, explain: bool = False) -> Decision:
         """Select on the in-memory index; on an unknown name, re-read once (it may have

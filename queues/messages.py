@@ -29,6 +29,7 @@ class Query:
     inputs: np.ndarray
     deadline_ms: float
     sent_ms: float
+    slo_deadline_ms: float = 0.0  # when the latency objective runs out; 0: no objective
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ def encode_query(query: Query) -> tuple[bytes, dict[str, Any]]:
         variant=query.variant,
         deadline_us=_to_us(query.deadline_ms),
         sent_us=_to_us(query.sent_ms),
+        slo_us=_to_us(query.slo_deadline_ms),
     )
     return array.tobytes(), headers
 
@@ -89,6 +91,7 @@ def decode_query(body: bytes, headers: dict[str, Any]) -> Query:
         inputs=_array_from(body, headers),
         deadline_ms=_from_us(headers.get("deadline_us", 0)),
         sent_ms=_from_us(headers.get("sent_us", 0)),
+        slo_deadline_ms=_from_us(headers.get("slo_us", 0)),
     )
 
 

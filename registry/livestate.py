@@ -49,6 +49,9 @@ class VariantLoad:
     expired: int = 0
     max_batch: int = 1
     since_ms: float = 0.0
+    busy: float = 0.0  # share of the window the replicas spent running batches
+    backlog: int = 0  # queries held by the replicas plus waiting in the variant's queue
+    state_reason: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VariantLoad:
@@ -124,6 +127,10 @@ class LiveState(Protocol):
 
     def get_doc(self, name: str) -> dict[str, Any] | None: ...
 
+    def list_docs(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Every live document whose name starts with ``prefix``."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -163,6 +170,15 @@ class MemoryLiveState:
         if item is None or item[0] <= time.monotonic():
             return None
         return item[1]
+
+    def list_docs(self, prefix: str) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        with self._lock:
+            return {
+                name: doc
+                for name, (expires, doc) in self._docs.items()
+                if name.startswith(prefix) and expires > now
+            }
 
     def close(self) -> None:
         return None
@@ -243,6 +259,22 @@ class RedisLiveState:
             return None
         doc: dict[str, Any] = json.loads(value)
         return doc
+
+    def list_docs(self, prefix: str) -> dict[str, dict[str, Any]]:
+        import redis
+
+        head = f"{self._prefix}:doc:"
+        try:
+            keys = list(self._redis.scan_iter(match=f"{head}{prefix}*", count=500))
+            values = self._redis.mget(keys) if keys else []
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
+        docs: dict[str, dict[str, Any]] = {}
+        for key, value in zip(keys, values, strict=True):
+            if value is not None:
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                docs[name[len(head) :]] = json.loads(value)
+        return docs
 
     def close(self) -> None:
         self._redis.close()

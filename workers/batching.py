@@ -24,3 +24,30 @@ def group_rows(sizes: list[int], max_rows: int) -> list[slice]:
 def consumer_prefetch(max_batch: int, *, bound: int = 256) -> int:
     """Messages a replica may hold unacknowledged: its batch limit, bounded."""
     return max(1, min(max_batch, bound))
+
+
+def batch_wait_ms(
+    *,
+    now_ms: float,
+    rows: int,
+    limit: int,
+    slo_deadlines_ms: list[float],
+    full_batch_latency_ms: float,
+    arrival_qps: float,
+    max_wait_ms: float,
+) -> float:
+    """How long to wait for more queries before running the batch in hand.
+
+    Not at all when the batch is full or nothing else is coming; never so long that the
+    earliest latency objective in hand would be missed if the batch filled up (its
+    predicted latency at the batch limit); at most the time more arrivals need to fill the
+    batch at the current rate, and at most ``max_wait_ms``.
+    """
+    if rows >= limit or arrival_qps <= 0 or max_wait_ms <= 0:
+        return 0.0
+    fill_ms = 1000.0 * (limit - rows) / arrival_qps
+    wait = min(max_wait_ms, fill_ms)
+    objectives = [d for d in slo_deadlines_ms if d > 0]
+    if objectives:
+        wait = min(wait, min(objectives) - now_ms - full_batch_latency_ms)
+    return max(wait, 0.0)

@@ -29,6 +29,7 @@ from registry.catalog import Catalog
 from registry.livestate import LiveState
 from registry.store import ObjectStore
 from registry.types import READY
+from workers.metrics import MetricsServer, start_metrics_server
 from workers.monitor import Monitor
 from workers.server import VariantServer
 from workers.settings import WorkerSettings
@@ -96,8 +97,15 @@ class VariantServerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             cache_dir=services.cache_dir,
             connect=broker_connector(services.broker),
             max_prefetch=settings.max_prefetch,
+            batch_cap=settings.batch_cap,
+            batch_wait_ms=settings.batch_wait_ms,
         )
         worker.infaas_server = server
+        self.metrics_server = (
+            start_metrics_server(server, settings.metrics_port)
+            if settings.metrics_port is not None
+            else None
+        )
         # tasks reach the services through their app (each worker process has its own)
         worker.app.infaas_services = services
         worker.app.infaas_server = server
@@ -110,6 +118,7 @@ class VariantServerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             server,
             services.live,
             cores=settings.core_count(),
+            connect=broker_connector(services.broker),
             interval_s=settings.monitor_interval_s,
             celery_name=str(getattr(worker, "hostname", "")),
         )
@@ -120,6 +129,10 @@ class VariantServerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
+        metrics_server: MetricsServer | None = getattr(self, "metrics_server", None)
+        if metrics_server is not None:
+            metrics_server.stop()
+            self.metrics_server = None
         server: VariantServer | None = getattr(worker, "infaas_server", None)
         if server is not None:
             server.stop()

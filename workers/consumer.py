@@ -33,7 +33,7 @@ from queues.messages import (
     error_reply,
     now_ms,
 )
-from workers.batching import group_rows
+from workers.batching import batch_wait_ms, group_rows
 from workers.runtimes.base import Runtime
 from workers.stats import VariantStats
 
@@ -52,6 +52,7 @@ class ReplicaConfig:
     max_batch: int
     prefetch: int
     item_shape: tuple[int, ...]
+    max_wait_ms: float = 0.0  # longest wait for more queries to fill a batch
 
 
 def _bytes_waiting(conn: Connection) -> bool | None:
@@ -81,6 +82,7 @@ class Replica:
         connect: Callable[[], Connection],
         *,
         index: int = 0,
+        latency_ms: Callable[[int], float] | None = None,
     ) -> None:
         self.config = config
         self._runtime = runtime
@@ -92,6 +94,9 @@ class Replica:
             target=self._run, name=f"replica-{config.variant}-{index}", daemon=True
         )
         self._pending: list[Message] = []
+        self._latency_ms = latency_ms or (lambda _batch: 0.0)
+        self._arrival_qps = 0.0
+        self._last_round = time.monotonic()
 
     def start(self) -> None:
         self._thread.start()
@@ -161,7 +166,9 @@ class Replica:
                         conn.heartbeat_check()
                         continue
                 self._take_waiting(conn)
+                self._wait_for_more(conn)
                 messages, self._pending = self._pending, []
+                self._track_rate(len(messages))
                 self._process(messages, producer)
                 self._ack(channel, messages, multiple=multiple_ack)
             # stop: cancel first so the broker sends nothing more, then answer what we hold
@@ -186,6 +193,45 @@ class Replica:
                 conn.drain_events(timeout=0 if waiting is None else FRAME_REST_S)
             except TimeoutError:
                 return
+
+    def _rows(self) -> int:
+        return sum(int((m.headers or {}).get("shape", [1])[0]) for m in self._pending)
+
+    def _wait_for_more(self, conn: Connection) -> None:
+        """Wait a little for more queries when the batch is not full and the objectives
+        in hand allow it (:func:`workers.batching.batch_wait_ms`)."""
+        cfg = self.config
+        if cfg.max_wait_ms <= 0:
+            return
+        rows = self._rows()
+        wait_ms = batch_wait_ms(
+            now_ms=now_ms(),
+            rows=rows,
+            limit=cfg.max_batch,
+            slo_deadlines_ms=[
+                int((m.headers or {}).get("slo_us", 0)) / 1000.0 for m in self._pending
+            ],
+            full_batch_latency_ms=self._latency_ms(cfg.max_batch),
+            arrival_qps=self._arrival_qps,
+            max_wait_ms=cfg.max_wait_ms,
+        )
+        end = time.monotonic() + wait_ms / 1000.0
+        while rows < cfg.max_batch and len(self._pending) < cfg.prefetch:
+            remaining_s = end - time.monotonic()
+            if remaining_s <= 0.0002:
+                return
+            try:
+                conn.drain_events(timeout=remaining_s)
+            except TimeoutError:
+                return
+            self._take_waiting(conn)
+            rows = self._rows()
+
+    def _track_rate(self, count: int) -> None:
+        now = time.monotonic()
+        elapsed = max(now - self._last_round, 1e-4)
+        self._last_round = now
+        self._arrival_qps = 0.7 * self._arrival_qps + 0.3 * (count / elapsed)
 
     @staticmethod
     def _ack(channel: Any, messages: list[Message], *, multiple: bool) -> None:

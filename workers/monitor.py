@@ -1,4 +1,10 @@
-"""Publishes this worker's report to live state every interval, with a TTL."""
+"""Every interval: judge each loaded variant's state and publish this worker's report to
+live state, with a TTL (a dead worker drops out by itself).
+
+The judging is the pure state machine of :mod:`workers.states`; this module gathers its
+inputs (the replicas' window statistics, the queue depths from the broker, and a short
+probe of inference latency when an Interfered variant gets no queries to judge by).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,20 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
 
+import numpy as np
 import psutil
+from kombu import Connection
 
+from queues.depth import QueueProbe
 from queues.errors import InfaasError
-from registry.livestate import LiveState, WorkerReport, now_ms
-from workers.server import VariantServer
+from registry.livestate import INTERFERED, LiveState, VariantLoad, WorkerReport, now_ms
+from workers.server import LoadedVariant, VariantServer
+from workers.states import Observation, StateSettings, next_health
+from workers.stats import WindowStats
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +37,18 @@ class Monitor:
         live: LiveState,
         *,
         cores: int,
+        connect: Callable[[], Connection],
         interval_s: float = 1.0,
         celery_name: str = "",
+        state_settings: StateSettings | None = None,
     ) -> None:
         self._server = server
         self._live = live
         self._cores = cores
         self._interval_s = interval_s
         self._celery_name = celery_name
+        self._states = state_settings or StateSettings()
+        self._probe = QueueProbe(connect)
         self._process = psutil.Process()
         self._process.cpu_percent()  # start the CPU-time window
         self._started_ms = now_ms()
@@ -45,12 +63,82 @@ class Monitor:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        self._probe.close()
         try:
             self._live.remove_worker(self._server.worker_id)
         except InfaasError as exc:
             log.warning("could not remove this worker from live state: %s", exc.message)
 
+    # -- one tick -------------------------------------------------------------------
+
+    def _queue_depths(self, loaded: dict[str, LoadedVariant]) -> dict[str, int]:
+        try:
+            depths = self._probe.depths(lv.config.queue for lv in loaded.values())
+        except InfaasError as exc:
+            log.warning("queue depths unavailable: %s", exc.message)
+            return {}
+        return {queue: depth.messages for queue, depth in depths.items()}
+
+    def _probe_latency(self, loaded: LoadedVariant, samples: int) -> float:
+        """Median inference time at batch 1 on a blank input, for an Interfered variant
+        that gets no queries (the selector avoids it) and so could never clear."""
+        item = np.zeros((1, *loaded.config.item_shape), dtype=np.float32)
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            loaded.runtime.predict(item)
+            times.append((time.perf_counter() - started) * 1000)
+        return float(np.median(times))
+
+    def judge(self, loaded: LoadedVariant, window: WindowStats, queued: int) -> VariantLoad:
+        profile = loaded.variant.profile
+        obs = Observation(
+            now_ms=now_ms(),
+            window_s=window.window_s,
+            replicas=len(loaded.replicas),
+            arrived=window.arrived,
+            batches=window.batches,
+            mean_batch=window.mean_batch,
+            model_p50_ms=window.model_p50_ms,
+            busy_ms=window.busy_ms,
+            backlog=window.outstanding + queued,
+        )
+        if profile is not None:
+            if loaded.health.state == INTERFERED and window.batches < self._states.min_batches:
+                probed = self._probe_latency(loaded, self._states.min_batches)
+                obs = replace(
+                    obs, batches=self._states.min_batches, mean_batch=1.0, model_p50_ms=probed
+                )
+            loaded.health = next_health(loaded.health, obs, profile, self._states)
+        replicas = max(len(loaded.replicas), 1)
+        return VariantLoad(
+            variant=loaded.variant.id,
+            app=loaded.variant.app,
+            state=loaded.health.state,
+            state_reason=loaded.health.reason,
+            replicas=len(loaded.replicas),
+            qps=window.qps,
+            p50_ms=window.p50_ms,
+            p99_ms=window.p99_ms,
+            model_p50_ms=window.model_p50_ms,
+            mean_batch=window.mean_batch,
+            outstanding=window.outstanding + queued,
+            backlog=window.outstanding + queued,
+            completed=window.completed,
+            errors=window.errors,
+            expired=window.expired,
+            max_batch=loaded.config.max_batch,
+            since_ms=loaded.loaded_ms,
+            busy=round(window.busy_ms / (window.window_s * 1000.0 * replicas), 4),
+        )
+
     def report(self) -> WorkerReport:
+        loaded = self._server.loaded()
+        depths = self._queue_depths(loaded)
+        variants = {
+            vid: self.judge(lv, lv.stats.collect(), depths.get(lv.config.queue, 0))
+            for vid, lv in loaded.items()
+        }
         with self._process.oneshot():
             cpu_util = self._process.cpu_percent() / (100.0 * max(self._cores, 1))
             memory_mb = self._process.memory_info().rss / 2**20
@@ -60,7 +148,7 @@ class Monitor:
             host=socket.gethostname(),
             pid=os.getpid(),
             cores=self._cores,
-            variants=self._server.collect(),
+            variants=variants,
             cpu_util=round(min(cpu_util, 1.0), 4),
             memory_mb=round(memory_mb, 1),
             celery_name=self._celery_name,

@@ -22,13 +22,14 @@ from queues import topology
 from queues.errors import InvalidRequest, WorkerError
 from queues.settings import BrokerSettings
 from registry.catalog import Catalog
-from registry.livestate import ACTIVE, VariantLoad, now_ms
+from registry.livestate import now_ms
 from registry.store import ObjectStore
 from registry.types import Variant
 from workers.batching import consumer_prefetch
 from workers.consumer import Replica, ReplicaConfig
 from workers.runtimes.base import Runtime, RuntimeSpec, load_runtime
-from workers.stats import VariantStats, WindowStats
+from workers.states import Health
+from workers.stats import VariantStats
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,11 @@ class LoadedVariant:
     replicas: list[Replica] = field(default_factory=list)
     loaded_ms: float = field(default_factory=now_ms)
     load_ms: float = 0.0
-    state: str = ACTIVE
-    last_window: WindowStats | None = None
+    health: Health = field(default_factory=Health)
+
+    @property
+    def state(self) -> str:
+        return self.health.state
 
 
 class VariantServer:
@@ -58,6 +62,8 @@ class VariantServer:
         cache_dir: Path,
         connect: Callable[[], Connection],
         max_prefetch: int = 256,
+        batch_cap: int = 0,
+        batch_wait_ms: float = 2.0,
     ) -> None:
         self.worker_id = worker_id
         self.hardware = hardware
@@ -67,6 +73,8 @@ class VariantServer:
         self._cache_dir = cache_dir
         self._connect = connect
         self._max_prefetch = max_prefetch
+        self._batch_cap = batch_cap
+        self._batch_wait_ms = batch_wait_ms
         self._lock = threading.RLock()
         self._loaded: dict[str, LoadedVariant] = {}
         self._replica_seq = 0
@@ -109,6 +117,9 @@ class VariantServer:
         )
         runtime = load_runtime(spec, artifact)
         load_ms = (time.perf_counter() - started) * 1000
+        batch = variant.profile.batch_limit
+        if self._batch_cap:
+            batch = min(batch, self._batch_cap)
         config = ReplicaConfig(
             worker_id=self.worker_id,
             variant=variant.id,
@@ -116,9 +127,10 @@ class VariantServer:
             queue_arguments=topology.variant_queue_arguments(
                 self._broker.queue_prefix, self._broker.queue_max_length
             ),
-            max_batch=variant.profile.batch_limit,
-            prefetch=consumer_prefetch(variant.profile.batch_limit, bound=self._max_prefetch),
+            max_batch=batch,
+            prefetch=consumer_prefetch(batch, bound=self._max_prefetch),
             item_shape=app.signature.item_shape,
+            max_wait_ms=self._batch_wait_ms if batch > 1 else 0.0,
         )
         log.info("loaded %s in %.0f ms", variant_id, load_ms)
         return LoadedVariant(variant, runtime, VariantStats(), config, load_ms=load_ms)
@@ -160,8 +172,14 @@ class VariantServer:
     def _resize(self, loaded: LoadedVariant, replicas: int) -> None:
         while len(loaded.replicas) < replicas:
             self._replica_seq += 1
+            profile = loaded.variant.profile
             replica = Replica(
-                loaded.config, loaded.runtime, loaded.stats, self._connect, index=self._replica_seq
+                loaded.config,
+                loaded.runtime,
+                loaded.stats,
+                self._connect,
+                index=self._replica_seq,
+                latency_ms=profile.predict_latency_ms if profile is not None else None,
             )
             replica.start()
             if not replica.wait_consuming(15):
@@ -179,31 +197,6 @@ class VariantServer:
     def loaded(self) -> dict[str, LoadedVariant]:
         with self._lock:
             return dict(self._loaded)
-
-    def collect(self) -> dict[str, VariantLoad]:
-        """Close the monitoring window of every loaded variant and summarise it."""
-        loads: dict[str, VariantLoad] = {}
-        for variant_id, loaded in self.loaded().items():
-            window = loaded.stats.collect()
-            loaded.last_window = window
-            loads[variant_id] = VariantLoad(
-                variant=variant_id,
-                app=loaded.variant.app,
-                state=loaded.state,
-                replicas=len(loaded.replicas),
-                qps=window.qps,
-                p50_ms=window.p50_ms,
-                p99_ms=window.p99_ms,
-                model_p50_ms=window.model_p50_ms,
-                mean_batch=window.mean_batch,
-                outstanding=window.outstanding,
-                completed=window.completed,
-                errors=window.errors,
-                expired=window.expired,
-                max_batch=loaded.config.max_batch,
-                since_ms=loaded.loaded_ms,
-            )
-        return loads
 
     def stop(self) -> None:
         for variant_id in list(self.loaded()):

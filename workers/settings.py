@@ -24,7 +24,24 @@ class WorkerSettings(BaseSettings):
     monitor_interval_s: float = Field(default=1.0, gt=0, le=60)
     cache_dir: Path | None = Field(default=None, description="local artifact cache")
     max_prefetch: int = Field(default=256, ge=1, le=10_000)
+    batch_cap: int = Field(
+        default=0,
+        ge=0,
+        le=4096,
+        description="cap on the inputs run as one batch (1 turns batching off; 0: each "
+        "variant's profiled best batch)",
+    )
+    batch_wait_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="longest wait for more queries to fill a batch"
+    )
     celery_concurrency: int = Field(default=2, ge=1, le=64)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="serve Prometheus metrics on this port, all interfaces (unset: no "
+        "metrics server; 0: any free port)",
+    )
 
     @field_validator("hardware")
     @classmethod

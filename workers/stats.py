@@ -20,6 +20,7 @@ class WindowStats:
     expired: int
     outstanding: int
     batches: int
+    busy_ms: float
     mean_batch: float
     p50_ms: float
     p99_ms: float
@@ -81,6 +82,7 @@ class VariantStats:
                 expired=self._expired,
                 outstanding=max(self._outstanding, 0),
                 batches=len(self._batch_sizes),
+                busy_ms=float(sum(self._model_ms)),
                 mean_batch=float(np.mean(self._batch_sizes)) if self._batch_sizes else 0.0,
                 p50_ms=float(np.percentile(latency, 50)) if latency is not None else 0.0,
                 p99_ms=float(np.percentile(latency, 99)) if latency is not None else 0.0,

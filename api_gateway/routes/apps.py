@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
 
+from api_gateway.accounting import merged_view
 from api_gateway.deps import State, Tenant
 from api_gateway.responses import JSONResponse
 from queues.errors import UnknownApp
@@ -96,3 +98,15 @@ async def get_app(app: str, state: State, _tenant: Tenant) -> JSONResponse:
     ]
     view["variants"] = [variant_view(v, state.live_snapshot) for v in snapshot.variants_of_app(app)]
     return JSONResponse(view)
+
+
+@router.get("/v1/apps/{app}/stats", summary="SLO achieved, accuracy delivered, cost: per app")
+async def app_stats(app: str, state: State, _tenant: Tenant) -> JSONResponse:
+    """Merged over every gateway's accounting (published to live state each second)."""
+    if app not in state.catalog_snapshot.apps:
+        await state.refresh(force=True)
+        if app not in state.catalog_snapshot.apps:
+            raise UnknownApp(f"no app named {app!r}; GET /v1/apps lists the apps")
+    await state.publish_accounting()  # this gateway's newest figures
+    docs = await asyncio.to_thread(state.services.live.list_docs, "gateway:")
+    return JSONResponse(merged_view(list(docs.values()), app))

@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from api_gateway.accounting import MS_PER_HOUR
 from api_gateway.deps import State, Tenant
 from api_gateway.inputs import check_batch_size, to_batch
 from api_gateway.responses import JSONResponse
@@ -73,7 +74,6 @@ async def infer_app(
             min_accuracy=body.min_accuracy,
             max_cost_per_hour=body.max_cost_per_hour,
         ),
-        latency_ms=body.latency_ms,
         timeout_ms=body.timeout_ms,
         explain=explain,
         scope=app,
@@ -92,7 +92,6 @@ async def infer_model(
         state,
         body.inputs,
         lambda batch: Requirements(model=model, batch=batch, latency_ms=body.latency_ms),
-        latency_ms=body.latency_ms,
         timeout_ms=body.timeout_ms,
         explain=explain,
         scope=model,
@@ -107,7 +106,6 @@ async def infer_variant(
         state,
         body.inputs,
         lambda batch: Requirements(variant=variant, batch=batch),
-        latency_ms=None,
         timeout_ms=body.timeout_ms,
         explain=False,
         scope=variant,
@@ -119,7 +117,6 @@ async def _serve(
     raw_inputs: list[Any],
     requirements: Callable[[int], Requirements],
     *,
-    latency_ms: float | None,
     timeout_ms: float | None,
     explain: bool,
     scope: str,
@@ -128,8 +125,12 @@ async def _serve(
     app = scope
     try:
         check_batch_size(len(raw_inputs), state.settings.max_batch)
-        decision = await state.select(requirements(len(raw_inputs)), explain=explain)
+        req = requirements(len(raw_inputs))
+        decision = await state.select(req, explain=explain)
         app = decision.variant.app
+        state.accounting.arrival(
+            app, time.time(), req.latency_ms, req.min_accuracy, req.max_cost_per_hour
+        )
         signature = state.catalog_snapshot.apps[app].signature
         batch = to_batch(raw_inputs, signature, state.settings.max_batch)
         if not state.live_snapshot.placements(decision.variant.id):
@@ -141,20 +142,23 @@ async def _serve(
             )
     except InfaasError as exc:
         state.metrics.rejected.labels(app, exc.code).inc()
+        if app in state.catalog_snapshot.apps:
+            state.accounting.failed(app, exc.code)
         raise
-    return await _dispatch(state, decision, batch, started, latency_ms, timeout_ms, explain)
+    return await _dispatch(state, decision, req, batch, started, timeout_ms, explain)
 
 
 async def _dispatch(
     state: GatewayState,
     decision: Decision,
+    req: Requirements,
     batch: np.ndarray,
     started: float,
-    latency_ms: float | None,
     timeout_ms: float | None,
     explain: bool,
 ) -> JSONResponse:
     variant = decision.variant
+    latency_ms = req.latency_ms
     request_id = uuid.uuid4().hex
     deadline_ms = state.settings.timeout_ms(latency_ms, timeout_ms)
     sent = now_ms()
@@ -165,6 +169,7 @@ async def _dispatch(
         inputs=batch,
         deadline_ms=sent + deadline_ms,
         sent_ms=sent,
+        slo_deadline_ms=sent + latency_ms if latency_ms is not None else 0.0,
     )
     queue = topology.variant_queue(state.services.broker.queue_prefix, variant.app, variant.id)
     labels = (variant.app, variant.id, variant.hardware)
@@ -174,6 +179,7 @@ async def _dispatch(
             raise error_from_code(reply.error_code, reply.error_message)
     except InfaasError as exc:
         state.metrics.queries.labels(*labels, exc.code).inc()
+        state.accounting.failed(variant.app, exc.code)
         raise
     elapsed_ms = (time.perf_counter() - started) * 1000
     outputs = reply.outputs if reply.outputs is not None else np.empty((0,))
@@ -199,4 +205,19 @@ async def _dispatch(
     state.metrics.model_ms.labels(*labels).observe(reply.model_ms)
     if latency_ms is not None and elapsed_ms > latency_ms:
         state.metrics.slo_misses.labels(*labels).inc()
+    accuracy = variant.profile.accuracy if variant.profile is not None else 0.0
+    share = len(batch) / max(reply.batch_size, len(batch))
+    cost_usd = variant.cost_per_hour * reply.model_ms * share / MS_PER_HOUR
+    state.metrics.cost_usd.labels(*labels).inc(cost_usd)
+    state.metrics.accuracy_delivered.labels(*labels).inc(accuracy)
+    state.accounting.answered(
+        variant.app,
+        variant.id,
+        variant.hardware,
+        elapsed_ms=elapsed_ms,
+        latency_ms=latency_ms,
+        min_accuracy=req.min_accuracy,
+        accuracy=accuracy,
+        cost_usd=cost_usd,
+    )
     return JSONResponse(body, headers={"X-Infaas-Variant": variant.id})

@@ -245,3 +245,24 @@ def test_health_readiness_metrics_and_docs(
     assert "infaas_query_latency_ms_bucket" in metrics
     assert 'infaas_rejected_queries_total{app="nope",code="unknown_app"}' in metrics
     assert httpx.get(f"{stack.url}/openapi.json").json()["info"]["title"] == "INFaaS gateway"
+
+
+def test_stats_account_for_what_the_app_got(
+    stack: Stack, validation: tuple[np.ndarray, np.ndarray]
+) -> None:
+    inputs, _ = validation
+    url = f"{stack.url}/v1/apps/{DEMO_APP}/stats"
+    before = httpx.get(url).json()["queries"]
+    for i in range(5):
+        stack.client.infer(DEMO_APP, inputs[i : i + 1], latency_ms=50, min_accuracy=0.97)
+    view = httpx.get(url).json()
+    assert view["queries"] >= before + 5
+    assert view["accuracy_miss_rate"] == 0.0
+    assert view["mean_accuracy"] >= 0.9
+    assert view["cost_per_1000_queries_usd"] > 0
+    assert view["p50_ms"] > 0
+    assert view["hardware"]["cpu"]["queries"] >= 5
+    assert sum(v["queries"] for v in view["variants"].values()) == view["queries"]
+    missing = httpx.get(f"{stack.url}/v1/apps/nope/stats")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "unknown_app"

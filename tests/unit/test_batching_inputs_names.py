@@ -9,7 +9,7 @@ from api_gateway.inputs import to_batch
 from queues.errors import BatchTooLarge, EmptyBatch, InvalidInput, InvalidRequest
 from registry.names import check_id, parse_variant_id, variant_id
 from registry.types import InputSignature
-from workers.batching import consumer_prefetch, group_rows
+from workers.batching import batch_wait_ms, consumer_prefetch, group_rows
 
 SIG = InputSignature("input", "float32", (-1, 4))
 
@@ -102,3 +102,34 @@ def test_bad_variant_ids(args: tuple[str, str, str, str, int], match: str) -> No
         variant_id(*args)
     with pytest.raises(InvalidRequest, match="not of the form"):
         parse_variant_id("not-a-variant")
+
+
+def _wait(**overrides: object) -> float:
+    args: dict[str, object] = {
+        "now_ms": 1000.0,
+        "rows": 2,
+        "limit": 8,
+        "slo_deadlines_ms": [],
+        "full_batch_latency_ms": 1.0,
+        "arrival_qps": 3000.0,
+        "max_wait_ms": 2.0,
+    }
+    args.update(overrides)
+    return batch_wait_ms(**args)  # type: ignore[arg-type]
+
+
+def test_batch_wait_fills_at_the_arrival_rate_up_to_the_cap() -> None:
+    assert _wait() == pytest.approx(2.0)  # 6 more rows at 3,000/s need 2 ms
+    assert _wait(arrival_qps=6000.0) == pytest.approx(1.0)
+    assert _wait(max_wait_ms=0.5) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("overrides", [{"rows": 8}, {"arrival_qps": 0.0}, {"max_wait_ms": 0.0}])
+def test_no_wait_when_full_idle_or_disabled(overrides: dict[str, object]) -> None:
+    assert _wait(**overrides) == 0.0
+
+
+def test_wait_never_costs_the_earliest_objective() -> None:
+    # earliest objective at 1002.5 ms, a full batch takes 1 ms: at most 1.5 ms of waiting
+    assert _wait(slo_deadlines_ms=[1010.0, 1002.5, 0.0]) == pytest.approx(1.5)
+    assert _wait(slo_deadlines_ms=[1000.5]) == 0.0
