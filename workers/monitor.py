@@ -102,6 +102,7 @@ class Monitor:
             model_p50_ms=window.model_p50_ms,
             busy_ms=window.busy_ms,
             backlog=window.outstanding + queued,
+            p50_ms=window.p50_ms,
         )
         if profile is not None:
             if loaded.health.state == INTERFERED and window.batches < self._states.min_batches:

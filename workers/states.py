@@ -45,6 +45,16 @@ class StateSettings(BaseSettings):
     )
     enter_ticks: int = Field(default=1, ge=1, le=60)
     clear_ticks: int = Field(default=3, ge=1, le=600)
+    queueing_load_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=2,
+        description="Overloaded when queries wait (end-to-end p50 ≥ the latency factor × "
+        "the profile) at or above this share of capacity (the paper's first rule)",
+    )
+    pipeline_ms: float = Field(
+        default=1.0, ge=0, le=1000, description="end-to-end time a query takes besides inference"
+    )
     min_batches: int = Field(
         default=5, ge=1, le=10_000, description="batches in a window to judge latency"
     )
@@ -78,6 +88,7 @@ class Observation:
     model_p50_ms: float
     busy_ms: float  # time the replicas spent running batches in the window
     backlog: int  # queries waiting: held by the replicas plus in the variant's queue
+    p50_ms: float = 0.0  # end to end: from the gateway's publish to the reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,16 +127,32 @@ def _latency_ratio(obs: Observation, profile: Profile, s: StateSettings) -> floa
     return obs.model_p50_ms / expected if expected > 0 else None
 
 
+def _queueing(obs: Observation, profile: Profile, s: StateSettings) -> tuple[float, float]:
+    """(share of capacity in use, end-to-end p50 ÷ what the profile promises)."""
+    cap = capacity_qps(profile, s.per_query_overhead_ms) * max(obs.replicas, 1)
+    qps = obs.arrived / obs.window_s if obs.window_s > 0 else 0.0
+    if obs.batches < s.min_batches or obs.p50_ms <= 0:
+        return qps / cap if cap > 0 else 0.0, 0.0
+    expected = profile.predict_latency_ms(max(round(obs.mean_batch), 1)) + s.pipeline_ms
+    return (qps / cap if cap > 0 else 0.0), obs.p50_ms / expected
+
+
 def judge(obs: Observation, profile: Profile, s: StateSettings, current: str) -> tuple[str, str]:
     """The state this window points to, and why (thresholds depend on the current state:
     entering is stricter than staying)."""
+    staying = current == OVERLOADED
     qps_load, busy_load, backlog_load = _loads(obs, profile, s)
     worst = max(qps_load, busy_load, backlog_load)
-    limit = s.clear_load_factor if current == OVERLOADED else 1.0
-    if worst >= limit:
+    if worst >= (s.clear_load_factor if staying else 1.0):
         names = ("arrivals", "busy time", "backlog")
         which = names[(qps_load, busy_load, backlog_load).index(worst)]
         return OVERLOADED, f"{which} at {worst:.2f}× the overload threshold"
+    share, waiting = _queueing(obs, profile, s)
+    wait_factor = s.clear_latency_factor if staying else s.interfere_latency_factor
+    if share >= s.queueing_load_share * (s.clear_load_factor if staying else 1.0) and (
+        waiting >= wait_factor
+    ):
+        return OVERLOADED, f"queries wait: p50 {waiting:.1f}× the profile at {share:.0%} load"
     ratio = _latency_ratio(obs, profile, s)
     factor = s.clear_latency_factor if current == INTERFERED else s.interfere_latency_factor
     if ratio is not None and ratio >= factor:

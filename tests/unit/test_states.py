@@ -141,3 +141,15 @@ def test_more_enter_ticks_delay_entry() -> None:
 def test_settings_that_make_no_sense_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValidationError):
         StateSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_queries_waiting_at_half_load_is_overloaded() -> None:
+    # the paper's first rule: end-to-end latency far above the profile under real load
+    waiting = replace(obs(qps=60, busy=0.6), p50_ms=150.0)
+    health = next_health(Health(), waiting, PROFILE, S)
+    assert health.state == OVERLOADED
+    assert health.reason.startswith("queries wait")
+
+
+def test_slow_answers_at_light_load_are_not_overload() -> None:
+    assert run([replace(obs(qps=20, busy=0.2), p50_ms=150.0)]) == [ACTIVE]

@@ -1,0 +1,84 @@
+"""Overload on the real services: a variant pushed past its saturation becomes Overloaded
+in live state within 3 s, new model-less queries move to another eligible variant, and it
+returns to Active once the pressure ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infaas.demo import DEMO_APP
+from infaas.demo_models import load_validation
+from registry.livestate import ACTIVE, OVERLOADED
+from tests.e2e_support import DEDICATED, Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+OTHER = "digits-cnn.onnx-fp32.cpu-t2"  # the main worker serves it
+
+
+def _state_of(stack: Stack, variant: str) -> str | None:
+    for worker in stack.services.live.snapshot().workers.values():
+        load = worker.variants.get(variant)
+        if load is not None:
+            return load.state
+    return None
+
+
+def test_overloaded_variant_is_avoided_then_recovers(services_e2e: Stack, tmp_path: Path) -> None:
+    stack = services_e2e
+    inputs, _ = load_validation(stack.demo.validation_path)
+    row = inputs[:1].tolist()
+    workers_before = len(stack.services.live.snapshot().workers)
+    dedicated = stack.start_worker("--variants", DEDICATED, log=tmp_path / "dedicated.log")
+    try:
+        stack.wait_for_workers(workers_before + 1)
+        strict = {"inputs": row, "min_accuracy": 0.995, "latency_ms": 1000}
+        path = f"{stack.url}/v1/apps/{DEMO_APP}/infer"
+        assert httpx.post(path, json=strict, timeout=30).json()["variant"] == DEDICATED
+
+        stop = threading.Event()
+
+        def flood() -> None:
+            with httpx.Client(timeout=30) as client:
+                while not stop.is_set():
+                    client.post(f"{stack.url}/v1/variants/{DEDICATED}/infer", json={"inputs": row})
+
+        threads = [threading.Thread(target=flood) for _ in range(16)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        timeline: list[tuple[float, str | None]] = []
+        try:
+            while time.monotonic() - started < 6:
+                timeline.append((time.monotonic() - started, _state_of(stack, DEDICATED)))
+                if timeline[-1][1] == OVERLOADED:
+                    break
+                time.sleep(0.1)
+            overloaded_after_s = next(t for t, s in timeline if s == OVERLOADED)
+            assert overloaded_after_s <= 3.0, timeline
+            time.sleep(0.7)  # the gateway re-reads live state every 0.5 s
+            moved = httpx.post(path, json=strict, timeout=30).json()
+            assert moved["variant"] == OTHER, moved
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+        ended = time.monotonic()
+        recovered_after_s = None
+        while time.monotonic() - ended < 20:
+            if _state_of(stack, DEDICATED) == ACTIVE:
+                recovered_after_s = time.monotonic() - ended
+                break
+            time.sleep(0.2)
+        assert recovered_after_s is not None, "the variant stayed Overloaded after the load"
+        time.sleep(0.7)
+        assert httpx.post(path, json=strict, timeout=30).json()["variant"] == DEDICATED
+    finally:
+        os.killpg(dedicated.pid, signal.SIGTERM)
+        dedicated.wait(30)
