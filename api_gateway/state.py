@@ -102,7 +102,10 @@ class GatewayState:
             except InfaasError as exc:
                 self.live_error = exc.message
             self.index = SelectorIndex(
-                self.catalog_snapshot, self.live_snapshot, overhead_ms=self.settings.overhead_ms
+                self.catalog_snapshot,
+                self.live_snapshot,
+                overhead_ms=self.settings.overhead_ms,
+                previous=self.index,
             )
             self.metrics.live_workers.set(len(self.live_snapshot.workers))
             self.metrics.expired.set(self.services.client.expired_answered)

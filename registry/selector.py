@@ -56,12 +56,12 @@ class Entry:
     healthy_replicas: int
     placed_states: tuple[str, ...]
     least_loaded_worker: str | None
-
-    @property
-    def running(self) -> bool:
-        return self.healthy_replicas > 0
+    latencies: tuple[float, ...]  # predicted p50 at batch b is latencies[b], b ≤ max_batch
+    running: bool
 
     def latency_ms(self, batch: int) -> float:
+        if 0 < batch < len(self.latencies):
+            return self.latencies[batch]
         profile = self.variant.profile
         return profile.predict_latency_ms(batch) if profile is not None else float("inf")
 
@@ -93,27 +93,54 @@ class Decision:
 
 
 class SelectorIndex:
-    """Catalog and live state, indexed per app and model for cheap selection."""
+    """Catalog and live state, indexed per app and model for cheap selection.
+
+    Rebuilt whenever the gateway re-reads live state (twice a second): pass the previous
+    index, and the per-variant latency tables of an unchanged catalog are reused, so a
+    rebuild costs only the live-state part.
+    """
 
     def __init__(
-        self, catalog: CatalogSnapshot, live: LiveSnapshot, *, overhead_ms: float = 0.5
+        self,
+        catalog: CatalogSnapshot,
+        live: LiveSnapshot,
+        *,
+        overhead_ms: float = 0.5,
+        previous: SelectorIndex | None = None,
     ) -> None:
         self.catalog = catalog
         self.live = live
         self.overhead_ms = overhead_ms
-        entries = [_entry(v, live) for v in catalog.variants.values() if v.ready]
+        reuse = previous is not None and previous.catalog is catalog
+        self.latency_tables: dict[str, tuple[float, ...]] = (
+            previous.latency_tables if previous is not None and reuse else {}
+        )
+        entries = []
+        for variant in catalog.variants.values():
+            if not variant.ready:
+                continue
+            table = self.latency_tables.get(variant.id)
+            if table is None:
+                table = self.latency_tables[variant.id] = _latency_table(variant)
+            entries.append(_entry(variant, live, table))
+        entries.sort(key=lambda e: e.variant.id)
         self.by_id: dict[str, Entry] = {e.variant.id: e for e in entries}
-        self.by_app: dict[str, tuple[Entry, ...]] = {}
-        self.by_model: dict[str, tuple[Entry, ...]] = {}
-        for entry in sorted(entries, key=lambda e: e.variant.id):
-            self.by_app[entry.variant.app] = (*self.by_app.get(entry.variant.app, ()), entry)
-            self.by_model[entry.variant.model] = (
-                *self.by_model.get(entry.variant.model, ()),
-                entry,
-            )
+        by_app: dict[str, list[Entry]] = {}
+        by_model: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_app.setdefault(entry.variant.app, []).append(entry)
+            by_model.setdefault(entry.variant.model, []).append(entry)
+        self.by_app = {k: tuple(v) for k, v in by_app.items()}
+        self.by_model = {k: tuple(v) for k, v in by_model.items()}
 
 
-def _entry(variant: Variant, live: LiveSnapshot) -> Entry:
+def _latency_table(variant: Variant) -> tuple[float, ...]:
+    profile = variant.profile
+    assert profile is not None
+    return (0.0, *(profile.predict_latency_ms(b) for b in range(1, profile.max_batch + 1)))
+
+
+def _entry(variant: Variant, live: LiveSnapshot, latencies: tuple[float, ...]) -> Entry:
     assert variant.profile is not None
     placements = live.placements(variant.id)
     healthy = [p for p in placements if p.load.state in HEALTHY_STATES]
@@ -122,15 +149,19 @@ def _entry(variant: Variant, live: LiveSnapshot) -> Entry:
         key=lambda p: (p.load.outstanding / max(p.load.replicas, 1), p.worker.worker_id),
         default=None,
     )
+    profile = variant.profile
+    healthy_replicas = sum(p.load.replicas for p in healthy)
     return Entry(
         variant=variant,
-        accuracy=variant.profile.accuracy,
+        accuracy=profile.accuracy,
         cost_per_hour=variant.cost_per_hour,
-        max_batch=variant.profile.max_batch,
-        load_ms=variant.profile.load_ms,
-        healthy_replicas=sum(p.load.replicas for p in healthy),
+        max_batch=profile.max_batch,
+        load_ms=profile.load_ms,
+        healthy_replicas=healthy_replicas,
         placed_states=tuple(p.load.state for p in placements),
         least_loaded_worker=least.worker.worker_id if least else None,
+        latencies=latencies,
+        running=healthy_replicas > 0,
     )
 
 
@@ -196,6 +227,7 @@ def select(index: SelectorIndex, req: Requirements, *, explain: bool = False) ->
             chosen = best_cold
             reason = "no eligible variant is running; the fastest to load was chosen"
     else:
+        verdicts = {e.variant.id: _verdict(e, req, index.overhead_ms) for e in entries}
         raise _no_eligible(entries, req, scope, verdicts, index.overhead_ms)
     candidates = _explain(entries, req, verdicts, chosen) if explain else ()
     return Decision(
@@ -210,28 +242,34 @@ def select(index: SelectorIndex, req: Requirements, *, explain: bool = False) ->
 def _rank(
     entries: tuple[Entry, ...], req: Requirements, overhead_ms: float, *, explain: bool
 ) -> tuple[Entry | None, Entry | None, dict[str, str]]:
-    """The best running and the best cold eligible entry, and why the others are not."""
+    """The best running and the best cold eligible entry (and, to explain, why the others
+    are not). This runs on every query: the checks are inlined and no text is built."""
+    batch, floor, cap = req.batch, req.min_accuracy, req.max_cost_per_hour
+    limit = None if req.latency_ms is None else req.latency_ms - overhead_ms
     best_running: Entry | None = None
     best_running_key: tuple[float, float, str] | None = None
     best_cold: Entry | None = None
     best_cold_key: tuple[float, float, str] | None = None
-    verdicts: dict[str, str] = {}
     for entry in entries:
-        verdict = _verdict(entry, req, overhead_ms)
-        if explain or verdict:
-            verdicts[entry.variant.id] = verdict
-        if verdict and not verdict.startswith(UNHEALTHY_PREFIX):
+        if (
+            batch > entry.max_batch
+            or (floor is not None and entry.accuracy < floor)
+            or (cap is not None and entry.cost_per_hour > cap)
+        ):
             continue
-        latency = entry.latency_ms(req.batch)
+        latency = entry.latencies[batch]
+        if limit is not None and latency > limit:
+            continue
         if entry.running:
-            slack = (req.latency_ms - latency) if req.latency_ms is not None else 0.0
-            key = (entry.cost_per_query_usd(req.batch), slack, entry.variant.id)
+            # cheapest per query, ties to the closest fit (least slack), then the id
+            key = (entry.cost_per_hour * latency / batch, -latency, entry.variant.id)
             if best_running_key is None or key < best_running_key:
                 best_running, best_running_key = entry, key
         else:
             cold_key = (entry.load_ms + latency, entry.cost_per_hour, entry.variant.id)
             if best_cold_key is None or cold_key < best_cold_key:
                 best_cold, best_cold_key = entry, cold_key
+    verdicts = {e.variant.id: _verdict(e, req, overhead_ms) for e in entries} if explain else {}
     return best_running, best_cold, verdicts
 
 
