@@ -38,11 +38,13 @@ class BenchStack:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     gateway_url: str = ""
 
-    def spawn(self, *args: str, name: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, *args: str, name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with (self.home / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "infaas.cli", "--loglevel", "WARNING", *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -56,8 +58,15 @@ class BenchStack:
         self.gateway_url = f"http://127.0.0.1:{port}"
         return self.gateway_url
 
-    def start_worker(self, *args: str, name: str = "worker") -> subprocess.Popen[bytes]:
-        return self.spawn("worker", *args, name=name)
+    def start_worker(
+        self, *args: str, name: str = "worker", env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        return self.spawn("worker", *args, name=name, env=env)
+
+    def stop_process(self, proc: subprocess.Popen[bytes]) -> None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        self.processes.remove(proc)
 
     def wait_ready(self, workers: int, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s

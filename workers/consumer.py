@@ -211,7 +211,7 @@ class Replica:
             slo_deadlines_ms=[
                 int((m.headers or {}).get("slo_us", 0)) / 1000.0 for m in self._pending
             ],
-            full_batch_latency_ms=self._latency_ms(cfg.max_batch),
+            latency_ms=self._latency_ms,
             arrival_qps=self._arrival_qps,
             max_wait_ms=cfg.max_wait_ms,
         )

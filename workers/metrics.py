@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sized
 from dataclasses import dataclass
 from typing import Protocol
 from wsgiref.simple_server import WSGIServer
@@ -31,18 +31,42 @@ from prometheus_client.registry import Collector
 
 from queues.errors import ConfigError
 from registry.livestate import VARIANT_STATES
-from workers.server import LoadedVariant
+from registry.types import Variant
 
 LABELS = ("worker", "hardware", "app", "variant")
+
+
+class VariantTotals(Protocol):
+    @property
+    def total_completed(self) -> int: ...
+
+
+class LoadedView(Protocol):
+    """What the collector reads of one loaded variant (``workers.server.LoadedVariant``)."""
+
+    @property
+    def variant(self) -> Variant: ...
+
+    @property
+    def replicas(self) -> Sized: ...
+
+    @property
+    def stats(self) -> VariantTotals: ...
+
+    @property
+    def state(self) -> str: ...
 
 
 class ServesVariants(Protocol):
     """What the collector reads: the variant server (or a stand-in in tests)."""
 
-    worker_id: str
-    hardware: str
+    @property
+    def worker_id(self) -> str: ...
 
-    def loaded(self) -> dict[str, LoadedVariant]: ...
+    @property
+    def hardware(self) -> str: ...
+
+    def loaded(self) -> Mapping[str, LoadedView]: ...
 
 
 class WorkerCollector(Collector):
@@ -89,7 +113,7 @@ class _Families:
             labels=[*LABELS, "state"],
         )
 
-    def add(self, labels: list[str], loaded: LoadedVariant) -> None:
+    def add(self, labels: list[str], loaded: LoadedView) -> None:
         replicas = len(loaded.replicas)
         self.replicas.add_metric(labels, float(replicas))
         self.cost.add_metric(labels, loaded.variant.cost_per_hour * replicas)

@@ -133,6 +133,32 @@ class Monitor:
             busy=round(window.busy_ms / (window.window_s * 1000.0 * replicas), 4),
         )
 
+    def _gpu_figures(self) -> tuple[float, float]:
+        """(GPU utilisation 0..1, GPU memory in use in MB) of a GPU worker.
+
+        Utilisation is NVML's busy time (the prototype reported memory in use as
+        "utilisation"); it needs nvidia-ml-py (requirements-gpu.txt) and is 0 without it.
+        Memory is what this process holds on the device, from torch.
+        """
+        if self._server.hardware != "gpu":
+            return 0.0, 0.0
+        util = 0.0
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            util = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
+        except Exception:  # no NVML here: report memory only
+            util = 0.0
+        try:
+            import torch
+
+            memory_mb = torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else 0
+        except ImportError:
+            memory_mb = 0.0
+        return util, float(memory_mb)
+
     def report(self) -> WorkerReport:
         loaded = self._server.loaded()
         depths = self._queue_depths(loaded)
@@ -143,6 +169,7 @@ class Monitor:
         with self._process.oneshot():
             cpu_util = self._process.cpu_percent() / (100.0 * max(self._cores, 1))
             memory_mb = self._process.memory_info().rss / 2**20
+        gpu_util, gpu_memory_mb = self._gpu_figures()
         return WorkerReport(
             worker_id=self._server.worker_id,
             hardware=self._server.hardware,
@@ -152,6 +179,8 @@ class Monitor:
             variants=variants,
             cpu_util=round(min(cpu_util, 1.0), 4),
             memory_mb=round(memory_mb, 1),
+            gpu_util=round(gpu_util, 4),
+            gpu_memory_mb=round(gpu_memory_mb, 1),
             celery_name=self._celery_name,
             started_ms=self._started_ms,
             heartbeat_ms=now_ms(),

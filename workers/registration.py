@@ -1,31 +1,287 @@
 """Generating and profiling the variants of one registered model, on this hardware.
 
-Runs wherever the hardware is: in a worker as a Celery task taken from the hardware's
-control queue, or in-process for the embedded demo. A variant that fails to build or
-profile is marked failed with its reason; the others still become ready.
+Runs wherever the hardware is: in a worker as a Celery task taken from its hardware's
+control queue (:mod:`workers.tasks`), or in-process for the embedded demo. A variant
+that fails to build or profile is marked failed with its reason; the others still
+become ready.
+
+:func:`build_and_profile` is the core: it plans, builds, gates and profiles, and reports
+through a :class:`Sink`. It needs no catalog or object store (the GPU check runs it with
+nothing but torch); :func:`run_registration` wraps it with the catalog, the store and
+the registration record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from queues.errors import InfaasError
-from registry.catalog import Catalog
+from queues.errors import InfaasError, NotFound, UnknownModel, WorkerError
 from registry.pricing import PriceTable
-from registry.store import ObjectStore
-from registry.types import FAILED, GENERATING, PROFILING, QUEUED, READY, Model, Variant
-from workers.builders import VariantBuild, build_onnx_cpu_variants
-from workers.profiler import profile_variant, usable_cores
-from workers.runtimes.base import RuntimeSpec, load_runtime
+from registry.types import FAILED, GENERATING, PROFILING, QUEUED, READY, Model, Profile, Variant
+from workers.builders import (
+    ONNX_FP32,
+    VariantPlan,
+    build_artifact,
+    calibration_slice,
+    detect_capabilities,
+    int8_verdict,
+    plan_variants,
+)
+from workers.profiler import profile_variant, top1_accuracy, usable_cores
+from workers.runtimes.base import Runtime, RuntimeSpec, load_runtime
+
+if TYPE_CHECKING:
+    from registry.catalog import Catalog
+    from registry.registrations import Registration, RegistrationStore
+    from registry.store import ObjectStore
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, str], None]
+INT8_GATE_BATCH = 8
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How a worker builds and measures variants."""
+
+    hardware: str = "cpu"
+    cores: int = 0
+    batch_sizes: tuple[int, ...] = (1, 4, 8, 16, 32, 64)
+    budget_s_per_batch: float = 0.4
+    int8_max_accuracy_drop: float = 0.05
+    int8_speed_tolerance: float = 0.05
+    calibration_rows: int = 128
+    min_calibration_rows: int = 16
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """An uploaded model and its validation set, on local disk."""
+
+    model_id: str
+    format: str
+    path: Path
+    input_name: str
+    output_name: str
+    inputs: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class BuildReport:
+    ready: dict[str, Profile] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Sink(Protocol):
+    """Where :func:`build_and_profile` reports (the catalog, or a record for a report)."""
+
+    def planned(self, plans: Sequence[VariantPlan]) -> None: ...
+    def status(self, plan: VariantPlan, status: str, error: str = "") -> None: ...
+    def artifact(self, plan: VariantPlan, path: Path) -> None: ...
+    def ready(self, plan: VariantPlan, profile: Profile) -> None: ...
+
+
+class VariantRejected(WorkerError):
+    """A variant that built and ran, but is not worth keeping (e.g. int8 slower than fp32)."""
+
+
+def load_validation(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data["inputs"]), np.asarray(data["labels"])
+
+
+def runtime_spec(plan: VariantPlan, source: ModelSource) -> RuntimeSpec:
+    return RuntimeSpec(
+        runtime=plan.runtime,
+        precision=plan.precision,
+        hardware=plan.hardware,
+        threads=max(plan.threads, 1),
+        opt=plan.opt,
+        input_name=source.input_name,
+        output_name=source.output_name if plan.runtime in ("onnx", "tensorrt") else "",
+    )
+
+
+# ----------------------------------------------------------------------------- core
+
+
+def build_and_profile(
+    source: ModelSource, settings: ProfileSettings, sink: Sink, workdir: Path
+) -> BuildReport:
+    """Plan this hardware's variants of ``source``, then build, check and profile each."""
+    cores = settings.cores or usable_cores()
+    caps = detect_capabilities(settings.hardware, source.format, source.path, len(source.inputs))
+    plans, notes = plan_variants(
+        source.model_id,
+        source.format,
+        settings.hardware,
+        cores,
+        caps,
+        min_calibration_rows=settings.min_calibration_rows,
+    )
+    report = BuildReport(notes=list(notes))
+    sink.planned(plans)
+    artifacts: dict[str, Path | str] = {}  # recipe -> artifact, or why it could not be built
+    for plan in plans:
+        try:
+            sink.status(plan, GENERATING)
+            artifact = _artifact(plan, source, settings, workdir, artifacts)
+            sink.artifact(plan, artifact)
+            sink.status(plan, PROFILING)
+            if plan.reference:
+                _gate_int8(plan, artifact, source, settings, report, artifacts)
+            profile = _profile(plan, artifact, source, settings)
+        except Exception as exc:  # one variant failing must not stop the others
+            reason = exc.message if isinstance(exc, InfaasError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, InfaasError):
+                log.warning("variant %s failed", plan.id, exc_info=True)
+            report.failed[plan.id] = reason
+            sink.status(plan, FAILED, reason)
+            continue
+        report.ready[plan.id] = profile
+        sink.ready(plan, profile)
+    return report
+
+
+def _artifact(
+    plan: VariantPlan,
+    source: ModelSource,
+    settings: ProfileSettings,
+    workdir: Path,
+    artifacts: dict[str, Path | str],
+) -> Path:
+    if plan.recipe not in artifacts:
+        try:
+            artifacts[plan.recipe] = build_artifact(
+                plan.recipe,
+                source.path,
+                workdir / "artifacts",
+                input_name=source.input_name,
+                calibration=calibration_slice(source.inputs, settings.calibration_rows),
+                max_batch=max(settings.batch_sizes),
+            )
+        except InfaasError as exc:
+            artifacts[plan.recipe] = exc.message
+    built = artifacts[plan.recipe]
+    if isinstance(built, str):
+        raise WorkerError(built)
+    return built
+
+
+def _profile(
+    plan: VariantPlan, artifact: Path, source: ModelSource, settings: ProfileSettings
+) -> Profile:
+    spec = runtime_spec(plan, source)
+    gpu = plan.hardware == "gpu"
+    if gpu:
+        _reset_cuda_peak()
+    profile = profile_variant(
+        lambda: load_runtime(spec, artifact),
+        artifact.stat().st_size,
+        source.inputs,
+        source.labels,
+        batch_sizes=settings.batch_sizes,
+        budget_s_per_batch=settings.budget_s_per_batch,
+    )
+    if gpu:
+        name, peak_bytes = _cuda_device()
+        profile = dataclasses.replace(
+            profile,
+            profiled_on=name,
+            memory_mb=max(profile.memory_mb, peak_bytes / (1024.0 * 1024.0)),
+        )
+    return profile
+
+
+def _reset_cuda_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _cuda_device() -> tuple[str, int]:
+    """The GPU's name and the peak memory torch allocated on it since the last reset."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA device", 0
+    return torch.cuda.get_device_name(), int(torch.cuda.max_memory_allocated())
+
+
+def _gate_int8(
+    plan: VariantPlan,
+    artifact: Path,
+    source: ModelSource,
+    settings: ProfileSettings,
+    report: BuildReport,
+    artifacts: dict[str, Path | str],
+) -> None:
+    """Keep an int8 variant only if its accuracy holds and it is not slower than its fp32
+    reference; raises :class:`VariantRejected` with the measurements otherwise."""
+    reference = report.ready.get(plan.reference)
+    fp32_artifact = artifacts.get(ONNX_FP32)
+    if reference is None or not isinstance(fp32_artifact, Path):
+        raise VariantRejected(f"not kept: its fp32 reference {plan.reference} is not ready")
+    fp32_plan = dataclasses.replace(plan, recipe=ONNX_FP32, precision="fp32", opt="")
+    int8 = load_runtime(runtime_spec(plan, source), artifact)
+    fp32 = load_runtime(runtime_spec(fp32_plan, source), fp32_artifact)
+    try:
+        accuracy = top1_accuracy(int8.predict, source.inputs, source.labels)
+        rows = np.resize(source.inputs, (INT8_GATE_BATCH, *source.inputs.shape[1:]))
+        fp32_ms, int8_ms = side_by_side_p50_ms(
+            fp32, int8, np.ascontiguousarray(rows), budget_s=settings.budget_s_per_batch
+        )
+    finally:
+        int8.close()
+        fp32.close()
+    reason = int8_verdict(
+        fp32_accuracy=reference.accuracy,
+        int8_accuracy=accuracy,
+        fp32_p50_ms=fp32_ms,
+        int8_p50_ms=int8_ms,
+        max_accuracy_drop=settings.int8_max_accuracy_drop,
+        speed_tolerance=settings.int8_speed_tolerance,
+    )
+    if reason:
+        raise VariantRejected(reason)
+
+
+def side_by_side_p50_ms(
+    first: Runtime,
+    second: Runtime,
+    batch: np.ndarray,
+    *,
+    budget_s: float,
+    min_runs: int = 5,
+    max_runs: int = 500,
+) -> tuple[float, float]:
+    """p50 latency of two runtimes on the same batch, timed alternately so that other
+    load on the machine slows both alike."""
+    for runtime in (first, second, first, second):
+        runtime.predict(batch)
+    times: tuple[list[int], list[int]] = ([], [])
+    deadline = time.perf_counter() + 2 * budget_s
+    while len(times[0]) < max_runs and (len(times[0]) < min_runs or time.perf_counter() < deadline):
+        for index, runtime in enumerate((first, second)):
+            t0 = time.perf_counter_ns()
+            runtime.predict(batch)
+            times[index].append(time.perf_counter_ns() - t0)
+    return float(np.median(times[0])) / 1e6, float(np.median(times[1])) / 1e6
+
+
+# -------------------------------------------------------------------- catalog wiring
 
 
 @dataclass(frozen=True)
@@ -37,105 +293,216 @@ class BuildContext:
     cores: int = 0
     batch_sizes: tuple[int, ...] = (1, 4, 8, 16, 32, 64)
     budget_s_per_batch: float = 0.4
+    worker: str = "in-process"
 
-
-def variant_artifact_key(variant: str, suffix: str = ".onnx") -> str:
-    return f"variants/{variant}/model{suffix}"
-
-
-def load_validation(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return np.asarray(data["inputs"]), np.asarray(data["labels"])
-
-
-def _record(model: Model, build: VariantBuild, ctx: BuildContext, status: str) -> Variant:
-    instance, cost = ctx.prices.variant_cost_per_hour(build.hardware, build.threads)
-    return ctx.catalog.upsert_variant(
-        Variant(
-            id=build.id,
-            model=model.id,
-            app=model.app,
-            runtime=build.runtime,
-            precision=build.precision,
-            hardware=build.hardware,
-            threads=build.threads,
-            opt=build.opt,
-            artifact_key=variant_artifact_key(build.id, build.artifact.suffix),
-            instance_class=instance,
-            cost_per_hour=cost,
-            status=status,
+    def settings(self, batch_sizes: Sequence[int], budget_s_per_batch: float) -> ProfileSettings:
+        return ProfileSettings(
+            hardware=self.hardware,
+            cores=self.cores,
+            batch_sizes=tuple(batch_sizes),
+            budget_s_per_batch=budget_s_per_batch,
         )
-    )
+
+
+def artifact_key(model: str, plan: VariantPlan) -> str:
+    """Variants of one recipe share one artifact, kept under the model's prefix."""
+    return f"models/{model}/artifacts/{plan.recipe}{plan.suffix}"
+
+
+def instance_and_cost(prices: PriceTable, plan: VariantPlan, device: str = "") -> tuple[str, float]:
+    """A CPU variant pays for its share of the CPU instance; a GPU variant for the GPU
+    instance whose GPU it was measured on (the configured one when none matches)."""
+    if plan.hardware == "gpu" and device:
+        for inst in prices.instances.values():
+            if inst.hardware == "gpu" and inst.gpu and inst.gpu.lower() in device.lower():
+                return inst.name, inst.usd_per_hour
+    return prices.variant_cost_per_hour(plan.hardware, plan.threads)
+
+
+class CatalogSink:
+    """Reports progress to the catalog (variants) and the registration record."""
+
+    def __init__(
+        self,
+        model: Model,
+        ctx: BuildContext,
+        registrations: RegistrationStore,
+        registration_id: str,
+        progress: Progress,
+    ) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.registrations = registrations
+        self.registration_id = registration_id
+        self.progress = progress
+        self._stored: set[str] = set()
+
+    def planned(self, plans: Sequence[VariantPlan]) -> None:
+        for plan in plans:
+            instance, cost = instance_and_cost(self.ctx.prices, plan)
+            self.ctx.catalog.upsert_variant(
+                Variant(
+                    id=plan.id,
+                    model=self.model.id,
+                    app=self.model.app,
+                    runtime=plan.runtime,
+                    precision=plan.precision,
+                    hardware=plan.hardware,
+                    threads=plan.threads,
+                    opt=plan.opt,
+                    artifact_key=artifact_key(self.model.id, plan),
+                    instance_class=instance,
+                    cost_per_hour=cost,
+                    status=QUEUED,
+                )
+            )
+            self._record(plan, QUEUED)
+
+    def status(self, plan: VariantPlan, status: str, error: str = "") -> None:
+        self.ctx.catalog.set_variant_status(plan.id, status, error)
+        self._record(plan, status, error)
+
+    def artifact(self, plan: VariantPlan, path: Path) -> None:
+        key = artifact_key(self.model.id, plan)
+        if key not in self._stored:
+            self.ctx.store.put_file(key, path)
+            self._stored.add(key)
+
+    def ready(self, plan: VariantPlan, profile: Profile) -> None:
+        instance, cost = instance_and_cost(self.ctx.prices, plan, profile.profiled_on)
+        self.ctx.catalog.set_variant_profile(
+            plan.id, profile, cost_per_hour=cost, instance_class=instance
+        )
+        self._record(plan, READY)
+
+    def _record(self, plan: VariantPlan, status: str, error: str = "") -> None:
+        self.registrations.set_variant(self.registration_id, plan.id, plan.hardware, status, error)
+        self.progress(plan.id, status)
+
+
+def run_registration(
+    registration_id: str, ctx: BuildContext, *, progress: Progress | None = None
+) -> list[Variant]:
+    """Build and profile this hardware's variants for one registration; returns the
+    variants that became ready. A task that cannot run at all (its files are gone, the
+    store is down) is recorded as failed with the reason, then the error is raised."""
+    from registry.registrations import RegistrationStore
+
+    say = progress or (lambda _variant, _status: None)
+    catalog, registrations = ctx.catalog, RegistrationStore(ctx.catalog)
+    registration = registrations.get(registration_id)
+    try:
+        model = catalog.get_model(registration.model)
+    except UnknownModel:
+        log.info(
+            "model %s was deleted before registration %s ran", registration.model, registration_id
+        )
+        return []
+    registrations.start_task(registration_id, ctx.hardware, ctx.worker)
+    if model.status != READY:
+        catalog.set_model_status(model.id, GENERATING)
+    try:
+        report = _run(model, registration, ctx, registrations, say)
+    except NotFound as exc:
+        if _model_gone(catalog, model.id):
+            log.info("model %s was deleted during its registration; stopping", model.id)
+            return []
+        _fail(registrations, registration_id, ctx.hardware, exc.message)
+        _settle_model(catalog, registrations, model.id)
+        raise
+    except InfaasError as exc:
+        _fail(registrations, registration_id, ctx.hardware, exc.message)
+        _settle_model(catalog, registrations, model.id)
+        raise
+    except Exception as exc:
+        _fail(registrations, registration_id, ctx.hardware, f"internal error: {exc!r}")
+        _settle_model(catalog, registrations, model.id)
+        raise
+    registrations.finish_task(registration_id, ctx.hardware, notes=report.notes)
+    _settle_model(catalog, registrations, model.id)
+    return [catalog.get_variant(variant) for variant in sorted(report.ready)]
+
+
+def _run(
+    model: Model,
+    registration: Registration,
+    ctx: BuildContext,
+    registrations: RegistrationStore,
+    say: Progress,
+) -> BuildReport:
+    app = ctx.catalog.get_app(model.app)
+    options = registration.options
+    suffix = Path(model.artifact_key).suffix or ".onnx"
+    with tempfile.TemporaryDirectory(prefix=f"infaas-build-{model.id}-") as tmp:
+        work = Path(tmp)
+        path = ctx.store.get_file(model.artifact_key, work / f"source{suffix}")
+        inputs, labels = load_validation(ctx.store.get_file(model.validation_key, work / "val.npz"))
+        source = ModelSource(
+            model_id=model.id,
+            format=model.format,
+            path=path,
+            input_name=app.signature.name,
+            output_name=model.output_name,
+            inputs=inputs,
+            labels=labels,
+        )
+        sink = CatalogSink(model, ctx, registrations, registration.id, say)
+        settings = ctx.settings(options.batch_sizes, options.budget_s_per_batch)
+        return build_and_profile(source, settings, sink, work)
+
+
+def _fail(
+    registrations: RegistrationStore, registration_id: str, hardware: str, reason: str
+) -> None:
+    try:
+        registrations.finish_task(registration_id, hardware, failed=True, error=reason)
+    except InfaasError as exc:  # the record itself may be what is unreachable
+        log.error(
+            "could not record the failure of %s (%s): %s", registration_id, reason, exc.message
+        )
+
+
+def _model_gone(catalog: Catalog, model_id: str) -> bool:
+    try:
+        catalog.get_model(model_id)
+    except UnknownModel:
+        return True
+    return False
+
+
+def _settle_model(catalog: Catalog, registrations: RegistrationStore, model_id: str) -> None:
+    """Ready once any variant is; failed when none is and every registration finished."""
+    try:
+        if catalog.list_variants(model_id=model_id, status=READY):
+            status = READY
+        elif all(r.finished for r in registrations.for_model(model_id)):
+            status = FAILED
+        else:
+            status = PROFILING
+        catalog.set_model_status(model_id, status)
+    except InfaasError as exc:
+        log.warning("could not settle the status of model %s: %s", model_id, exc.message)
 
 
 def generate_and_profile(
     model_id: str, ctx: BuildContext, *, progress: Progress | None = None
 ) -> list[Variant]:
-    """Build every variant of ``model_id`` this hardware supports, upload and profile each."""
-    say = progress or (lambda _variant, _status: None)
-    catalog = ctx.catalog
-    model = catalog.get_model(model_id)
-    app = catalog.get_app(model.app)
-    cores = ctx.cores or usable_cores()
-    with tempfile.TemporaryDirectory(prefix=f"infaas-build-{model_id}-") as tmp:
-        work = Path(tmp)
-        source = ctx.store.get_file(model.artifact_key, work / "source.onnx")
-        inputs, labels = load_validation(
-            ctx.store.get_file(model.validation_key, work / "validation.npz")
-        )
-        builds = build_onnx_cpu_variants(model.id, source, work / "variants", cores)
-        for build in builds:
-            _record(model, build, ctx, QUEUED)
-        ready: list[Variant] = []
-        for build in builds:
-            variant = _build_one(model, build, ctx, inputs, labels, app.signature.name, say)
-            if variant is not None:
-                ready.append(variant)
-    catalog.set_model_status(model.id, READY if ready else FAILED)
-    return ready
+    """Register ``model_id`` (already in the catalog) again on this hardware, in-process."""
+    from registry.intake import register_again
+    from registry.registrations import RegistrationOptions
+
+    registration = register_again(
+        ctx.catalog,
+        model_id,
+        [ctx.hardware],
+        RegistrationOptions(ctx.budget_s_per_batch, tuple(ctx.batch_sizes)),
+    )
+    return run_registration(registration.id, ctx, progress=progress)
 
 
-def _build_one(
-    model: Model,
-    build: VariantBuild,
-    ctx: BuildContext,
-    inputs: np.ndarray,
-    labels: np.ndarray,
-    input_name: str,
-    say: Progress,
-) -> Variant | None:
-    catalog = ctx.catalog
-    try:
-        catalog.set_variant_status(build.id, GENERATING)
-        say(build.id, GENERATING)
-        key = variant_artifact_key(build.id, build.artifact.suffix)
-        ctx.store.put_file(key, build.artifact)
-        catalog.set_variant_status(build.id, PROFILING)
-        say(build.id, PROFILING)
-        spec = RuntimeSpec(
-            runtime=build.runtime,
-            precision=build.precision,
-            hardware=build.hardware,
-            threads=build.threads,
-            opt=build.opt,
-            input_name=input_name,
-            output_name=model.output_name,
-        )
-        profile = profile_variant(
-            lambda: load_runtime(spec, build.artifact),
-            build.artifact.stat().st_size,
-            inputs,
-            labels,
-            batch_sizes=ctx.batch_sizes,
-            budget_s_per_batch=ctx.budget_s_per_batch,
-        )
-        instance, cost = ctx.prices.variant_cost_per_hour(build.hardware, build.threads)
-        catalog.set_variant_profile(build.id, profile, cost_per_hour=cost, instance_class=instance)
-        say(build.id, READY)
-        return catalog.get_variant(build.id)
-    except (InfaasError, ValueError, OSError, RuntimeError) as exc:
-        reason = exc.message if isinstance(exc, InfaasError) else f"{type(exc).__name__}: {exc}"
-        log.warning("variant %s failed: %s", build.id, reason)
-        catalog.set_variant_status(build.id, FAILED, reason)
-        say(build.id, FAILED)
-        return None
+def describe(report: BuildReport) -> dict[str, Any]:
+    return {
+        "ready": sorted(report.ready),
+        "failed": dict(sorted(report.failed.items())),
+        "notes": list(report.notes),
+    }

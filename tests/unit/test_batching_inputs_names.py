@@ -104,13 +104,17 @@ def test_bad_variant_ids(args: tuple[str, str, str, str, int], match: str) -> No
         parse_variant_id("not-a-variant")
 
 
+def _sublinear(batch: int) -> float:
+    return 1.0 + 0.1 * batch  # 1.1 ms alone, 1.8 ms for 8: batching pays
+
+
 def _wait(**overrides: object) -> float:
     args: dict[str, object] = {
         "now_ms": 1000.0,
         "rows": 2,
         "limit": 8,
         "slo_deadlines_ms": [],
-        "full_batch_latency_ms": 1.0,
+        "latency_ms": _sublinear,
         "arrival_qps": 3000.0,
         "max_wait_ms": 2.0,
     }
@@ -121,15 +125,26 @@ def _wait(**overrides: object) -> float:
 def test_batch_wait_fills_at_the_arrival_rate_up_to_the_cap() -> None:
     assert _wait() == pytest.approx(2.0)  # 6 more rows at 3,000/s need 2 ms
     assert _wait(arrival_qps=6000.0) == pytest.approx(1.0)
-    assert _wait(max_wait_ms=0.5) == pytest.approx(0.5)
+    assert _wait(max_wait_ms=0.5, arrival_qps=4000.0) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("overrides", [{"rows": 8}, {"arrival_qps": 0.0}, {"max_wait_ms": 0.0}])
-def test_no_wait_when_full_idle_or_disabled(overrides: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"rows": 8},
+        {"arrival_qps": 0.0},
+        {"max_wait_ms": 0.0},
+        {"arrival_qps": 300.0},  # less than one arrival expected within the wait
+        {"latency_ms": lambda b: 1.0 * b},  # per-input cost flat: waiting only costs
+        {"latency_ms": lambda b: 0.01 + 0.001 * b},  # tiny model: saves µs, costs ms
+    ],
+)
+def test_no_wait_when_full_idle_disabled_or_not_worth_it(overrides: dict[str, object]) -> None:
     assert _wait(**overrides) == 0.0
 
 
 def test_wait_never_costs_the_earliest_objective() -> None:
-    # earliest objective at 1002.5 ms, a full batch takes 1 ms: at most 1.5 ms of waiting
-    assert _wait(slo_deadlines_ms=[1010.0, 1002.5, 0.0]) == pytest.approx(1.5)
-    assert _wait(slo_deadlines_ms=[1000.5]) == 0.0
+    # earliest objective at 1004.5 ms, a full batch takes 1.8 ms: at most 2.7 ms of waiting
+    assert _wait(slo_deadlines_ms=[1010.0, 1004.5, 0.0], max_wait_ms=5.0) == pytest.approx(2.0)
+    assert _wait(slo_deadlines_ms=[1003.0], max_wait_ms=5.0) == pytest.approx(1.2)
+    assert _wait(slo_deadlines_ms=[1001.0]) == 0.0

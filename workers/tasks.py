@@ -1,0 +1,48 @@
+"""Celery tasks of a worker: thin, they decode, call the real logic, and return.
+
+Registration runs on the control queue of the worker's hardware, so variants are built
+and profiled on the hardware they will serve on. Tasks acknowledge late (the app's
+default) and are rejected when their worker is lost, so a registration whose worker was
+killed is redone by another.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from queues.errors import ConfigError, InfaasError
+from registry.registrations import REGISTER_TASK
+from registry.settings import RegistrySettings
+from workers.registration import BuildContext, run_registration
+
+log = logging.getLogger(__name__)
+
+
+def register_tasks(app: Any) -> None:
+    """Add this worker's tasks to its Celery app."""
+
+    @app.task(name=REGISTER_TASK, bind=True, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    def generate_and_profile(self: Any, registration_id: str, hardware: str) -> dict[str, Any]:
+        services = getattr(self.app, "infaas_services", None)
+        server = getattr(self.app, "infaas_server", None)
+        if services is None or server is None:
+            raise ConfigError("this worker has no infaas services to register models with")
+        if hardware != server.hardware:
+            raise ConfigError(
+                f"registration {registration_id} asked for {hardware} work on a "
+                f"{server.hardware} worker; check the control queue routing"
+            )
+        context = BuildContext(
+            catalog=services.catalog,
+            store=services.store,
+            prices=RegistrySettings().price_table(),  # this worker's instance and prices
+            hardware=hardware,
+            worker=server.worker_id,
+        )
+        try:
+            ready = run_registration(registration_id, context)
+        except InfaasError as exc:
+            log.error("registration %s on %s failed: %s", registration_id, hardware, exc.message)
+            return {"registration": registration_id, "error": exc.message}
+        return {"registration": registration_id, "ready": [v.id for v in ready]}
