@@ -52,6 +52,23 @@ class InvalidInput(InfaasError):
     code = "invalid_input"
 
 
+class InvalidModel(InvalidRequest):
+    """An uploaded model file cannot be registered (not ONNX, corrupt, unsafe, wrong inputs)."""
+
+    code = "invalid_model"
+
+
+class InvalidValidationSet(InvalidRequest):
+    """An uploaded validation set does not fit the app (arrays, lengths, dtype, labels)."""
+
+    code = "invalid_validation_set"
+
+
+class UploadTooLarge(InfaasError):
+    status_code = 413
+    code = "upload_too_large"
+
+
 class EmptyBatch(InfaasError):
     status_code = 422
     code = "empty_batch"
@@ -128,6 +145,13 @@ class WorkerError(InfaasError):
 
     status_code = 502
     code = "worker_error"
+
+
+class ActuatorError(InfaasError):
+    """The scaler could not add or remove a worker; the plan's other steps still run."""
+
+    status_code = 502
+    code = "actuator_error"
 
 
 def _all_subclasses(cls: type[InfaasError]) -> list[type[InfaasError]]:
