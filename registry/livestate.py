@@ -24,6 +24,7 @@ OVERLOADED = "overloaded"
 INTERFERED = "interfered"
 VARIANT_STATES = (INACTIVE, LOADING, ACTIVE, OVERLOADED, INTERFERED)
 HEALTHY_STATES = frozenset({ACTIVE})
+SCALER_PLAN_DOC = "scaler:last-plan"  # the scaler's last plan, read by GET /v1/scaler
 
 
 def now_ms() -> float:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from api_gateway.deps import State
 from api_gateway.responses import JSONResponse
+from queues.errors import NotFound
+from registry.livestate import SCALER_PLAN_DOC
 
 router = APIRouter(tags=["health"])
 
@@ -33,6 +37,16 @@ async def readyz(state: State) -> JSONResponse:
         "catalog_revision": state.catalog_snapshot.revision,
     }
     return JSONResponse(body, status_code=200 if not problems else 503)
+
+
+@router.get("/v1/scaler", summary="The scaler's last plan: actions with reasons, timings")
+async def scaler_plan(state: State) -> JSONResponse:
+    doc = await asyncio.to_thread(state.services.live.get_doc, SCALER_PLAN_DOC)
+    if doc is None:
+        raise NotFound(
+            "no scaler has published a plan in the last 5 minutes; start one with `infaas scaler`"
+        )
+    return JSONResponse(doc)
 
 
 @router.get("/metrics", summary="Prometheus metrics")
