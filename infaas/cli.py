@@ -122,7 +122,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.cores:
         overrides["cores"] = args.cores
     if args.variants:
-        overrides["variants"] = args.variants
+        overrides["variants"] = () if args.variants == "none" else args.variants
     if args.replicas:
         overrides["replicas"] = args.replicas
     settings = WorkerSettings(**overrides)
@@ -214,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker pinned to CPU cores or a GPU")
     worker.add_argument("--hardware", choices=["cpu", "gpu"], default="cpu")
     worker.add_argument("--cores", default="", help="CPU cores to pin to, e.g. 0,1")
-    worker.add_argument("--variants", default="", help="variants to load (default: all)")
+    worker.add_argument(
+        "--variants",
+        default="",
+        help="variants to load at start, comma-separated (default: every ready variant of "
+        "this hardware; 'none': start empty and let the scaler load what is needed)",
+    )
     worker.add_argument("--replicas", type=int, default=0, help="replicas per variant")
     worker.set_defaults(handler=cmd_worker)
 

@@ -89,7 +89,8 @@ class _LocalWorker:
 
 @dataclass
 class LocalActuator:
-    """``infaas worker`` processes on this machine, each on cores of its own."""
+    """``infaas worker`` processes on this machine, each on cores of its own. They start
+    empty: the scaler loads what its plan places on them."""
 
     settings: ActuatorSettings
     env: dict[str, str]
@@ -123,7 +124,8 @@ class LocalActuator:
         try:
             process = subprocess.Popen(
                 [self.python, "-m", "infaas.cli", "--loglevel", "INFO", "worker",
-                 "--hardware", "cpu", "--cores", ",".join(map(str, cores))],
+                 "--hardware", "cpu", "--cores", ",".join(map(str, cores)),
+                 "--variants", "none"],
                 env=self.env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
