@@ -26,7 +26,7 @@ from queues.errors import (
     UnknownModel,
     UnknownVariant,
 )
-from registry.livestate import HEALTHY_STATES, LiveSnapshot
+from registry.livestate import HEALTHY_STATES, LOADING, LiveSnapshot
 from registry.types import CatalogSnapshot, Variant
 
 MS_PER_HOUR = 3_600_000.0
@@ -274,16 +274,22 @@ def _rank(
 
 
 def _fill_in(entries: tuple[Entry, ...], req: Requirements) -> Entry | None:
-    """A running variant that meets the accuracy floor and batch, the fastest one."""
+    """A loaded variant that meets the accuracy floor, batch and cost cap: the fastest
+    healthy one, else the fastest Overloaded or Interfered one (a slow answer beats no
+    answer while the better variant loads)."""
     usable = [
         e
         for e in entries
-        if e.running
+        if (e.running or any(state != LOADING for state in e.placed_states))
         and req.batch <= e.max_batch
         and (req.min_accuracy is None or e.accuracy >= req.min_accuracy)
         and (req.max_cost_per_hour is None or e.cost_per_hour <= req.max_cost_per_hour)
     ]
-    return min(usable, key=lambda e: (e.latency_ms(req.batch), e.variant.id), default=None)
+    return min(
+        usable,
+        key=lambda e: (not e.running, e.latency_ms(req.batch), e.variant.id),
+        default=None,
+    )
 
 
 def _select_variant(index: SelectorIndex, req: Requirements) -> Decision:

@@ -108,6 +108,7 @@ class ScalerLoop:
         self.state = ScalerState()
         self.metrics = ScalerMetrics()
         self.last_plan: Plan | None = None
+        self._last_ms = 0.0
         self._catalog = CatalogSnapshot.empty()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scaler-act")
         self._in_flight: dict[tuple[str, str, str], Future[None]] = {}
@@ -121,10 +122,14 @@ class ScalerLoop:
             self._catalog = self.catalog.snapshot()
         return self._catalog
 
-    def _demands(self) -> list[Demand]:
+    def _demands(self, catalog: CatalogSnapshot) -> list[Demand]:
+        """The gateways' demand documents; classes of apps the catalog no longer has
+        (deleted since) are left out, not allowed to fail the tick."""
         demands = []
         for doc in self.live.list_docs("demand:").values():
             for c in doc.get("classes", []):
+                if c.get("app") not in catalog.apps or float(c.get("qps", 0)) <= 0:
+                    continue
                 demands.append(
                     Demand(
                         app=str(c["app"]),
@@ -154,14 +159,16 @@ class ScalerLoop:
 
     def tick(self) -> Plan:
         started = time.perf_counter()
-        now_ms = self.clock() * 1000.0
+        # the policy refuses time going backwards: a wall clock stepped back waits
+        now_ms = max(self.clock() * 1000.0, self._last_ms + 1.0)
+        self._last_ms = now_ms
         catalog = self._catalog_snapshot()
         live = self.live.snapshot()
         snapshot = build_snapshot(
             now_ms,
             catalog,
             live,
-            self._demands(),
+            self._demands(catalog),
             self._queue_depths(catalog),
             self.prices,
             self.settings,

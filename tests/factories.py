@@ -104,3 +104,40 @@ def live(*workers: WorkerReport) -> LiveSnapshot:
 
 def running(*variant_ids: str, state: str = ACTIVE) -> LiveSnapshot:
     return live(worker("w1", dict.fromkeys(variant_ids, state)))
+
+
+def worker_report(
+    worker_id: str,
+    replicas: dict[str, int] | None = None,
+    *,
+    hardware: str = "cpu",
+    cores: int = 4,
+    states: dict[str, str] | None = None,
+    utilisation: float = 0.0,
+    app: str = "digits",
+    qps: dict[str, float] | None = None,
+    started_ms: float = 0.0,
+) -> WorkerReport:
+    """A worker running ``replicas`` (variant id -> replica count), for the scaler."""
+    states = states or {}
+    qps = qps or {}
+    return WorkerReport(
+        worker_id=worker_id,
+        hardware=hardware,
+        host="h",
+        pid=1,
+        cores=cores,
+        variants={
+            vid: VariantLoad(
+                variant=vid,
+                app=app,
+                state=states.get(vid, ACTIVE),
+                replicas=n,
+                qps=qps.get(vid, 0.0),
+            )
+            for vid, n in (replicas or {}).items()
+        },
+        cpu_util=utilisation if hardware == "cpu" else 0.0,
+        gpu_util=utilisation if hardware == "gpu" else 0.0,
+        started_ms=started_ms,
+    )

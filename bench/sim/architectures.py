@@ -6,6 +6,7 @@ top-1 of the same architecture (cited in :mod:`bench.sim.gpu_tables`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -47,6 +48,15 @@ def resnet50() -> Any:
 
 def efficientnet_b0() -> Any:
     """EfficientNet-B0: MBConv blocks with squeeze-and-excitation and SiLU."""
+    return _efficientnet(width=1.0, depth=1.0)
+
+
+def efficientnet_b4() -> Any:
+    """EfficientNet-B4: B0 scaled to 1.4× the width and 1.8× the depth (380×380 input)."""
+    return _efficientnet(width=1.4, depth=1.8)
+
+
+def _efficientnet(width: float, depth: float) -> Any:
     import torch
     from torch import nn
 
@@ -81,30 +91,45 @@ def efficientnet_b0() -> Any:
             out: torch.Tensor = self.body(x)
             return out + x if self.residual else out
 
+    def channels(c: int) -> int:  # scaled width, rounded to a multiple of 8 as published
+        scaled = max(8, int(c * width + 4) // 8 * 8)
+        return scaled + 8 if scaled < 0.9 * c * width else scaled
+
     stages = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
               (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))  # fmt: skip
-    layers: list[nn.Module] = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.SiLU()]
-    cin = 32
-    for expand, kernel, stride, cout, repeats in stages:
-        for i in range(repeats):
+    stem = channels(32)
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.SiLU()
+    ]  # fmt: skip
+    cin = stem
+    for expand, kernel, stride, base, repeats in stages:
+        cout = channels(base)
+        for i in range(math.ceil(repeats * depth)):
             layers.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
             cin = cout
+    head = channels(1280)
     layers += [
-        nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.SiLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000), nn.Softmax(1),
+        nn.Conv2d(cin, head, 1, bias=False), nn.BatchNorm2d(head), nn.SiLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(head, 1000), nn.Softmax(1),
     ]  # fmt: skip
     return nn.Sequential(*layers).eval()
 
 
-ARCHITECTURES = {"resnet50": resnet50, "efficientnet-b0": efficientnet_b0}
+ARCHITECTURES = {
+    "resnet50": resnet50,
+    "efficientnet-b0": efficientnet_b0,
+    "efficientnet-b4": efficientnet_b4,
+}
+RESOLUTION = {"resnet50": 224, "efficientnet-b0": 224, "efficientnet-b4": 380}
 
 
 def export_onnx(name: str, path: Any) -> Any:
     import torch
 
     model = ARCHITECTURES[name]()
+    size = RESOLUTION[name]
     torch.onnx.export(
-        model, (torch.zeros(1, 3, 224, 224),), str(path), dynamo=False,
+        model, (torch.zeros(1, 3, size, size),), str(path), dynamo=False,
         input_names=["input"], output_names=["probabilities"],
         dynamic_axes={"input": {0: "n"}, "probabilities": {0: "n"}},
     )  # fmt: skip

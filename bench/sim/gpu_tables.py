@@ -11,9 +11,11 @@ data here to measure it):
   16GB)" (90 epochs: FP32 77.01 %, mixed precision 76.88 % top-1).
   https://github.com/NVIDIA/DeepLearningExamples/tree/master/PyTorch/Classification/ConvNets/resnet50v1.5
 - NVIDIA DeepLearningExamples, "EfficientNet For PyTorch", README, sections "Inference
-  performance: NVIDIA V100 (1x V100 16GB)" (efficientnet-b0 rows, FP32 and Mixed
-  Precision) and "Training accuracy: NVIDIA DGX-1 (8x V100 16GB)" (400 epochs: FP32
-  77.02 %, mixed precision 77.17 % top-1).
+  performance: NVIDIA V100 (1x V100 16GB)" (efficientnet-b0 and efficientnet-b4 rows,
+  FP32 and Mixed Precision), "Training accuracy: NVIDIA DGX-1 (8x V100 16GB)" (B0, 400
+  epochs: FP32 77.02 %, mixed precision 77.17 % top-1) and "Training accuracy: NVIDIA DGX
+  A100 (8x A100 80GB)" (B4, 400 epochs: TF32 82.82 %, mixed precision 82.85 % — the
+  README gives no V100 accuracy for B4; the weights do not depend on the GPU).
   https://github.com/NVIDIA/DeepLearningExamples/tree/master/PyTorch/Classification/ConvNets/efficientnet
 
 Latencies are the tables' "Latency Avg" (used as p50) and "Latency 99%" in milliseconds per
@@ -73,6 +75,20 @@ PUBLISHED: tuple[PublishedProfile, ...] = (
          256: 49.36},
         {1: 18.63, 2: 19.95, 4: 19.13, 8: 19.29, 16: 21.58, 32: 22.51, 64: 24.62, 128: 24.06,
          256: 43.5},
+        EFFICIENTNET_SOURCE,
+    ),
+    PublishedProfile(
+        "efficientnet-b4", "fp32", 0.8282,
+        {1: 23.31, 2: 24.07, 4: 26.29, 8: 26.65, 16: 48.18, 32: 89.07, 64: 173.2, 128: 346.32},
+        {1: 24.9, 2: 25.14, 4: 30.85, 8: 28.61, 16: 47.13, 32: 88.02, 64: 172.27, 128: 340.37},
+        EFFICIENTNET_SOURCE,
+    ),
+    PublishedProfile(
+        "efficientnet-b4", "fp16", 0.8285,
+        {1: 30.28, 2: 30.12, 4: 32.08, 8: 34.43, 16: 34.12, 32: 44.67, 64: 80.93, 128: 156.42,
+         256: 311.03},
+        {1: 32.24, 2: 31.92, 4: 34.74, 8: 41.08, 16: 39.39, 32: 47.86, 64: 79.42, 128: 152.76,
+         256: 302.48},
         EFFICIENTNET_SOURCE,
     ),
 )  # fmt: skip

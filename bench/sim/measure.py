@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.sim.architectures import ARCHITECTURES, export_onnx
+from bench.sim.architectures import ARCHITECTURES, RESOLUTION, export_onnx
 from bench.sim.gpu_tables import GPU_INSTANCE, GPU_NAME, PUBLISHED
 from infaas.demo_models import load_validation, prepare_demo_models
 from registry.pricing import PriceTable
@@ -32,7 +32,11 @@ from workers.runtimes.base import RuntimeSpec, load_runtime
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 REPO = Path(__file__).resolve().parents[2]
-IMAGENET_BATCHES = (1, 2, 4, 8)
+IMAGENET_BATCHES = {
+    "resnet50": (1, 2, 4, 8),
+    "efficientnet-b0": (1, 2, 4, 8, 16),
+    "efficientnet-b4": (1, 2, 4),
+}
 GPU_LOAD_MS_ASSUMED = 2500.0  # CUDA context + weights to device; no published figure
 
 
@@ -95,11 +99,12 @@ def measure_imagenet(work: Path) -> list[dict[str, Any]]:
             spec = RuntimeSpec("onnx", "fp32", "cpu", threads)
             started = time.perf_counter()
             runtime = load_runtime(spec, optimized)
-            runtime.predict(np.zeros((1, 3, 224, 224), np.float32))
+            size = RESOLUTION[name]
+            runtime.predict(np.zeros((1, 3, size, size), np.float32))
             load_ms = (time.perf_counter() - started) * 1000
             p50, p99 = {}, {}
-            for batch in IMAGENET_BATCHES:
-                x = np.random.default_rng(0).random((batch, 3, 224, 224), dtype=np.float32)
+            for batch in IMAGENET_BATCHES[name]:
+                x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
                 stats = measure_latency(runtime.predict, x, min_runs=5, budget_s=2.0, warmup=1)
                 p50[batch], p99[batch] = stats.p50_ms, stats.p99_ms
             runtime.close()
@@ -118,7 +123,7 @@ def measure_imagenet(work: Path) -> list[dict[str, Any]]:
                     },
                 )
             )
-            print(f"{name} t{threads}: b1 {p50[1]:.1f} ms, b8 {p50[8]:.1f} ms")
+            print(f"{name} t{threads}: b1 {p50[1]:.1f} ms, b4 {p50[4]:.1f} ms")
     return out
 
 

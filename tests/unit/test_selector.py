@@ -177,3 +177,20 @@ def test_explain_lists_every_candidate_with_a_reason() -> None:
     assert reasons[FAST.id].startswith("accuracy 0.9500 < 0.9600")
     assert reasons[SLOW.id].startswith("predicted latency")
     assert reasons[GPU.id] == "eligible, but costs more per query"
+
+
+def test_an_unhealthy_variant_fills_in_rather_than_no_answer() -> None:
+    live = f.live(f.worker("w1", {SLOW.id: INTERFERED}))
+    idx = SelectorIndex(f.catalog(*ALL), live, overhead_ms=0.0)
+    decision = select(idx, Requirements(app="digits", min_accuracy=0.985, latency_ms=50))
+    assert decision.variant == SLOW
+    assert decision.load_request is not None
+
+
+def test_a_loading_variant_does_not_fill_in() -> None:
+    live = f.live(f.worker("w1", {SLOW.id: "loading"}))
+    idx = SelectorIndex(f.catalog(*ALL), live, overhead_ms=0.0)
+    decision = select(idx, Requirements(app="digits", min_accuracy=0.985, latency_ms=50))
+    # nothing can answer now: the fastest to load is chosen (the gateway then says 503)
+    assert decision.variant == GPU
+    assert decision.load_request == GPU.id

@@ -1,0 +1,232 @@
+"""Run the simulator: one workload, several policies, one table, plots and summary.json.
+
+    python -m bench.sim --trace ../shared/traces/azure_llm_conv.csv --rate-scale 50 \\
+        --policies all --out bench/results/sim/azure-conv
+    python -m bench.sim --workload fluctuating --duration-s 3600 --policies all \\
+        --out bench/results/sim/fluctuating
+
+Trace data: Azure LLM inference traces (Patel et al., "Splitwise", ISCA 2024; Azure Public
+Dataset, CC-BY-4.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.sim.engine import SimSettings, Simulation
+from bench.sim.policies import (
+    POLICIES,
+    autoscaled,
+    decider_of,
+    place_static,
+    scaler_settings,
+    static_fleet,
+)
+from bench.sim.profiles import PROFILES, World, load_mix, load_world
+from bench.sim.report import plot_run, table
+from bench.sim.workload import WORKLOADS, Arrivals, load_trace, rescale, synthetic
+from queues.errors import InfaasError
+from registry.pricing import PriceTable
+from registry.selector import Requirements
+from workers.states import StateSettings
+
+WARMUP_S = 60
+
+
+def classes_of(world: World) -> tuple[list[tuple[str, Requirements]], np.ndarray]:
+    """Every (app, requirements) class of the mix and its share of all queries."""
+    classes, shares = [], []
+    total = sum(a.share for a in world.mix)
+    for app in world.mix:
+        for c in app.classes:
+            classes.append(
+                (
+                    app.app,
+                    Requirements(
+                        app=app.app,
+                        latency_ms=c.latency_ms,
+                        min_accuracy=c.min_accuracy,
+                        max_cost_per_hour=c.max_cost_per_hour,
+                    ),
+                )
+            )
+            shares.append(app.share / total * c.share / sum(x.share for x in app.classes))
+    return classes, np.asarray(shares) / sum(shares)
+
+
+def sim_prices() -> PriceTable:
+    """The paper's AWS prices; CPU workers are m5.large (2 vCPUs, $0.096/h)."""
+    base = PriceTable.default()
+    return PriceTable(base.instances, cpu_instance="m5.large", gpu_instance="p3.2xlarge")
+
+
+def peak_qps(per_second: np.ndarray, window_s: int = 5) -> float:
+    if len(per_second) == 0:
+        return 0.0
+    kernel = np.ones(min(window_s, len(per_second))) / min(window_s, len(per_second))
+    return float(np.convolve(per_second, kernel, mode="valid").max())
+
+
+def run_policy(
+    policy: str,
+    world: World,
+    arrivals: Arrivals,
+    seed: int,
+    sim_settings: SimSettings,
+) -> tuple[dict[str, Any], Simulation]:
+    classes, shares = classes_of(world)
+    warm = np.concatenate([arrivals.per_second[:WARMUP_S], arrivals.per_second])
+    rng = np.random.default_rng(seed)
+    times = Arrivals(arrivals.name, warm).times_s(rng)
+    class_of = rng.choice(len(classes), size=len(times), p=shares)
+    sim = Simulation(
+        world, times, class_of, classes, prices=sim_prices(), settings=sim_settings,
+        states=StateSettings(), seed=seed,
+    )  # fmt: skip
+    duration = WARMUP_S + arrivals.duration_s
+    started = time.perf_counter()
+    notes: list[str] = []
+    if policy.startswith("static-"):
+        hardware = policy.removeprefix("static-")
+        choices = static_fleet(
+            world.catalog, world.mix, peak_qps(arrivals.per_second), hardware, sim_settings
+        )
+        place_static(sim, choices)
+        notes = [f"{c.app}: {c.replicas} × {c.variant.id} ({c.why})" for c in choices]
+        sim.run(duration, None, measure_from_s=WARMUP_S)
+    else:
+        sim.start_worker("cpu", {})
+        settings = scaler_settings(policy, sim_settings)
+        sim.run(duration, autoscaled(decider_of(policy), settings), measure_from_s=WARMUP_S)
+    wall_s = time.perf_counter() - started
+    out = sim.outcome
+    violations = out.late + out.failed
+    result = {
+        "cost_usd": round(sim.cost_usd, 4),
+        "slo_violation_rate": violations / out.arrivals if out.arrivals else 0.0,
+        "throughput_qps": out.served / arrivals.duration_s,
+        "mean_accuracy": out.accuracy_sum / out.served if out.served else None,
+        "scaling_actions": sim.actions,
+        "queries": out.arrivals,
+        "served": out.served,
+        "late": out.late,
+        "failed": out.failed,
+        "failures": dict(out.failures),
+        "simulated_s": arrivals.duration_s,
+        "wall_s": round(wall_s, 1),
+        "plan_ms_p99": float(np.percentile(sim.plan_ms, 99)) if sim.plan_ms else None,
+        "fleet": notes,
+    }
+    return result, sim
+
+
+def ratios(results: dict[str, dict[str, Any]], ours: str = "ours") -> dict[str, Any]:
+    if ours not in results:
+        return {}
+    mine = results[ours]
+    out = {}
+    for name, other in results.items():
+        if name == ours:
+            continue
+        cost = other["cost_usd"] / mine["cost_usd"] if mine["cost_usd"] else math.inf
+        v_ours, v_other = mine["slo_violation_rate"], other["slo_violation_rate"]
+        out[name] = {
+            "cost_x_lower": round(cost, 2),
+            "violations_x_fewer": round(v_other / v_ours, 2) if v_ours else None,
+            "violations_ours_vs_baseline": [round(v_ours, 5), round(v_other, 5)],
+            "throughput_x": round(mine["throughput_qps"] / other["throughput_qps"], 3)
+            if other["throughput_qps"]
+            else None,
+        }
+    return out
+
+
+def build_arrivals(args: argparse.Namespace) -> Arrivals:
+    if args.trace:
+        counts = load_trace(Path(args.trace), time_column=args.time_column)
+        counts = rescale(
+            counts,
+            rate_scale=args.rate_scale,
+            time_scale=args.time_scale,
+            duration_s=args.duration_s,
+        )
+        return Arrivals(Path(args.trace).stem, counts)
+    duration = int(args.duration_s or 3600)
+    counts = synthetic(
+        args.workload, duration_s=duration, low_qps=args.low_qps, high_qps=args.high_qps,
+        seed=args.seed,
+    )  # fmt: skip
+    counts = rescale(counts, rate_scale=args.rate_scale, time_scale=args.time_scale)
+    return Arrivals(args.workload, counts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sim", description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--trace", help="CSV with a timestamp column, or integers per second")
+    source.add_argument("--workload", choices=WORKLOADS)
+    parser.add_argument("--apps", type=Path, default=None, help="app mix (JSON)")
+    parser.add_argument("--profiles", type=Path, default=PROFILES)
+    parser.add_argument("--policies", default="all", help=f"all, or some of {POLICIES}")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--time-column", default="TIMESTAMP")
+    parser.add_argument("--rate-scale", type=float, default=1.0)
+    parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--duration-s", type=float, default=None)
+    parser.add_argument("--low-qps", type=float, default=20.0)
+    parser.add_argument("--high-qps", type=float, default=1000.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    policies = list(POLICIES) if args.policies == "all" else args.policies.split(",")
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        print(f"unknown policies {unknown}; choose from {POLICIES}", file=sys.stderr)
+        return 2
+    try:
+        world = load_world(args.profiles, load_mix(args.apps))
+        arrivals = build_arrivals(args)
+    except InfaasError as exc:
+        print(f"bench.sim: {exc.message}", file=sys.stderr)
+        return 2
+    sim_settings = SimSettings()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    for policy in policies:
+        results[policy], sim = run_policy(policy, world, arrivals, args.seed, sim_settings)
+        plot_run(sim, policy, args.out)
+        print(f"{policy}: done in {results[policy]['wall_s']} s", file=sys.stderr)
+    summary = {
+        "workload": arrivals.name,
+        "command": "python -m bench.sim " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "duration_s": arrivals.duration_s,
+        "queries": arrivals.total,
+        "peak_qps": peak_qps(arrivals.per_second),
+        "mean_qps": arrivals.total / max(arrivals.duration_s, 1),
+        "policies": results,
+        "ratios_vs_ours": ratios(results),
+        "assumptions": {
+            "sim": sim_settings.__dict__,
+            "warmup_s": WARMUP_S,
+            "interference_slowdown": world.interference_slowdown,
+            "profiles": str(args.profiles),
+            "trace_attribution": "Azure LLM inference traces: Patel et al., Splitwise, ISCA "
+            "2024; Azure Public Dataset (CC-BY-4.0)"
+            if args.trace
+            else None,
+        },
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(table(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The policies the simulator compares.
+
+- ``static-cpu`` / ``static-gpu``: a fixed fleet of one hardware, sized for the peak
+  (the paper's fixed-variant baselines, Clipper-like): per app the cheapest variant of
+  that hardware meeting the app's strictest class (else the one serving most of its
+  traffic), with replicas for 1.05 × the app's peak. An app with no variant of that
+  hardware (the digits models have no GPU profiles) runs on the other one.
+- ``replicate-only``: one fixed variant per app, replicas follow the load
+  (SageMaker-like) — :func:`scaler.policy.decide_replicate_only`.
+- ``infaas``: INFaaS as published — :func:`scaler.policy.decide` with the greedy planner
+  and the paper's thresholds.
+- ``ours``: :func:`scaler.policy.decide` with the ILP planner (deterministic work limit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.sim.engine import Decide, SimSettings, Simulation
+from bench.sim.profiles import AppSpec
+from registry.types import CatalogSnapshot, Variant
+from scaler.policy import Plan, ScalerState, decide, decide_replicate_only
+from scaler.settings import ScalerSettings
+from scaler.snapshot import ScalerSnapshot, build_snapshot
+
+POLICIES = ("static-cpu", "static-gpu", "replicate-only", "infaas", "ours")
+Decider = Callable[[ScalerSnapshot, ScalerState, ScalerSettings], tuple[Plan, ScalerState]]
+
+
+def scaler_settings(policy: str, sim: SimSettings) -> ScalerSettings:
+    """The scaler's settings in the simulator: the defaults (the paper's thresholds),
+    the simulated fleet's sizes, and for ``ours`` the ILP with a deterministic work
+    limit so a run replays exactly."""
+    ours = policy == "ours"
+    return ScalerSettings(
+        planner="ilp" if ours else "greedy",
+        ilp_deterministic_time=0.05 if ours else None,
+        cpu_worker_cores=sim.cpu_worker_cores,
+        gpu_max_replicas=sim.gpu_max_replicas,
+        max_cpu_workers=256,
+        max_gpu_workers=16,
+        min_cpu_workers=1,
+        min_gpu_workers=0,
+    )
+
+
+def autoscaled(decider: Decider, settings: ScalerSettings) -> Decide:
+    """A scaler tick on simulated state, with the policy's state carried between ticks."""
+    state = ScalerState()
+
+    def tick(sim: Simulation, now_s: float) -> list:  # type: ignore[type-arg]
+        nonlocal state
+        snapshot = build_snapshot(
+            now_s * 1000.0,
+            sim.catalog,
+            sim.live,
+            sim.demands(),
+            sim.queue_depths(),
+            sim.prices,
+            settings,
+        )
+        plan, state = decider(snapshot, state, settings)
+        sim.plan_ms.append(plan.solve_ms)
+        return list(plan.actions)
+
+    return tick
+
+
+def decider_of(policy: str) -> Decider:
+    return decide_replicate_only if policy == "replicate-only" else decide
+
+
+@dataclass(frozen=True)
+class StaticChoice:
+    app: str
+    variant: Variant
+    replicas: int
+    why: str
+
+
+def _capacity_qps(variant: Variant, latency_ms: float, overhead_ms: float) -> float:
+    """One replica's throughput at the largest batch that still fits ``latency_ms``."""
+    profile = variant.profile
+    assert profile is not None
+    best = 0.0
+    for batch in range(1, profile.max_batch + 1):
+        lat = profile.predict_latency_ms(batch)
+        if lat + overhead_ms > latency_ms and batch > 1:
+            break
+        best = max(best, 1000.0 * batch / lat)
+    return best
+
+
+def static_fleet(
+    catalog: CatalogSnapshot,
+    mix: tuple[AppSpec, ...],
+    peak_qps: float,
+    hardware: str,
+    sim: SimSettings,
+) -> list[StaticChoice]:
+    choices = []
+    total_share = sum(a.share for a in mix)
+    for app in mix:
+        app_peak = peak_qps * app.share / total_share
+        floor = max((c.min_accuracy or 0.0) for c in app.classes)
+        tightest = min((c.latency_ms or math.inf) for c in app.classes)
+        candidates = [
+            v
+            for v in catalog.variants_of_app(app.app)
+            if v.hardware == hardware and v.profile is not None
+        ] or [  # an app with no variant of this hardware runs on the other one
+            v for v in catalog.variants_of_app(app.app) if v.profile is not None
+        ]
+
+        def served_share(v: Variant, app: AppSpec = app) -> float:
+            assert v.profile is not None
+            return sum(
+                c.share
+                for c in app.classes
+                if v.profile.accuracy >= (c.min_accuracy or 0.0)
+                and v.profile.predict_latency_ms(1) + sim.overhead_ms <= (c.latency_ms or math.inf)
+            )
+
+        def cost(v: Variant, limit: float = tightest) -> float:
+            return v.cost_per_hour / max(_capacity_qps(v, limit, sim.overhead_ms), 1e-9)
+
+        strict = [
+            v
+            for v in candidates
+            if v.profile is not None
+            and v.profile.accuracy >= floor
+            and v.profile.predict_latency_ms(1) + sim.overhead_ms <= tightest
+        ]
+        if strict:
+            chosen, why = min(strict, key=cost), "cheapest meeting every class"
+        else:
+            chosen = max(candidates, key=lambda v: (served_share(v), -cost(v)))
+            why = f"serves {served_share(chosen):.0%} of the app's classes"
+        capacity = _capacity_qps(chosen, tightest, sim.overhead_ms)
+        replicas = max(1, math.ceil(1.05 * app_peak / max(capacity, 1e-9)))
+        choices.append(StaticChoice(app.app, chosen, replicas, why))
+    return choices
+
+
+def place_static(sim: Simulation, choices: list[StaticChoice]) -> None:
+    """Pack the replicas onto workers: cores on CPU, one replica per variant per GPU."""
+    for choice in choices:
+        if choice.variant.hardware == "gpu":
+            for _ in range(choice.replicas):
+                sim.start_worker("gpu", {choice.variant.id: 1})
+    cores = sim.s.cpu_worker_cores
+    current: dict[str, int] = {}
+    used = 0
+    for choice in [c for c in choices if c.variant.hardware == "cpu"]:
+        threads = max(choice.variant.threads, 1)
+        for _ in range(choice.replicas):
+            if used + threads > cores:
+                sim.start_worker("cpu", current)
+                current, used = {}, 0
+            current[choice.variant.id] = current.get(choice.variant.id, 0) + 1
+            used += threads
+    if current:
+        sim.start_worker("cpu", current)

@@ -1,0 +1,772 @@
+"""The scaling policy: from one frozen snapshot and the state of the last tick, a plan.
+
+:func:`decide` is pure: no clock, no I/O; the same snapshot, state and settings give the
+same plan (the ILP with its deterministic work limit set). Each tick it
+
+1. **estimates load** per demand class: a rise is taken at once, a fall is smoothed, and
+   the plan uses the highest estimate of the last *hold-down* (about the load time of
+   the app's variants, at least 10 ticks on CPU and 20 on GPU, as in the prototype), so
+   capacity grows at once and shrinks only after load stayed low that long;
+2. **plans** capacity for 1.05 × that load plus queued queries to drain, on the workers
+   there are and on workers that could be started (:mod:`scaler.planner`);
+3. **guards** the changes: replicas are added at once; a smaller target must hold for a
+   few ticks, a variant is unloaded only after its target stayed at zero for its
+   hold-down, never while its queue holds queries, never while replacement replicas of
+   its app are still loading (make before break), and not right after it grew (back-off);
+4. **sizes the fleet**: a worker is added when the plan needs one, when a hardware is
+   hot on all its workers, or when most of its workers hold Overloaded or Interfered
+   variants; one that stayed idle is drained (its replicas move) and removed, never
+   below the minimum nor above the maximum, with a back-off after each worker action.
+
+:func:`decide_replicate_only` is the paper's baseline (SageMaker-like): each app keeps
+one fixed variant and only its replica count follows the load, under the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from queues.errors import InvalidRequest
+from registry.livestate import LOADING
+from scaler.greedy import GreedyPlanner
+from scaler.ilp import IlpPlanner
+from scaler.planner import EPS, Assignment, ClassLoad, Host, Option, Planner, Problem
+from scaler.settings import ScalerSettings
+from scaler.snapshot import DemandClass, ScalerSnapshot, VariantInfo, WorkerView
+
+LOAD, SET_REPLICAS, UNLOAD = "load", "set_replicas", "unload"
+ADD_WORKER, REMOVE_WORKER = "add_worker", "remove_worker"
+ACTION_ORDER = {ADD_WORKER: 0, LOAD: 1, SET_REPLICAS: 2, UNLOAD: 3, REMOVE_WORKER: 4}
+QUEUE_CLASS = "queue:"  # the backlog of one variant's queue, only it can drain
+PENDING_HOST = "pending-"  # a worker asked for and not yet seen
+NEW_HOST = "new-"  # a worker that could be asked for
+
+Key = tuple[str, str]  # (variant, worker)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: str  # load | set_replicas | unload | add_worker | remove_worker
+    worker: str | None = None
+    hardware: str | None = None
+    variant: str | None = None
+    replicas: int | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "worker": self.worker,
+            "hardware": self.hardware,
+            "variant": self.variant,
+            "replicas": self.replicas,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ClassPlan:
+    """One demand class as this tick saw it (queries per second)."""
+
+    key: str
+    app: str
+    measured_qps: float
+    estimate_qps: float
+    held_qps: float
+    planned_qps: float
+    unserved_qps: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "app": self.app,
+            "measured_qps": round(self.measured_qps, 3),
+            "estimate_qps": round(self.estimate_qps, 3),
+            "held_qps": round(self.held_qps, 3),
+            "planned_qps": round(self.planned_qps, 3),
+            "unserved_qps": round(self.unserved_qps, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    now_ms: float
+    tick: int
+    policy: str  # infaas | replicate-only
+    actions: tuple[Action, ...]
+    planner: str  # ilp | greedy | greedy-fallback
+    status: str
+    objective: float
+    cost_per_hour: float
+    solve_ms: float
+    timings: Mapping[str, float]
+    targets: Mapping[Key, int]
+    demand: tuple[ClassPlan, ...]
+    deferred: tuple[str, ...]  # changes the planner wanted, held back, and why
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``GET /v1/scaler``)."""
+        return {
+            "now_ms": self.now_ms,
+            "tick": self.tick,
+            "policy": self.policy,
+            "planner": self.planner,
+            "status": self.status,
+            "objective": round(self.objective, 6),
+            "cost_per_hour": round(self.cost_per_hour, 6),
+            "solve_ms": round(self.solve_ms, 3),
+            "timings": {k: round(v, 3) for k, v in sorted(self.timings.items())},
+            "actions": [a.to_dict() for a in self.actions],
+            "targets": [
+                {"variant": v, "worker": w, "replicas": n}
+                for (v, w), n in sorted(self.targets.items())
+            ],
+            "demand": [c.to_dict() for c in self.demand],
+            "deferred": list(self.deferred),
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A replica count asked of a worker and not yet seen in live state."""
+
+    replicas: int
+    since_ms: float
+    app: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScalerState:
+    """What carries from one tick to the next. Start with ``ScalerState()``."""
+
+    tick: int = 0
+    now_ms: float | None = None
+    classes: Mapping[str, DemandClass] = field(default_factory=dict)
+    estimates: Mapping[str, float] = field(default_factory=dict)
+    history: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    below_ticks: Mapping[Key, int] = field(default_factory=dict)
+    zero_since: Mapping[Key, float] = field(default_factory=dict)
+    grown_ms: Mapping[str, float] = field(default_factory=dict)
+    pending: Mapping[Key, Pending] = field(default_factory=dict)
+    pending_workers: tuple[tuple[str, float], ...] = ()  # (hardware, asked at)
+    known_workers: frozenset[str] = frozenset()
+    low_since: Mapping[str, float] = field(default_factory=dict)
+    draining: Mapping[str, float] = field(default_factory=dict)  # worker -> since
+    removing: Mapping[str, float] = field(default_factory=dict)  # worker -> asked at
+    worker_action_ms: Mapping[str, float] = field(default_factory=dict)
+    fixed: Mapping[str, str] = field(default_factory=dict)  # replicate-only: app -> variant
+
+
+def make_planner(settings: ScalerSettings) -> Planner:
+    if settings.planner == "greedy":
+        return GreedyPlanner()
+    return IlpPlanner(
+        time_limit_s=settings.ilp_time_limit_s,
+        deterministic_time=settings.ilp_deterministic_time,
+    )
+
+
+def decide(
+    snapshot: ScalerSnapshot, state: ScalerState, settings: ScalerSettings
+) -> tuple[Plan, ScalerState]:
+    """INFaaS: choose variants and replicas per app, and the workers to run them on."""
+    return _Tick(snapshot, state, settings, "infaas").run(make_planner(settings), None)
+
+
+def decide_replicate_only(
+    snapshot: ScalerSnapshot, state: ScalerState, settings: ScalerSettings
+) -> tuple[Plan, ScalerState]:
+    """The baseline: one fixed variant per app, only its replicas follow the load."""
+    tick = _Tick(snapshot, state, settings, "replicate-only")
+    return tick.run(GreedyPlanner(), tick.fixed_variants)
+
+
+class _Tick:
+    """One decision; builds the next state as it goes, never changes its inputs."""
+
+    def __init__(
+        self, snapshot: ScalerSnapshot, state: ScalerState, settings: ScalerSettings, policy: str
+    ) -> None:
+        if state.now_ms is not None and snapshot.now_ms < state.now_ms:
+            raise InvalidRequest(
+                f"scaler snapshot at {snapshot.now_ms} ms is older than the last tick "
+                f"({state.now_ms} ms); give snapshots in time order"
+            )
+        self.snap = snapshot
+        self.state = state
+        self.s = settings
+        self.policy = policy
+        self.now = snapshot.now_ms
+        self.notes: list[str] = []
+        self.deferred: list[str] = []
+        self.actions: list[Action] = []
+        self.fixed: dict[str, str] = dict(state.fixed)
+
+    # -- 1. load ------------------------------------------------------------------------
+
+    def estimate(self, current: Mapping[Key, int]) -> list[ClassPlan]:
+        """Smoothed and held load per class; updates classes, estimates and history."""
+        s, now = self.s, self.now
+        seen = {c.key: c for c in self.snap.classes}
+        classes = dict(self.state.classes)
+        classes.update(seen)
+        self.classes: dict[str, DemandClass] = {}
+        self.estimates: dict[str, float] = {}
+        self.history: dict[str, tuple[tuple[float, float], ...]] = {}
+        plans = []
+        for key in sorted(classes):
+            record = classes[key]
+            measured = seen[key].qps if key in seen else 0.0
+            prior = self.state.estimates.get(key)
+            if prior is None or measured >= prior:
+                estimate = measured
+            else:
+                estimate = prior + s.load_smoothing * (measured - prior)
+            window = self._hold_of_app(record.app, current)
+            past = [(t, q) for t, q in self.state.history.get(key, ()) if t > now - window]
+            past.append((now, estimate))
+            held = max(q for _, q in past)
+            if held < 1e-6 and key not in seen:
+                continue  # gone for a whole hold-down: forget it
+            self.classes[key] = record
+            self.estimates[key] = estimate
+            self.history[key] = tuple(past)
+            backlog = seen[key].backlog if key in seen else 0
+            planned = held * s.headroom + backlog / s.drain_s
+            plans.append(ClassPlan(key, record.app, measured, estimate, held, planned, 0.0))
+        return plans
+
+    def _hold_of_app(self, app: str, current: Mapping[Key, int]) -> float:
+        holds = [
+            self.s.hold_ms(info.hardware, info.load_ms)
+            for (vid, _), n in current.items()
+            if n > 0 and (info := self.snap.variants.get(vid)) is not None and info.app == app
+        ]
+        return max(holds, default=self.s.hold_ms("cpu", 0.0))
+
+    # -- 2. what runs, and what was asked -------------------------------------------------
+
+    def current(self) -> dict[Key, int]:
+        """Replicas per (variant, worker): what live state shows, or what was asked of it
+        and has not shown yet. Updates ``pending``."""
+        live: dict[Key, int] = {}
+        for w in self.snap.workers.values():
+            for vid, n in w.replicas.items():
+                if n > 0:
+                    live[vid, w.worker_id] = n
+        self.pending: dict[Key, Pending] = {}
+        current = dict(live)
+        for key, asked in sorted(self.state.pending.items()):
+            vid, wid = key
+            if wid not in self.snap.workers or live.get(key, 0) == asked.replicas:
+                continue
+            if self.now - asked.since_ms > self.s.pending_timeout_s * 1000:
+                self.notes.append(
+                    f"{wid} did not reach {asked.replicas} replicas of {vid} within "
+                    f"{self.s.pending_timeout_s:g} s; planning from what it reports"
+                )
+                continue
+            self.pending[key] = asked
+            current[key] = asked.replicas
+        return {k: n for k, n in current.items() if n > 0}
+
+    def in_flight(self) -> set[str]:
+        """Apps with replicas on their way up (make before break)."""
+        apps = set()
+        for (vid, wid), asked in self.pending.items():
+            shown = self.snap.workers[wid].replicas.get(vid, 0)
+            if asked.replicas > shown:
+                apps.add(asked.app)
+        for w in self.snap.workers.values():
+            for vid, st in w.states.items():
+                if st == LOADING and (info := self.snap.variants.get(vid)) is not None:
+                    apps.add(info.app)
+        return apps
+
+    # -- workers asked for, idle, draining -------------------------------------------------
+
+    def track_workers(self) -> None:
+        s, now, snap = self.s, self.now, self.snap
+        fresh = [w for w in sorted(snap.workers) if w not in self.state.known_workers]
+        joined: dict[str, int] = {}
+        for wid in fresh:
+            hw = snap.workers[wid].hardware
+            joined[hw] = joined.get(hw, 0) + 1
+        waiting = []
+        for hw, since in self.state.pending_workers:
+            if joined.get(hw, 0) > 0:
+                joined[hw] -= 1
+            elif now - since > s.worker_start_timeout_s * 1000:
+                self.notes.append(
+                    f"a {hw} worker asked for at {since:.0f} ms has not joined within "
+                    f"{s.worker_start_timeout_s:g} s; asking again if still needed"
+                )
+            else:
+                waiting.append((hw, since))
+        self.pending_workers = tuple(waiting)
+        self.low_since: dict[str, float] = {}
+        for wid, w in snap.workers.items():
+            if w.utilisation < s.idle_threshold and not w.troubled:
+                self.low_since[wid] = self.state.low_since.get(wid, now)
+        self.draining = {w: t for w, t in self.state.draining.items() if w in snap.workers}
+        self.removing = {w: t for w, t in self.state.removing.items() if w in snap.workers}
+        self.worker_action_ms = dict(self.state.worker_action_ms)
+
+    def closed(self, worker: str) -> bool:
+        """Being emptied or removed: nothing may stay or be placed there."""
+        return worker in self.draining or worker in self.removing
+
+    def count(self, hardware: str) -> int:
+        return sum(
+            1
+            for w in self.snap.workers.values()
+            if w.hardware == hardware and not self.closed(w.worker_id)
+        )
+
+    def backed_off(self, hardware: str) -> bool:
+        last = self.worker_action_ms.get(hardware)
+        return last is not None and self.now - last < self.s.worker_backoff_s * 1000
+
+    def pick_drain(self, current: Mapping[Key, int]) -> str | None:
+        """An idle worker to empty and remove, if its replicas fit on the others."""
+        s, now = self.s, self.now
+        for hw in ("cpu", "gpu"):
+            if any(self.snap.workers[w].hardware == hw for w in self.draining):
+                continue  # one at a time
+            if self.count(hw) - 1 < s.min_workers(hw) or self.backed_off(hw):
+                continue
+            idle = [
+                w
+                for w in self.snap.workers.values()
+                if w.hardware == hw
+                and not self.closed(w.worker_id)
+                and w.worker_id in self.low_since
+                and now - self.low_since[w.worker_id] >= s.worker_idle_s * 1000
+            ]
+            idle.sort(key=lambda w: (_cores_used(w, current, self.snap), w.worker_id))
+            for w in idle:
+                if self._fits_elsewhere(w, current):
+                    return w.worker_id
+        return None
+
+    def _fits_elsewhere(self, worker: WorkerView, current: Mapping[Key, int]) -> bool:
+        others = [
+            w
+            for w in self.snap.workers.values()
+            if w.hardware == worker.hardware
+            and w.worker_id != worker.worker_id
+            and not self.closed(w.worker_id)
+        ]
+        if worker.hardware == "cpu":
+            need = _cores_used(worker, current, self.snap)
+            room = sum(w.cores - _cores_used(w, current, self.snap) for w in others)
+        else:
+            need = sum(n for (v, wid), n in current.items() if wid == worker.worker_id)
+            room = sum(
+                w.max_replicas - sum(n for (v, wid), n in current.items() if wid == w.worker_id)
+                for w in others
+            )
+        return need <= room
+
+    # -- 3. the capacity problem -------------------------------------------------------------
+
+    def problem(
+        self,
+        loads: list[ClassPlan],
+        current: Mapping[Key, int],
+        allowed: Callable[[str], bool] | None,
+    ) -> Problem:
+        snap, s = self.snap, self.s
+        classes = [ClassLoad(c.key, c.app, c.planned_qps) for c in loads if c.planned_qps > 0]
+        capacity: dict[str, dict[str, float]] = {}
+        for vid, info in snap.variants.items():
+            if allowed is not None and not allowed(vid):
+                continue
+            capacity[vid] = {
+                c.key: info.capacity_qps[c.key] for c in classes if c.key in info.capacity_qps
+            }
+        for vid, depth in sorted(snap.backlog.items()):
+            if vid not in capacity:
+                continue  # not ready, or not this policy's variant
+            queued = snap.variants[vid]
+            key = QUEUE_CLASS + vid
+            classes.append(ClassLoad(key, queued.app, depth / s.drain_s))
+            capacity[vid][key] = queued.saturation_qps
+        wanted = {vid for vid, caps in capacity.items() if caps}
+        wanted |= {vid for vid, _ in current if vid in capacity}
+        options = tuple(
+            Option(
+                variant=vid,
+                app=info.app,
+                hardware=info.hardware,
+                cores=info.cores,
+                memory_mb=info.memory_mb,
+                cost_per_hour=info.cost_per_hour,
+                load_ms=info.load_ms,
+                capacity_qps=capacity[vid],
+                max_replicas=s.max_replicas_per_variant,
+            )
+            for vid, info in sorted(snap.variants.items())
+            if vid in wanted
+        )
+        names = {o.variant for o in options}
+        hosts = [self._host(w, current, names) for w in snap.workers.values()]
+        hosts += self._future_hosts()
+        return Problem(tuple(classes), options, tuple(hosts), s.load_penalty_per_s)
+
+    def _host(self, w: WorkerView, current: Mapping[Key, int], names: set[str]) -> Host:
+        mine = {vid: n for (vid, wid), n in current.items() if wid == w.worker_id}
+        reserved_cores = 0
+        reserved_memory = 0.0
+        for vid, n in mine.items():
+            if vid in names:
+                continue
+            info = self.snap.variants.get(vid)
+            reserved_cores += n * (info.cores if info else 1 if w.hardware == "cpu" else 0)
+            reserved_memory += n * (info.memory_mb if info else 0.0)
+        return Host(
+            id=w.worker_id,
+            hardware=w.hardware,
+            cores=w.cores,
+            memory_mb=w.memory_mb,
+            max_replicas=w.max_replicas,
+            current={vid: n for vid, n in mine.items() if vid in names},
+            capacity_factor={v: f for v, f in w.capacity_factor.items() if f < 1.0},
+            closed=self.closed(w.worker_id),
+            reserved_cores=reserved_cores,
+            reserved_memory_mb=reserved_memory,
+            max_per_variant=1 if w.hardware == "gpu" else None,
+        )
+
+    def _future_hosts(self) -> list[Host]:
+        """Workers asked for (free to use) and workers that could be asked for."""
+        s, prices = self.s, self.snap.prices
+        hosts = []
+        for hw in ("cpu", "gpu"):
+            shape: dict[str, Any] = {
+                "hardware": hw,
+                "cores": s.new_cpu_worker_cores(prices) if hw == "cpu" else 1,
+                "memory_mb": s.cpu_worker_memory_mb if hw == "cpu" else s.gpu_memory_mb,
+                "max_replicas": 1_000_000 if hw == "cpu" else s.gpu_max_replicas,
+                "max_per_variant": None if hw == "cpu" else 1,
+                "prospective": True,
+            }
+            waiting = [t for h, t in self.pending_workers if h == hw]
+            for k in range(len(waiting)):
+                hosts.append(Host(id=f"{PENDING_HOST}{hw}-{k + 1}", **shape))
+            room = s.max_workers(hw) - self.count(hw) - len(waiting)
+            price = self.snap.worker_price_per_hour(hw)
+            for k in range(max(min(room, s.max_new_workers_per_tick), 0)):
+                hosts.append(Host(id=f"{NEW_HOST}{hw}-{k + 1}", open_cost_per_hour=price, **shape))
+        return hosts
+
+    # -- 4. from targets to guarded actions ---------------------------------------------------
+
+    def replica_actions(
+        self, targets: Mapping[Key, int], current: Mapping[Key, int], plan: Assignment
+    ) -> None:
+        """Growth first and at once; then shrinking, each step only when it may go."""
+        snap, now = self.snap, self.now
+        totals: dict[str, int] = {}
+        for (vid, _), n in current.items():
+            totals[vid] = totals.get(vid, 0) + n
+        self.below_ticks: dict[Key, int] = {}
+        self.zero_since: dict[Key, float] = {}
+        self.grown_ms = dict(self.state.grown_ms)
+        keys = sorted(k for k in set(targets) | set(current) if k[1] in snap.workers)
+        for key in keys:
+            vid, _ = key
+            have, want = current.get(key, 0), targets.get(key, 0)
+            if want > have:
+                why = self._why_grow(vid, want - have, totals, plan)
+                self._act(LOAD if have == 0 else SET_REPLICAS, key, want, why)
+                self.grown_ms[vid] = now
+        busy = self.in_flight()  # includes what was just asked for
+        for key in keys:
+            vid, wid = key
+            have, want = current.get(key, 0), targets.get(key, 0)
+            if want >= have:
+                continue
+            ticks = self.state.below_ticks.get(key, 0) + 1
+            self.below_ticks[key] = ticks
+            if want == 0:
+                self.zero_since[key] = self.state.zero_since.get(key, now)
+            info = snap.variants.get(vid)
+            if info is None:
+                self._act(UNLOAD, key, 0, f"unload: {vid} is no ready variant of the catalog")
+                continue
+            hold = self._hold_back(key, want, ticks, info.app, busy)
+            if hold:
+                self.deferred.append(f"{vid} on {wid}: {have} -> {want} replicas held back: {hold}")
+            elif want == 0:
+                why = (
+                    f"worker {wid} is being drained"
+                    if wid in self.draining
+                    else f"not needed for {self._since(self.zero_since[key])} (hold-down "
+                    f"{self._hold(vid) / 1000:g} s)"
+                )
+                self._act(UNLOAD, key, 0, f"unload: {why}")
+            else:
+                self._act(
+                    SET_REPLICAS,
+                    key,
+                    want,
+                    f"scale down: {want} replicas carry the held load of {info.app} "
+                    f"(smaller target for {ticks} ticks)",
+                )
+
+    def _hold_back(self, key: Key, want: int, ticks: int, app: str, busy: set[str]) -> str:
+        """Why a decrease must wait; empty when it may go ahead."""
+        vid, wid = key
+        if app in busy:
+            return f"replicas of {app} are still loading (make before break)"
+        if want == 0 and self.snap.backlog.get(vid, 0) > 0:
+            return f"its queue holds {self.snap.backlog[vid]} queries"
+        return "" if self.closed(wid) else self._patience(key, want, ticks)
+
+    def _patience(self, key: Key, want: int, ticks: int) -> str:
+        """Back-off after growth, a few ticks of a smaller target, the hold-down to unload."""
+        vid, _ = key
+        s, now = self.s, self.now
+        grown = self.grown_ms.get(vid)
+        if grown is not None and now - grown < s.variant_backoff_s * 1000:
+            return f"it grew {self._since(grown)} ago (back-off {s.variant_backoff_s:g} s)"
+        if ticks < s.down_confirm_ticks:
+            return f"smaller target for {ticks} of {s.down_confirm_ticks} ticks"
+        since = self.zero_since.get(key)
+        if want == 0 and since is not None and now - since < self._hold(vid):
+            return (
+                f"unneeded for {self._since(since)} of its {self._hold(vid) / 1000:g} s hold-down"
+            )
+        return ""
+
+    def _hold(self, vid: str) -> float:
+        info = self.snap.variants[vid]
+        return self.s.hold_ms(info.hardware, info.load_ms)
+
+    def _since(self, since_ms: float) -> str:
+        return f"{(self.now - since_ms) / 1000:g} s"
+
+    def _why_grow(self, vid: str, more: int, totals: Mapping[str, int], plan: Assignment) -> str:
+        info = self.snap.variants.get(vid)
+        routed = sorted((c, q) for (c, v), q in plan.routing.items() if v == vid)
+        serves = ", ".join(f"{c} ({q:.1f} qps)" for c, q in routed) or "its queue"
+        app_runs = any(
+            n > 0
+            and (other := self.snap.variants.get(v)) is not None
+            and info is not None
+            and other.app == info.app
+            for v, n in totals.items()
+        )
+        if not app_runs:
+            return f"start: load {vid} for {serves}, the cheapest variant that serves it"
+        if totals.get(vid, 0) == 0:
+            load_ms = info.load_ms if info else 0.0
+            return (
+                f"switch: load {vid} for {serves}; cheapest way to keep capacity >= "
+                f"{self.s.headroom:g} x load, its {load_ms:.0f} ms load time included"
+            )
+        return (
+            f"replicate: +{more} replica(s) of {vid} for {serves}; cheaper than switching, "
+            "load time included"
+        )
+
+    def _act(self, kind: str, key: Key, replicas: int, reason: str) -> None:
+        vid, wid = key
+        info = self.snap.variants.get(vid)
+        self.actions.append(
+            Action(kind, wid, self.snap.workers[wid].hardware, vid, replicas, reason)
+        )
+        self.pending[key] = Pending(replicas, self.now, info.app if info else "")
+        self.below_ticks.pop(key, None)
+        self.zero_since.pop(key, None)
+
+    # -- 5. workers --------------------------------------------------------------------------
+
+    def worker_actions(self, plan: Assignment, current: Mapping[Key, int]) -> None:
+        added = {hw for hw in ("cpu", "gpu") if self._add_worker(hw, plan)}
+        self._remove_workers(current, added)
+        for hw in ("cpu", "gpu"):
+            later = sorted({v for v, h in plan.replicas if h.startswith(PENDING_HOST + hw)})
+            if later:
+                self.notes.append(f"{', '.join(later)} will start on the {hw} worker asked for")
+        for key, qps in plan.unserved_qps.items():
+            if self.unservable.get(key):
+                self.notes.append(
+                    f"{key}: {qps:.1f} qps unserved: no ready variant meets its requirements"
+                )
+            else:
+                self.notes.append(f"{key}: {qps:.1f} qps cannot be placed on any worker")
+
+    def _add_worker(self, hw: str, plan: Assignment) -> bool:
+        """Ask for a worker of ``hw`` when a rule says so and the limits allow it."""
+        s = self.s
+        live = [
+            w
+            for w in self.snap.workers.values()
+            if w.hardware == hw and not self.closed(w.worker_id)
+        ]
+        asked = sum(1 for h, _ in self.pending_workers if h == hw)
+        needed = sorted({v for v, h in plan.replicas if h.startswith(NEW_HOST + hw)})
+        reasons = []
+        if needed:
+            reasons.append(
+                f"the plan needs room the running {hw} workers lack ({', '.join(needed)})"
+            )
+        if live and all(w.utilisation > s.hot_threshold for w in live):
+            reasons.append(f"all {len(live)} {hw} workers are over {s.hot_threshold:.0%} busy")
+        troubled = sum(1 for w in live if w.troubled)
+        if live and troubled > s.overloaded_fraction * len(live):
+            reasons.append(
+                f"{troubled} of {len(live)} {hw} workers hold Overloaded or Interfered variants"
+            )
+        below_min = len(live) + asked < s.min_workers(hw)
+        if below_min:
+            reasons.append(f"below the minimum of {s.min_workers(hw)} {hw} workers")
+        why = "; ".join(reasons)
+        if not reasons or (asked and not below_min and not needed):
+            return False  # nothing to do, or one is on its way already
+        if len(live) + asked >= s.max_workers(hw):
+            self.notes.append(
+                f"would add a {hw} worker ({why}) but "
+                f"INFAAS_SCALER_MAX_{hw.upper()}_WORKERS={s.max_workers(hw)} is reached"
+            )
+            return False
+        if self.backed_off(hw) and not below_min:
+            self.deferred.append(
+                f"add a {hw} worker ({why}): backing off {s.worker_backoff_s:g} s after the "
+                f"last {hw} worker action"
+            )
+            return False
+        self.actions.append(Action(ADD_WORKER, hardware=hw, reason=why))
+        self.pending_workers = (*self.pending_workers, (hw, self.now))
+        self.worker_action_ms[hw] = self.now
+        return True
+
+    def _remove_workers(self, current: Mapping[Key, int], added: set[str]) -> None:
+        """Remove drained workers once empty (again if one lingers past its time)."""
+        snap, now = self.snap, self.now
+        for wid in sorted(self.draining):
+            w = snap.workers[wid]
+            if w.hardware in added or any(h == wid for _, h in current):
+                continue
+            since = self.draining.pop(wid)
+            self.removing[wid] = now
+            self._remove_worker(w, f"idle, drained for {self._since(since)} and now empty")
+        for wid, asked_ms in sorted(self.removing.items()):
+            if now - asked_ms > self.s.worker_start_timeout_s * 1000:
+                self.removing[wid] = now
+                self._remove_worker(
+                    snap.workers[wid],
+                    f"asked to go {self._since(asked_ms)} ago and still reporting; asking again",
+                )
+
+    def _remove_worker(self, worker: WorkerView, reason: str) -> None:
+        self.actions.append(
+            Action(REMOVE_WORKER, worker=worker.worker_id, hardware=worker.hardware, reason=reason)
+        )
+        self.worker_action_ms[worker.hardware] = self.now
+
+    # -- the whole tick ------------------------------------------------------------------------
+
+    def fixed_variants(self, vid: str) -> bool:
+        info = self.snap.variants[vid]
+        return self.fixed.get(info.app) == vid
+
+    def _fix_variants(self, loads: list[ClassPlan], current: Mapping[Key, int]) -> None:
+        """Replicate-only: pick each app's variant once, the one it runs if any, else
+        the one serving the most load, cheapest per query on ties."""
+        snap = self.snap
+        running = {vid for vid, _ in current if vid in snap.variants}
+        apps = {c.app for c in loads} | {snap.variants[vid].app for vid in running}
+        for app in sorted(apps):
+            if self.fixed.get(app) in snap.variants:
+                continue
+            mine = [snap.variants[v] for v in snap.by_app.get(app, ())]
+            pool = [v for v in mine if v.id in running] or mine
+            demand = {c.key: c.planned_qps for c in loads if c.app == app}
+
+            def rank(v: VariantInfo, demand: dict[str, float] = demand) -> tuple[float, float, str]:
+                served = sum(q for k, q in demand.items() if k in v.capacity_qps)
+                return (-served, v.cost_per_hour / max(v.saturation_qps, EPS), v.id)
+
+            if pool:
+                self.fixed[app] = min(pool, key=rank).id
+
+    def run(
+        self, planner: Planner, allowed: Callable[[str], bool] | None
+    ) -> tuple[Plan, ScalerState]:
+        current = self.current()
+        self.track_workers()
+        loads = self.estimate(current)
+        if allowed is not None:
+            self._fix_variants(loads, current)
+        drain = self.pick_drain(current)
+        if drain is not None:
+            self.draining[drain] = self.now
+        problem = self.problem(loads, current, allowed)
+        self.unservable = {c.key: not problem.serving[c.key] for c in problem.classes}
+        plan = planner.solve(problem)
+        if drain is not None and any(h.startswith(NEW_HOST) for _, h in plan.replicas):
+            del self.draining[drain]  # the load needs it after all; the greedy re-plans
+            problem = self.problem(loads, current, allowed)  # so the tick stays short
+            plan = GreedyPlanner().solve(problem)
+        elif drain is not None:
+            self.notes.append(f"draining idle worker {drain}: its replicas move elsewhere")
+        targets = {
+            (v, h): n for (v, h), n in plan.replicas.items() if h in self.snap.workers and n > 0
+        }
+        self.replica_actions(targets, current, plan)
+        self.worker_actions(plan, current)
+        self.actions.sort(
+            key=lambda a: (ACTION_ORDER[a.kind], a.hardware or "", a.worker or "", a.variant or "")
+        )
+        demand = tuple(replace(c, unserved_qps=plan.unserved_qps.get(c.key, 0.0)) for c in loads)
+        result = Plan(
+            now_ms=self.now,
+            tick=self.state.tick + 1,
+            policy=self.policy,
+            actions=tuple(self.actions),
+            planner=plan.planner,
+            status=plan.status,
+            objective=plan.objective,
+            cost_per_hour=plan.cost_per_hour,
+            solve_ms=plan.solve_ms,
+            timings=dict(plan.timings),
+            targets=dict(sorted(targets.items())),
+            demand=demand,
+            deferred=tuple(self.deferred),
+            notes=tuple(self.notes),
+        )
+        state = ScalerState(
+            tick=self.state.tick + 1,
+            now_ms=self.now,
+            classes=self.classes,
+            estimates=self.estimates,
+            history=self.history,
+            below_ticks=self.below_ticks,
+            zero_since=self.zero_since,
+            grown_ms={v: t for v, t in self.grown_ms.items() if self.now - t < 3_600_000},
+            pending=self.pending,
+            pending_workers=self.pending_workers,
+            known_workers=frozenset(self.snap.workers),
+            low_since=self.low_since,
+            draining=self.draining,
+            removing=self.removing,
+            worker_action_ms=self.worker_action_ms,
+            fixed=self.fixed,
+        )
+        return result, state
+
+
+def _cores_used(worker: WorkerView, current: Mapping[Key, int], snap: ScalerSnapshot) -> int:
+    used = 0
+    for (vid, wid), n in current.items():
+        if wid == worker.worker_id:
+            info = snap.variants.get(vid)
+            used += n * (info.cores if info else 1)
+    return used

@@ -1,0 +1,199 @@
+"""Settings of the scaler (prefix ``INFAAS_SCALER_``), checked when they are read.
+
+Every number here is one of the paper's knobs (INFAAS.md, "Autoscaling"): the 1.05
+headroom, hold-downs of about a variant's load time (the prototype: more than 10 low
+ticks on CPU, 20 on GPU), 80 % thresholds and 30 s back-off for workers. Settings that
+make no sense (min > max workers, thresholds outside (0, 1], an ILP time limit that does
+not fit in a tick) are refused with a message that names the setting.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from queues.errors import ConfigError
+from registry.pricing import PriceTable
+
+PlannerName = Literal["ilp", "greedy"]
+
+
+class ScalerSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="INFAAS_SCALER_", extra="ignore", frozen=True, allow_inf_nan=False
+    )
+
+    tick_interval_s: float = Field(default=1.0, gt=0, le=60, description="time between ticks")
+    planner: PlannerName = Field(
+        default="ilp", description="ilp (CP-SAT, warm-started and backed by greedy) or greedy"
+    )
+    ilp_time_limit_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="wall-clock limit of one ILP solve (about half a tick)",
+    )
+    ilp_deterministic_time: float | None = Field(
+        default=None,
+        gt=0,
+        le=600,
+        description="CP-SAT work limit (max_deterministic_time); a simulator that must replay "
+        "a run exactly sets this and a generous ilp_time_limit_s",
+    )
+    headroom: float = Field(
+        default=1.05, ge=1.0, le=10.0, description="capacity kept per app, as a multiple of load"
+    )
+    load_penalty_per_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=1000,
+        description="λ: a new replica costs its hourly price × (1 + λ × load time in s)",
+    )
+    load_smoothing: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="weight of the newest rate when load falls (rises are taken at once)",
+    )
+    hold_load_factor: float = Field(
+        default=1.0,
+        ge=0,
+        le=1000,
+        description="a variant's hold-down is at least this many times its load time",
+    )
+    cpu_hold_ticks: int = Field(default=10, ge=1, le=10_000, description="hold-down floor, CPU")
+    gpu_hold_ticks: int = Field(default=20, ge=1, le=10_000, description="hold-down floor, GPU")
+    down_confirm_ticks: int = Field(
+        default=3, ge=1, le=1000, description="ticks a smaller replica target must persist"
+    )
+    drain_s: float = Field(
+        default=5.0, gt=0, le=3600, description="queued queries are to be drained within this"
+    )
+    variant_backoff_s: float = Field(
+        default=5.0, ge=0, le=3600, description="no scale-down of a variant this soon after it grew"
+    )
+    pending_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="a requested change not seen by then has failed"
+    )
+    worker_backoff_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="no worker action of a hardware this soon after one",
+    )
+    worker_idle_s: float = Field(
+        default=30.0, ge=0, le=86_400, description="low use this long makes a worker removable"
+    )
+    worker_start_timeout_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="a requested worker not seen by then failed"
+    )
+    hot_threshold: float = Field(
+        default=0.8, gt=0, le=1, description="a worker this busy (0–1) is hot"
+    )
+    idle_threshold: float = Field(
+        default=0.2, ge=0, lt=1, description="a worker less busy than this (0–1) is idle"
+    )
+    overloaded_fraction: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="add a worker when more than this share of workers hold "
+        "Overloaded/Interfered variants",
+    )
+    interfered_capacity: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="capacity left to an Interfered replica when no latency was measured",
+    )
+    overhead_ms: float = Field(
+        default=0.5, ge=0, le=1000, description="pipeline time added to model latency"
+    )
+    min_cpu_workers: int = Field(default=1, ge=0, le=10_000)
+    max_cpu_workers: int = Field(default=8, ge=0, le=10_000)
+    min_gpu_workers: int = Field(default=0, ge=0, le=10_000)
+    max_gpu_workers: int = Field(default=4, ge=0, le=10_000)
+    max_new_workers_per_tick: int = Field(default=1, ge=1, le=100)
+    cpu_worker_cores: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="cores of a new CPU worker; unset: the CPU instance's vCPUs",
+    )
+    cpu_worker_memory_mb: float = Field(default=16_384, gt=0, le=16_777_216)
+    gpu_memory_mb: float = Field(default=16_384, gt=0, le=16_777_216)
+    gpu_max_replicas: int = Field(
+        default=4, ge=1, le=1024, description="replicas one GPU may host, whatever their memory"
+    )
+    max_replicas_per_variant: int = Field(default=64, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ScalerSettings:
+        for hardware in ("cpu", "gpu"):
+            low = getattr(self, f"min_{hardware}_workers")
+            high = getattr(self, f"max_{hardware}_workers")
+            if low > high:
+                raise ValueError(
+                    f"INFAAS_SCALER_MIN_{hardware.upper()}_WORKERS ({low}) exceeds "
+                    f"INFAAS_SCALER_MAX_{hardware.upper()}_WORKERS ({high}); lower the minimum "
+                    "or raise the maximum"
+                )
+        if self.idle_threshold >= self.hot_threshold:
+            raise ValueError(
+                f"INFAAS_SCALER_IDLE_THRESHOLD ({self.idle_threshold}) must be below "
+                f"INFAAS_SCALER_HOT_THRESHOLD ({self.hot_threshold})"
+            )
+        if self.ilp_time_limit_s >= self.tick_interval_s:
+            raise ValueError(
+                f"INFAAS_SCALER_ILP_TIME_LIMIT_S ({self.ilp_time_limit_s}) must be below the "
+                f"tick interval ({self.tick_interval_s} s); about half of it is right"
+            )
+        return self
+
+    @property
+    def tick_ms(self) -> float:
+        return self.tick_interval_s * 1000.0
+
+    def min_workers(self, hardware: str) -> int:
+        return self.min_cpu_workers if hardware == "cpu" else self.min_gpu_workers
+
+    def max_workers(self, hardware: str) -> int:
+        return self.max_cpu_workers if hardware == "cpu" else self.max_gpu_workers
+
+    def hold_ms(self, hardware: str, load_ms: float) -> float:
+        """How long load must stay low before a variant of this hardware may shrink."""
+        ticks = self.cpu_hold_ticks if hardware == "cpu" else self.gpu_hold_ticks
+        return max(self.hold_load_factor * load_ms, ticks * self.tick_ms)
+
+    def new_cpu_worker_cores(self, prices: PriceTable) -> int:
+        return self.cpu_worker_cores or prices.instance_for("cpu").vcpus
+
+
+def check_price_table(prices: PriceTable, settings: ScalerSettings) -> None:
+    """Refuse a price table the scaler cannot cost plans with (raises :class:`ConfigError`).
+
+    :class:`PriceTable` already refuses negative prices and unknown default instances; the
+    scaler also needs finite prices, the CPU and GPU instances to be of their hardware, and
+    new CPU workers that fit their instance.
+    """
+    for inst in prices.instances.values():
+        if not math.isfinite(inst.usd_per_hour) or inst.usd_per_hour < 0:
+            raise ConfigError(
+                f"instance {inst.name!r} costs {inst.usd_per_hour} $/h; give a finite price >= 0"
+            )
+    for role, name in (("cpu", prices.cpu_instance), ("gpu", prices.gpu_instance)):
+        inst = prices.instances[name]
+        if inst.hardware != role:
+            raise ConfigError(
+                f"the {role} instance {name!r} is {inst.hardware} hardware; name a {role} "
+                f"instance (INFAAS_{role.upper()}_INSTANCE)"
+            )
+    cpu = prices.instance_for("cpu")
+    if settings.cpu_worker_cores is not None and settings.cpu_worker_cores > cpu.vcpus:
+        raise ConfigError(
+            f"INFAAS_SCALER_CPU_WORKER_CORES ({settings.cpu_worker_cores}) exceeds the "
+            f"{cpu.vcpus} vCPUs of the CPU instance {cpu.name!r}"
+        )

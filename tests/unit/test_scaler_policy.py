@@ -1,0 +1,452 @@
+"""The scaling policy on hand-built snapshots, tick after tick, against a cluster that
+does at once what each plan asks: rising load, falling load, noise, idle variants and
+workers, the worker rules, and the replicate-only baseline."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import pytest
+
+from queues.errors import InvalidRequest
+from registry.livestate import ACTIVE, LOADING, OVERLOADED, LiveSnapshot, WorkerReport
+from registry.pricing import PriceTable
+from registry.types import CatalogSnapshot
+from scaler.policy import (
+    ADD_WORKER,
+    LOAD,
+    REMOVE_WORKER,
+    SET_REPLICAS,
+    UNLOAD,
+    Action,
+    Plan,
+    ScalerState,
+    decide,
+    decide_replicate_only,
+)
+from scaler.settings import ScalerSettings
+from scaler.snapshot import Demand, ScalerSnapshot, build_snapshot
+from tests import factories as f
+
+CPU = "m.onnx-fp32.cpu-t1"  # 100 qps a replica at any batch, $0.048/h, loads in 0.2 s
+GPU = "m.trt-fp16.gpu"  # 2000 qps, $3.06/h, loads in 3 s
+TICK_MS = 1000.0
+
+Policy = Callable[[ScalerSnapshot, ScalerState, ScalerSettings], tuple[Plan, ScalerState]]
+
+
+def catalog() -> CatalogSnapshot:
+    return f.catalog(
+        f.variant(CPU, 0.9, 10.0, slope_ms=10.0, max_batch=8, load_ms=200),
+        f.variant(
+            GPU, 0.9, 0.5, slope_ms=0.5, max_batch=32, load_ms=3000, hardware="gpu", cost=3.06
+        ),
+    )
+
+
+def settings(**overrides: object) -> ScalerSettings:
+    base: dict[str, object] = {
+        "planner": "greedy",
+        "min_cpu_workers": 1,
+        "max_cpu_workers": 1,
+        "min_gpu_workers": 0,
+        "max_gpu_workers": 1,
+        "worker_idle_s": 1000.0,
+    }
+    base.update(overrides)
+    return ScalerSettings(**base)  # type: ignore[arg-type]
+
+
+class Cluster:
+    """Workers that do at once what a plan asks; busy in proportion to what they run."""
+
+    def __init__(self, *workers: WorkerReport, busy: dict[str, float] | None = None) -> None:
+        self.catalog = catalog()
+        self.workers = {w.worker_id: w for w in workers}
+        self.busy = busy or {}  # fixed utilisation of some workers
+        self.started = 0
+        self.depths: dict[str, int] = {}
+
+    def replicas(self, worker: str) -> dict[str, int]:
+        return {v: load.replicas for v, load in self.workers[worker].variants.items()}
+
+    def total(self, variant: str) -> int:
+        return sum(self.replicas(w).get(variant, 0) for w in self.workers)
+
+    def apply(self, plan: Plan) -> None:
+        for a in plan.actions:
+            if a.kind in (LOAD, SET_REPLICAS, UNLOAD):
+                assert a.worker is not None
+                assert a.variant is not None
+                mine = self.replicas(a.worker)
+                mine[a.variant] = a.replicas or 0
+                self._set(a.worker, {v: n for v, n in mine.items() if n > 0})
+            elif a.kind == ADD_WORKER:
+                self.started += 1
+                wid = f"{a.hardware}-new{self.started}"
+                self.workers[wid] = f.worker_report(wid, {}, hardware=a.hardware or "cpu", cores=4)
+            elif a.kind == REMOVE_WORKER:
+                assert a.worker is not None
+                del self.workers[a.worker]
+
+    def _set(
+        self, wid: str, replicas: dict[str, int], states: dict[str, str] | None = None
+    ) -> None:
+        old = self.workers[wid]
+        self.workers[wid] = f.worker_report(
+            wid, replicas, hardware=old.hardware, cores=old.cores, states=states
+        )
+
+    def live(self) -> LiveSnapshot:
+        workers = []
+        for w in self.workers.values():
+            if w.worker_id in self.busy:
+                used = self.busy[w.worker_id]
+            elif w.hardware == "cpu":
+                used = sum(load.replicas for load in w.variants.values()) / w.cores
+            else:
+                used = 0.6 if w.variants else 0.0
+            workers.append(replace(w, cpu_util=min(used, 1.0), gpu_util=min(used, 1.0)))
+        return f.live(*workers)
+
+
+class Run:
+    def __init__(self, cluster: Cluster, config: ScalerSettings, policy: Policy = decide) -> None:
+        self.cluster = cluster
+        self.settings = config
+        self.policy = policy
+        self.state = ScalerState()
+        self.tick = 0
+        self.plans: list[Plan] = []
+
+    def snapshot(self, demands: Sequence[Demand]) -> ScalerSnapshot:
+        return build_snapshot(
+            self.tick * TICK_MS,
+            self.cluster.catalog,
+            self.cluster.live(),
+            demands,
+            self.cluster.depths,
+            PriceTable.default(),
+            self.settings,
+        )
+
+    def step(self, qps: float | None) -> Plan:
+        demands = [] if qps is None else [Demand("digits", qps)]
+        plan, self.state = self.policy(self.snapshot(demands), self.state, self.settings)
+        self.cluster.apply(plan)
+        self.plans.append(plan)
+        self.tick += 1
+        return plan
+
+    def steps(self, loads: Sequence[float | None]) -> list[Plan]:
+        return [self.step(q) for q in loads]
+
+
+def kinds(plan: Plan) -> list[tuple[str, str | None, int | None]]:
+    return [(a.kind, a.variant, a.replicas) for a in plan.actions]
+
+
+def replica_actions(plans: Sequence[Plan]) -> list[tuple[int, Action]]:
+    return [
+        (p.tick - 1, a) for p in plans for a in p.actions if a.kind in (LOAD, SET_REPLICAS, UNLOAD)
+    ]
+
+
+def two_workers() -> Cluster:
+    return Cluster(f.worker_report("w1", cores=4), f.worker_report("g1", hardware="gpu", cores=8))
+
+
+@pytest.mark.parametrize("planner", ["greedy", "ilp"])
+def test_rising_load_replicates_then_switches_when_cores_run_out(planner: str) -> None:
+    run = Run(two_workers(), settings(planner=planner, ilp_deterministic_time=5.0))
+    assert kinds(run.step(50)) == [(LOAD, CPU, 1)]
+    assert kinds(run.step(150)) == [(SET_REPLICAS, CPU, 2)]
+    replicate = run.step(350)
+    assert kinds(replicate) == [(SET_REPLICAS, CPU, 4)]
+    assert replicate.actions[0].reason.startswith("replicate:")
+    switch = run.step(500)  # 525 qps with headroom; four cores give 400
+    assert kinds(switch) == [(LOAD, GPU, 1)]
+    assert switch.actions[0].worker == "g1"
+    assert switch.actions[0].reason.startswith("switch:")
+    assert run.cluster.total(CPU) == 4  # the old replicas stay for their hold-down
+    later = run.steps([500] * 12)
+    unloads = [(t, a) for t, a in replica_actions(later) if a.kind == UNLOAD]
+    assert [a.variant for _, a in unloads] == [CPU]
+    assert unloads[0][0] == 3 + 10  # not before the CPU hold-down of 10 ticks
+
+
+def test_memory_running_out_also_makes_it_switch() -> None:
+    run = Run(two_workers(), settings(cpu_worker_memory_mb=120.0))  # two 50 MB replicas fit
+    run.steps([50, 150])
+    assert run.cluster.total(CPU) == 2
+    assert kinds(run.step(250)) == [(LOAD, GPU, 1)]
+
+
+def rise_to_gpu() -> Run:
+    run = Run(two_workers(), settings())
+    run.steps([50, 150, 350] + [500] * 15)
+    assert run.cluster.replicas("g1") == {GPU: 1}
+    assert run.cluster.total(CPU) == 0
+    return run
+
+
+def test_falling_load_goes_back_to_the_cheap_variant_only_after_the_hold_down() -> None:
+    run = rise_to_gpu()
+    drop = run.tick
+    plans = run.steps([50] * 45)
+    acts = replica_actions(plans)
+    first_cpu = next(t for t, a in acts if a.variant == CPU)
+    gpu_unload = next(t for t, a in acts if a.variant == GPU and a.kind == UNLOAD)
+    assert all(t >= first_cpu for t, _ in acts)  # nothing moves before that
+    assert drop + 19 <= first_cpu <= drop + 21  # the GPU hold-down: 20 ticks
+    assert gpu_unload >= first_cpu + 20  # and the GPU goes after its own hold-down
+    assert run.cluster.replicas("w1") == {CPU: 1}
+    assert run.cluster.total(GPU) == 0
+
+
+def test_no_flapping_under_noise_around_a_threshold() -> None:
+    # 2 replicas carry 200 qps: 190 * 1.05 fits, 205 * 1.05 does not
+    noise = random.Random(7)
+    loads = [190.0] + [190.0 + noise.uniform(-15, 15) for _ in range(80)]
+    run = Run(two_workers(), settings())
+    acts = replica_actions(run.steps(loads))
+    assert [a.replicas for _, a in acts] == [2, 3]  # up once, never down
+    # the same noise without hold-downs does flap: the test can tell
+    jumpy = Run(
+        two_workers(), settings(cpu_hold_ticks=1, down_confirm_ticks=1, variant_backoff_s=0)
+    )
+    jumpy_acts = replica_actions(jumpy.steps(loads))
+    assert sum(1 for _, a in jumpy_acts if a.replicas == 2) > 3
+
+
+def test_an_idle_variant_is_unloaded_after_its_hold_down_and_not_before() -> None:
+    cluster = Cluster(f.worker_report("w1", {CPU: 2}, cores=4))
+    run = Run(cluster, settings())
+    plans = run.steps([None] * 15)
+    acts = replica_actions(plans)
+    assert [(t, a.kind, a.variant) for t, a in acts] == [(10, UNLOAD, CPU)]
+    assert "hold-down" in acts[0][1].reason
+    assert any("hold-down" in d for d in plans[5].deferred)
+
+
+def test_a_variant_keeps_capacity_for_its_queue_and_goes_once_it_is_drained() -> None:
+    cluster = Cluster(f.worker_report("w1", {CPU: 1}, cores=4))
+    cluster.depths = {CPU: 1000}  # 200 qps to drain within 5 s
+    run = Run(cluster, settings())
+    assert kinds(run.step(None)) == [(SET_REPLICAS, CPU, 2)]
+    run.steps([None] * 15)
+    assert cluster.total(CPU) == 2
+    cluster.depths = {}
+    acts = replica_actions(run.steps([None] * 15))
+    assert [(t, a.kind) for t, a in acts] == [(16 + 10, UNLOAD)]
+
+
+def test_a_worker_is_added_when_all_of_its_hardware_is_hot_then_it_backs_off() -> None:
+    cluster = Cluster(
+        f.worker_report("w1", {CPU: 1}),
+        f.worker_report("w2", {CPU: 1}),
+        busy={"w1": 0.9, "w2": 0.95},
+    )
+    run = Run(cluster, settings(max_cpu_workers=5))
+    first = run.step(150)
+    adds = [a for a in first.actions if a.kind == ADD_WORKER]
+    assert [(a.hardware, a.reason) for a in adds] == [
+        ("cpu", "all 2 cpu workers are over 80% busy")
+    ]
+    cluster.busy["cpu-new1"] = 0.9  # still hot with the new one
+    second = run.step(150)
+    assert not [a for a in second.actions if a.kind == ADD_WORKER]
+    assert any("backing off 30 s" in d for d in second.deferred)
+    run.steps([150] * 28)
+    assert [a.kind for a in run.step(150).actions if a.kind == ADD_WORKER] == [ADD_WORKER]
+
+
+def test_a_worker_is_added_when_most_workers_hold_overloaded_variants() -> None:
+    states = {CPU: OVERLOADED}
+    cluster = Cluster(
+        f.worker_report("w1", {CPU: 1}, states=states),
+        f.worker_report("w2", {CPU: 1}, states=states),
+    )
+    plan = Run(cluster, settings(max_cpu_workers=3)).step(150)
+    adds = [a.reason for a in plan.actions if a.kind == ADD_WORKER]
+    assert adds == ["2 of 2 cpu workers hold Overloaded or Interfered variants"]
+
+
+def test_a_worker_is_added_when_the_plan_cannot_place_the_load() -> None:
+    cluster = Cluster(f.worker_report("w1", cores=4))
+    run = Run(cluster, settings(max_cpu_workers=2, max_gpu_workers=0))
+    plan = run.step(500)  # 6 replicas, 4 cores
+    assert kinds(plan)[0] == (ADD_WORKER, None, None)
+    assert plan.actions[0].reason.startswith("the plan needs room the running cpu workers lack")
+    assert run.cluster.replicas("w1") == {CPU: 4}
+    assert plan.demand[0].unserved_qps == 0
+    run.step(500)
+    assert run.cluster.replicas("cpu-new1") == {CPU: 2}
+
+
+def test_at_the_maximum_the_missing_capacity_is_reported() -> None:
+    cluster = Cluster(f.worker_report("w1", cores=4))
+    plan = Run(cluster, settings(max_gpu_workers=0)).step(500)
+    assert not [a for a in plan.actions if a.kind == ADD_WORKER]
+    assert any("cannot be placed on any worker" in n for n in plan.notes)
+    assert plan.demand[0].unserved_qps == pytest.approx(525.0 - 400.0)
+
+
+def test_an_idle_worker_is_removed_never_below_the_minimum() -> None:
+    cluster = Cluster(
+        f.worker_report("w1", cores=4), f.worker_report("w2", cores=4), f.worker_report("w3")
+    )
+    run = Run(cluster, settings(min_cpu_workers=2, max_cpu_workers=4, worker_idle_s=30))
+    plans = run.steps([None] * 70)
+    removals = [(p.tick - 1, a.worker) for p in plans for a in p.actions if a.kind == REMOVE_WORKER]
+    assert removals == [(30, "w1")]  # after 30 s of low use; then w2, w3 are the minimum
+    assert sorted(cluster.workers) == ["w2", "w3"]
+
+
+def test_an_idle_worker_with_replicas_is_drained_then_removed() -> None:
+    cluster = Cluster(
+        f.worker_report("w1", {CPU: 1}, cores=4),
+        f.worker_report("w2", {CPU: 1}, cores=4),
+        busy={"w1": 0.5, "w2": 0.1},
+    )
+    run = Run(cluster, settings(max_cpu_workers=2, worker_idle_s=10))
+    plans = run.steps([150] * 20)
+    log = [(p.tick - 1, a.kind, a.worker) for p in plans for a in p.actions]
+    assert (10, SET_REPLICAS, "w1") in log  # make before break: w1 takes w2's replica
+    unload = next(t for t, kind, w in log if kind == UNLOAD and w == "w2")
+    removal = next(t for t, kind, w in log if kind == REMOVE_WORKER)
+    assert 10 < unload < removal
+    assert list(cluster.workers) == ["w1"]
+    assert cluster.replicas("w1") == {CPU: 2}
+
+
+def test_nothing_is_unloaded_while_replacements_still_load() -> None:
+    cluster = Cluster(f.worker_report("w1", {CPU: 4}), f.worker_report("g1", hardware="gpu"))
+    config = settings()
+    state = ScalerState()
+    plan = None
+    for tick in range(16):  # the GPU replica never gets past loading
+        if plan is not None and any(a.variant == GPU for a in plan.actions):
+            cluster._set("g1", {GPU: 1}, {GPU: LOADING})
+        snap = build_snapshot(
+            tick * TICK_MS,
+            cluster.catalog,
+            cluster.live(),
+            [Demand("digits", 500)],
+            {},
+            PriceTable.default(),
+            config,
+        )
+        plan, state = decide(snap, state, config)
+        assert not [a for a in plan.actions if a.kind == UNLOAD]
+    assert plan is not None
+    assert any("still loading (make before break)" in d for d in plan.deferred)
+    cluster._set("g1", {GPU: 1}, {GPU: ACTIVE})
+    snap = build_snapshot(
+        16 * TICK_MS,
+        cluster.catalog,
+        cluster.live(),
+        [Demand("digits", 500)],
+        {},
+        PriceTable.default(),
+        config,
+    )
+    plan, state = decide(snap, state, config)
+    assert kinds(plan) == [(UNLOAD, CPU, 0)]
+
+
+def test_the_replicate_only_baseline_never_switches() -> None:
+    run = Run(two_workers(), settings(), policy=decide_replicate_only)
+    plans = run.steps([50, 150, 350, 500, 500])
+    assert {a.variant for _, a in replica_actions(plans)} == {CPU}
+    assert run.cluster.total(CPU) == 4
+    assert plans[-1].policy == "replicate-only"
+    assert plans[-1].demand[0].unserved_qps > 0
+
+
+def test_the_same_inputs_give_the_same_plan() -> None:
+    config = settings(planner="ilp", ilp_deterministic_time=5.0, ilp_time_limit_s=0.9)
+    cluster = Cluster(f.worker_report("w1", {CPU: 2}), f.worker_report("g1", hardware="gpu"))
+    run = Run(cluster, config)
+    snap = run.snapshot([Demand("digits", 500)])
+    first, first_state = decide(snap, ScalerState(), config)
+    second, second_state = decide(snap, ScalerState(), config)
+    assert replace(first, solve_ms=0, timings={}) == replace(second, solve_ms=0, timings={})
+    assert first_state == second_state
+    assert first.planner == "ilp"
+
+
+def test_a_snapshot_older_than_the_last_tick_is_refused_and_changes_nothing() -> None:
+    run = Run(two_workers(), settings())
+    run.steps([50, 50])
+    state = run.state
+    old = build_snapshot(
+        0.0, run.cluster.catalog, run.cluster.live(), [], {}, PriceTable.default(), run.settings
+    )
+    with pytest.raises(InvalidRequest, match="older than the last tick"):
+        decide(old, state, run.settings)
+    assert run.state is state
+    assert state.now_ms == TICK_MS
+    run.step(50)  # the next tick in order works
+
+
+def test_the_plan_is_json_with_its_reasons_and_timings() -> None:
+    run = Run(two_workers(), settings())
+    plan = run.steps([50, 150])[-1]
+    doc = json.loads(json.dumps(plan.to_dict()))
+    assert doc["planner"] == "greedy"
+    assert doc["policy"] == "infaas"
+    assert doc["actions"][0]["kind"] == SET_REPLICAS
+    assert doc["actions"][0]["reason"].startswith("replicate:")
+    assert doc["targets"] == [{"variant": CPU, "worker": "w1", "replicas": 2}]
+    assert doc["demand"][0]["planned_qps"] == pytest.approx(157.5)
+    assert "greedy_ms" in doc["timings"]
+
+
+def test_a_variant_whose_queue_holds_queries_is_not_unloaded() -> None:
+    # replicate-only keeps the CPU variant; the GPU one must go, but not with a full queue
+    cluster = Cluster(
+        f.worker_report("w1", {CPU: 1}), f.worker_report("g1", {GPU: 1}, hardware="gpu")
+    )
+    cluster.depths = {GPU: 100}
+    run = Run(cluster, settings(), policy=decide_replicate_only)
+    plans = run.steps([50] * 25)
+    assert cluster.replicas("g1") == {GPU: 1}
+    assert any("its queue holds 100 queries" in d for d in plans[-1].deferred)
+    cluster.depths = {}
+    assert kinds(run.step(50)) == [(UNLOAD, GPU, 0)]
+
+
+def test_a_variant_gone_from_the_catalog_is_unloaded_at_once() -> None:
+    cluster = Cluster(f.worker_report("w1", {CPU: 1, "old.onnx-fp32.cpu-t1": 2}))
+    plan = Run(cluster, settings()).step(50)
+    assert [(a.kind, a.variant) for a in plan.actions] == [(UNLOAD, "old.onnx-fp32.cpu-t1")]
+    assert "no ready variant of the catalog" in plan.actions[0].reason
+
+
+def test_load_no_variant_can_serve_is_reported_as_such() -> None:
+    run = Run(two_workers(), settings())
+    snap = run.snapshot([Demand("digits", 50, min_accuracy=0.99)])
+    plan, _ = decide(snap, ScalerState(), run.settings)
+    assert plan.actions == ()
+    assert plan.notes == (
+        "digits|acc>=0.99: 52.5 qps unserved: no ready variant meets its requirements",
+    )
+
+
+def test_an_idle_worker_the_load_still_needs_is_kept() -> None:
+    # w1 has cores for w2's replicas but memory for one more only: draining w2 would
+    # need a new worker, so w2 stays
+    cluster = Cluster(
+        f.worker_report("w1", {CPU: 1}, cores=8),
+        f.worker_report("w2", {CPU: 2}, cores=4),
+        busy={"w1": 0.5, "w2": 0.1},
+    )
+    run = Run(cluster, settings(max_cpu_workers=3, worker_idle_s=0, cpu_worker_memory_mb=120))
+    plan = run.step(250)
+    assert plan.actions == ()
+    assert run.state.draining == {}
+    assert not [n for n in plan.notes if "draining" in n]
