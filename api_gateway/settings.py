@@ -33,6 +33,19 @@ class GatewaySettings(BaseSettings):
         description="pipeline time the selector adds to a variant's model latency",
     )
 
+    max_upload_mb: float = Field(
+        default=512,
+        gt=0,
+        le=65_536,
+        description="largest model registration upload (model file + validation set), MB",
+    )
+    delete_drain_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="how long deleting a model waits for its loaded variants' queries to finish",
+    )
+
     @model_validator(mode="after")
     def _check_timeouts(self) -> GatewaySettings:
         if self.min_timeout_ms > self.default_timeout_ms:

@@ -36,7 +36,7 @@ def train_wide_mlp(path: Path, *, hidden: int = 2048, epochs: int = 3, seed: int
             loss = torch.nn.functional.cross_entropy(
                 body(x[start : start + 64]), y[start : start + 64]
             )
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
 
     class Scaled(torch.nn.Module):

@@ -19,8 +19,10 @@ from infaas.client import InfaasClient
 from infaas.demo_models import DemoSet, load_validation, prepare_demo_models
 from infaas.services import Services
 from queues.errors import InfaasError, UnknownApp, UnknownModel
-from registry.types import READY, App, InputSignature, Model
-from workers.registration import BuildContext, generate_and_profile
+from registry.intake import Upload, accept_upload, register_again
+from registry.registrations import RegistrationOptions
+from registry.types import READY, App, InputSignature
+from workers.registration import BuildContext, run_registration
 
 DEMO_APP = "digits"
 VALIDATION_KEY = f"apps/{DEMO_APP}/validation.npz"
@@ -57,34 +59,37 @@ def ensure_demo_app(
                 description="handwritten digits, 8×8 pixels of 0..16, flattened to 64 values",
             )
         )
-    if not store.exists(VALIDATION_KEY):
-        store.put_file(VALIDATION_KEY, demo.validation_path)
     context = BuildContext(
         catalog=catalog,
         store=store,
         prices=services.prices,
         budget_s_per_batch=budget_s_per_batch,
     )
+    options = RegistrationOptions(budget_s_per_batch=budget_s_per_batch)
     for demo_model in demo.models:
         if catalog.list_variants(model_id=demo_model.id, status=READY):
             continue
         try:
             catalog.get_model(demo_model.id)
+            registration = register_again(catalog, demo_model.id, ["cpu"], options)
         except UnknownModel:
-            store.put_file(model_artifact_key(demo_model.id), demo_model.path)
-            catalog.add_model(
-                Model(
-                    id=demo_model.id,
+            # the same checks, files and records as an upload through the API
+            registration = accept_upload(
+                catalog,
+                store,
+                Upload(
                     app=DEMO_APP,
-                    format="onnx",
-                    artifact_key=model_artifact_key(demo_model.id),
-                    validation_key=VALIDATION_KEY,
-                    output_name=demo_model.output_name,
+                    model_id=demo_model.id,
+                    model_path=demo_model.path,
+                    validation_path=demo.validation_path,
+                    hardware=("cpu",),
                     metadata={"description": demo_model.description, "source": "demo"},
-                )
+                    options=options,
+                    output=demo_model.output_name,
+                ),
             )
         say(f"generating and profiling the variants of {demo_model.id} ...")
-        generate_and_profile(demo_model.id, context)
+        run_registration(registration.id, context)
     say(f"demo app ready in {time.perf_counter() - started:.1f} s")
     return demo
 

@@ -69,6 +69,19 @@ class UploadTooLarge(InfaasError):
     code = "upload_too_large"
 
 
+class InputUnreadable(InvalidInput):
+    """A batch job's input location holds nothing readable (no .npz, not an .npz, no
+    array ``inputs``, pickled objects)."""
+
+    code = "input_unreadable"
+
+
+class OutputNotWritable(InvalidRequest):
+    """A batch job's output location cannot be written."""
+
+    code = "output_not_writable"
+
+
 class EmptyBatch(InfaasError):
     status_code = 422
     code = "empty_batch"
@@ -94,6 +107,10 @@ class UnknownModel(NotFound):
 
 class UnknownVariant(NotFound):
     code = "unknown_variant"
+
+
+class UnknownJob(NotFound):
+    code = "unknown_job"
 
 
 class Conflict(InfaasError):

@@ -41,9 +41,12 @@ from queues.errors import (
     UnknownModel,
     UnknownVariant,
 )
+from registry import jobs as _jobs  # noqa: F401 (declares its tables)
+from registry import registrations as _registrations  # noqa: F401 (declares its tables)
 from registry.catalog_schema import (
     META_ROW_ID,
     AppRow,
+    Base,
     CatalogMetaRow,
     ModelRow,
     VariantRow,
@@ -436,7 +439,9 @@ class Catalog:
 
     # -- models
 
-    def add_model(self, model: Model) -> Model:
+    def add_model(self, model: Model, *, with_rows: Sequence[Base] = ()) -> Model:
+        """Add the model; ``with_rows`` (rows of later tables, e.g. its registration) are
+        inserted in the same transaction, so either all of them exist or none does."""
         _check_status(model.status)
         with self.write_session() as session:
             _require_app(session, model.app)
@@ -448,6 +453,7 @@ class Catalog:
                 )
             row = _model_row(model)
             session.add(row)
+            session.add_all(list(with_rows))
             return _model_record(row)
 
     def get_model(self, model_id: str) -> Model:

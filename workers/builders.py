@@ -21,7 +21,7 @@ thread count (:func:`int8_verdict`, measured by the registration).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,6 +215,26 @@ def _plan_gpu(
     return plans, notes
 
 
+def int8_too_slow(*, fp32_p50_ms: float, int8_p50_ms: float, speed_tolerance: float) -> str:
+    """Why an int8 variant is not worth keeping for its speed, or empty (pure)."""
+    if int8_p50_ms > fp32_p50_ms * (1.0 + speed_tolerance):
+        return (
+            f"not kept: int8 is slower than fp32 (p50 {int8_p50_ms:.3f} ms against "
+            f"{fp32_p50_ms:.3f} ms, measured side by side)"
+        )
+    return ""
+
+
+def int8_inaccurate(*, fp32_accuracy: float, int8_accuracy: float, max_accuracy_drop: float) -> str:
+    """Why an int8 variant is not valid for the graph by its accuracy, or empty (pure)."""
+    if int8_accuracy < fp32_accuracy - max_accuracy_drop:
+        return (
+            f"not kept: int8 accuracy {int8_accuracy:.4f} is more than {max_accuracy_drop:g} "
+            f"below fp32's {fp32_accuracy:.4f} (quantisation is not valid for this graph)"
+        )
+    return ""
+
+
 def int8_verdict(
     *,
     fp32_accuracy: float,
@@ -225,17 +245,13 @@ def int8_verdict(
     speed_tolerance: float,
 ) -> str:
     """Empty when an int8 variant is worth keeping, else why not (pure)."""
-    if int8_accuracy < fp32_accuracy - max_accuracy_drop:
-        return (
-            f"not kept: int8 accuracy {int8_accuracy:.4f} is more than {max_accuracy_drop:g} "
-            f"below fp32's {fp32_accuracy:.4f} (quantisation is not valid for this graph)"
-        )
-    if int8_p50_ms > fp32_p50_ms * (1.0 + speed_tolerance):
-        return (
-            f"not kept: int8 is slower than fp32 (p50 {int8_p50_ms:.3f} ms against "
-            f"{fp32_p50_ms:.3f} ms, measured side by side)"
-        )
-    return ""
+    return int8_inaccurate(
+        fp32_accuracy=fp32_accuracy,
+        int8_accuracy=int8_accuracy,
+        max_accuracy_drop=max_accuracy_drop,
+    ) or int8_too_slow(
+        fp32_p50_ms=fp32_p50_ms, int8_p50_ms=int8_p50_ms, speed_tolerance=speed_tolerance
+    )
 
 
 # ------------------------------------------------------------------------- detection
@@ -340,24 +356,61 @@ def quantized_op_types(path: Path) -> set[str]:
     return {n.op_type for n in model.graph.node} & _QUANTIZED_OPS
 
 
-def _require_quantized(dest: Path, kind: str) -> Path:
-    if not quantized_op_types(dest):
-        dest.unlink(missing_ok=True)
-        raise WorkerError(f"int8 {kind}: quantisation left the graph unchanged")
-    return dest
+def prepare_for_quantization(source: Path, dest: Path) -> Path | None:
+    """onnxruntime's recommended pre-processing (shape inference, basic optimisations that
+    fold constants into initializers) so the quantiser sees every weight; None when it
+    cannot be done for this graph."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # ONNX's own shape inference first: onnxruntime's symbolic one, when it gives up,
+    # leaves a debug copy of the model in the current folder (cleaned up below).
+    stray = Path.cwd() / "sym_shape_infer_temp.onnx"
+    had_stray = stray.exists()
+    try:
+        for skip_symbolic in (True, False):
+            try:
+                quant_pre_process(source, dest, skip_symbolic_shape=skip_symbolic)
+            except Exception:  # shape inference gives up on some graphs (ai.onnx.ml)
+                continue
+            return dest
+        return None
+    finally:
+        if not had_stray:
+            for leftover in (stray, stray.with_name(stray.name + ".data")):
+                leftover.unlink(missing_ok=True)
+
+
+def _quantize(kind: str, source: Path, dest: Path, quantize: Callable[[Path], object]) -> Path:
+    """Quantise the pre-processed graph, else the graph as uploaded; the artifact must
+    hold quantised operators."""
+    prepared = prepare_for_quantization(source, dest.with_name(f"{dest.stem}.pre.onnx"))
+    candidates = [p for p in (prepared, source) if p is not None]
+    errors: list[str] = []
+    for candidate in candidates:
+        try:
+            quantize(candidate)
+        except Exception as exc:  # the quantiser raises many unrelated types
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        if quantized_op_types(dest):
+            return dest
+        errors.append("quantisation left the graph unchanged")
+    dest.unlink(missing_ok=True)
+    raise WorkerError(f"int8 {kind} quantisation failed: {errors[-1]}")
 
 
 def quantize_onnx_dynamic(source: Path, dest: Path) -> Path:
     """Weights int8 ahead of time, activations quantised on the fly."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    try:
-        quantize_dynamic(
-            source, dest, weight_type=QuantType.QInt8, op_types_to_quantize=list(QUANTIZABLE_OPS)
-        )
-    except Exception as exc:
-        raise WorkerError(f"int8 dynamic quantisation failed: {type(exc).__name__}: {exc}") from exc
-    return _require_quantized(dest, "dynamic")
+    return _quantize(
+        "dynamic",
+        source,
+        dest,
+        lambda model: quantize_dynamic(
+            model, dest, weight_type=QuantType.QInt8, op_types_to_quantize=list(QUANTIZABLE_OPS)
+        ),
+    )
 
 
 class _Calibration:
@@ -384,21 +437,20 @@ def quantize_onnx_static(source: Path, dest: Path, input_name: str, rows: np.nda
     class Reader(_Calibration, CalibrationDataReader):  # type: ignore[misc]
         pass
 
-    try:
-        quantize_static(
-            source,
+    return _quantize(
+        "static",
+        source,
+        dest,
+        lambda model: quantize_static(
+            model,
             dest,
             Reader(input_name, np.ascontiguousarray(rows)),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=list(QUANTIZABLE_OPS),
-        )
-    except WorkerError:
-        raise
-    except Exception as exc:
-        raise WorkerError(f"int8 static quantisation failed: {type(exc).__name__}: {exc}") from exc
-    return _require_quantized(dest, "static")
+        ),
+    )
 
 
 def build_tensorrt_engine(

@@ -33,7 +33,8 @@ from workers.builders import (
     build_artifact,
     calibration_slice,
     detect_capabilities,
-    int8_verdict,
+    int8_inaccurate,
+    int8_too_slow,
     plan_variants,
 )
 from workers.profiler import profile_variant, top1_accuracy, usable_cores
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Progress = Callable[[str, str], None]
 INT8_GATE_BATCH = 8
+MUCH_SLOWER = 2.0  # an int8 recipe this many times slower than fp32 is refused outright
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class BuildReport:
     ready: dict[str, Profile] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    much_slower: dict[str, str] = field(default_factory=dict)  # int8 recipe -> why refused
 
 
 class Sink(Protocol):
@@ -230,6 +233,9 @@ def _gate_int8(
 ) -> None:
     """Keep an int8 variant only if its accuracy holds and it is not slower than its fp32
     reference; raises :class:`VariantRejected` with the measurements otherwise."""
+    earlier = report.much_slower.get(plan.recipe)
+    if earlier:
+        raise VariantRejected(earlier)
     reference = report.ready.get(plan.reference)
     fp32_artifact = artifacts.get(ONNX_FP32)
     if reference is None or not isinstance(fp32_artifact, Path):
@@ -238,22 +244,27 @@ def _gate_int8(
     int8 = load_runtime(runtime_spec(plan, source), artifact)
     fp32 = load_runtime(runtime_spec(fp32_plan, source), fp32_artifact)
     try:
-        accuracy = top1_accuracy(int8.predict, source.inputs, source.labels)
+        # speed first: a slower int8 variant is refused without the accuracy pass
         rows = np.resize(source.inputs, (INT8_GATE_BATCH, *source.inputs.shape[1:]))
         fp32_ms, int8_ms = side_by_side_p50_ms(
             fp32, int8, np.ascontiguousarray(rows), budget_s=settings.budget_s_per_batch
         )
+        reason = int8_too_slow(
+            fp32_p50_ms=fp32_ms, int8_p50_ms=int8_ms, speed_tolerance=settings.int8_speed_tolerance
+        )
+        if int8_ms >= MUCH_SLOWER * fp32_ms:
+            # more threads will not close that gap: the recipe's other variants are refused
+            # on this measurement instead of being timed again
+            report.much_slower[plan.recipe] = f"{reason} at {plan.threads} thread(s)"
+        if not reason:
+            reason = int8_inaccurate(
+                fp32_accuracy=reference.accuracy,
+                int8_accuracy=top1_accuracy(int8.predict, source.inputs, source.labels),
+                max_accuracy_drop=settings.int8_max_accuracy_drop,
+            )
     finally:
         int8.close()
         fp32.close()
-    reason = int8_verdict(
-        fp32_accuracy=reference.accuracy,
-        int8_accuracy=accuracy,
-        fp32_p50_ms=fp32_ms,
-        int8_p50_ms=int8_ms,
-        max_accuracy_drop=settings.int8_max_accuracy_drop,
-        speed_tolerance=settings.int8_speed_tolerance,
-    )
     if reason:
         raise VariantRejected(reason)
 
@@ -264,12 +275,12 @@ def side_by_side_p50_ms(
     batch: np.ndarray,
     *,
     budget_s: float,
-    min_runs: int = 5,
+    min_runs: int = 3,
     max_runs: int = 500,
 ) -> tuple[float, float]:
     """p50 latency of two runtimes on the same batch, timed alternately so that other
     load on the machine slows both alike."""
-    for runtime in (first, second, first, second):
+    for runtime in (first, second):
         runtime.predict(batch)
     times: tuple[list[int], list[int]] = ([], [])
     deadline = time.perf_counter() + 2 * budget_s
@@ -390,36 +401,29 @@ def run_registration(
 
     say = progress or (lambda _variant, _status: None)
     catalog, registrations = ctx.catalog, RegistrationStore(ctx.catalog)
-    registration = registrations.get(registration_id)
     try:
+        registration = registrations.get(registration_id)
         model = catalog.get_model(registration.model)
-    except UnknownModel:
-        log.info(
-            "model %s was deleted before registration %s ran", registration.model, registration_id
-        )
+        registrations.start_task(registration_id, ctx.hardware, ctx.worker)
+    except NotFound as exc:  # deleted (with its model) before this task ran
+        log.info("registration %s is gone: %s", registration_id, exc.message)
         return []
-    registrations.start_task(registration_id, ctx.hardware, ctx.worker)
     if model.status != READY:
         catalog.set_model_status(model.id, GENERATING)
+    this_task = (registration_id, ctx.hardware)
     try:
         report = _run(model, registration, ctx, registrations, say)
-    except NotFound as exc:
-        if _model_gone(catalog, model.id):
+    except Exception as exc:
+        if isinstance(exc, NotFound) and _model_gone(catalog, model.id):
             log.info("model %s was deleted during its registration; stopping", model.id)
             return []
-        _fail(registrations, registration_id, ctx.hardware, exc.message)
-        _settle_model(catalog, registrations, model.id)
+        reason = exc.message if isinstance(exc, InfaasError) else f"internal error: {exc!r}"
+        _settle_model(catalog, registrations, model.id, finishing=this_task)
+        _fail(registrations, registration_id, ctx.hardware, reason)
         raise
-    except InfaasError as exc:
-        _fail(registrations, registration_id, ctx.hardware, exc.message)
-        _settle_model(catalog, registrations, model.id)
-        raise
-    except Exception as exc:
-        _fail(registrations, registration_id, ctx.hardware, f"internal error: {exc!r}")
-        _settle_model(catalog, registrations, model.id)
-        raise
+    # the model's status first: whoever sees the task finished sees the model settled
+    _settle_model(catalog, registrations, model.id, finishing=this_task)
     registrations.finish_task(registration_id, ctx.hardware, notes=report.notes)
-    _settle_model(catalog, registrations, model.id)
     return [catalog.get_variant(variant) for variant in sorted(report.ready)]
 
 
@@ -470,12 +474,23 @@ def _model_gone(catalog: Catalog, model_id: str) -> bool:
     return False
 
 
-def _settle_model(catalog: Catalog, registrations: RegistrationStore, model_id: str) -> None:
-    """Ready once any variant is; failed when none is and every registration finished."""
+def _settle_model(
+    catalog: Catalog,
+    registrations: RegistrationStore,
+    model_id: str,
+    *,
+    finishing: tuple[str, str],
+) -> None:
+    """Ready once any variant is; failed when none is and every registration task (the
+    one ``finishing`` included) is done; else still profiling."""
     try:
         if catalog.list_variants(model_id=model_id, status=READY):
             status = READY
-        elif all(r.finished for r in registrations.for_model(model_id)):
+        elif all(
+            task.finished or (registration.id, task.hardware) == finishing
+            for registration in registrations.for_model(model_id)
+            for task in registration.tasks
+        ):
             status = FAILED
         else:
             status = PROFILING

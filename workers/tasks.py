@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import bootsteps
+
 from queues.errors import ConfigError, InfaasError
 from registry.registrations import REGISTER_TASK
 from registry.settings import RegistrySettings
@@ -19,10 +21,25 @@ from workers.registration import BuildContext, run_registration
 log = logging.getLogger(__name__)
 
 
-def register_tasks(app: Any) -> None:
-    """Add this worker's tasks to its Celery app."""
+class CurrentAppStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Makes the worker's app current in the thread that runs its tasks.
 
-    @app.task(name=REGISTER_TASK, bind=True, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    Celery looks a received task up in the *current* app. A separate worker process makes
+    its app the default at start; an embedded worker (a thread of a process that may hold
+    other Celery apps, solo pool) does not, and would look in Celery's default app.
+    """
+
+    label = "infaas current app"
+
+    def start(self, worker: Any) -> None:
+        worker.app.set_current()
+
+
+def register_tasks(app: Any) -> None:
+    """Add this worker's tasks (and the step that lets them be found) to its Celery app."""
+    app.steps["worker"].add(CurrentAppStep)
+
+    @app.task(name=REGISTER_TASK, bind=True, shared=False, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def generate_and_profile(self: Any, registration_id: str, hardware: str) -> dict[str, Any]:
         services = getattr(self.app, "infaas_services", None)
         server = getattr(self.app, "infaas_server", None)

@@ -1,0 +1,422 @@
+"""Registration: create an app, upload a model (asynchronous, 202), follow its progress,
+delete a model once no query uses it.
+
+The upload is checked completely before anything is written (a refused upload changes
+nothing); then its files are stored, model and registration recorded in one transaction,
+and one task per hardware is sent to that hardware's control queue, where a worker of
+that hardware generates and profiles the variants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from api_gateway.deps import State, Tenant
+from api_gateway.responses import JSONResponse
+from api_gateway.routes.apps import app_view
+from api_gateway.state import GatewayState
+from queues import topology
+from queues.errors import (
+    BrokerUnavailable,
+    Conflict,
+    InvalidRequest,
+    Unavailable,
+    UnknownModel,
+    UploadTooLarge,
+)
+from registry.intake import Upload, accept_upload, check_hardware, remove_model
+from registry.names import check_id
+from registry.registrations import (
+    REGISTER_TASK,
+    TASK_RUNNING,
+    Registration,
+    RegistrationOptions,
+    RegistrationStore,
+)
+from registry.types import App, InputSignature
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["registration"])
+
+INPUT_DTYPES = ("float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8")
+MAX_INPUT_ELEMENTS = 50_000_000
+FORM_FIELDS = (
+    "id",
+    "metadata",
+    "hardware",
+    "format",
+    "output",
+    "budget_s_per_batch",
+    "batch_sizes",
+)
+FORM_FILES = ("model", "validation")
+_MB = 1024 * 1024
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, description="the model's input tensor name")
+    dtype: str = Field(description=f"numpy dtype of the input: one of {', '.join(INPUT_DTYPES)}")
+    shape: list[int] = Field(
+        min_length=2, max_length=8, description="[-1, ...]: a dynamic batch dimension first"
+    )
+
+    @field_validator("dtype")
+    @classmethod
+    def _check_dtype(cls, dtype: str) -> str:
+        if dtype not in INPUT_DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(INPUT_DTYPES)}")
+        return dtype
+
+    @field_validator("shape")
+    @classmethod
+    def _check_shape(cls, shape: list[int]) -> list[int]:
+        if shape[0] != -1:
+            raise ValueError("the first dimension is the batch: give it as -1")
+        if any(d < 1 for d in shape[1:]):
+            raise ValueError("dimensions after the batch must be positive sizes")
+        elements = 1
+        for d in shape[1:]:
+            elements *= d
+        if elements > MAX_INPUT_ELEMENTS:
+            raise ValueError(f"one input may hold at most {MAX_INPUT_ELEMENTS} values")
+        return shape
+
+
+class CreateAppRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="lowercase [a-z0-9-], at most 64 characters")
+    task: Literal["classification"] = Field(
+        default="classification", description="what the models do (accuracy is top-1)"
+    )
+    input: InputSpec
+    output_kind: Literal["probabilities", "scores"] = "probabilities"
+    num_classes: int | None = Field(default=None, ge=2, le=1_000_000)
+    description: str = Field(default="", max_length=2000)
+
+
+@router.post("/v1/apps", status_code=201, summary="Create an app: its input signature and task")
+async def create_app(body: CreateAppRequest, state: State, _tenant: Tenant) -> JSONResponse:
+    app = App(
+        id=check_id("app", body.id),
+        task=body.task,
+        signature=InputSignature(body.input.name, body.input.dtype, tuple(body.input.shape)),
+        output_kind=body.output_kind,
+        num_classes=body.num_classes,
+        description=body.description,
+    )
+    created = await asyncio.to_thread(state.services.catalog.create_app, app)
+    await state.refresh(force=True)
+    return JSONResponse(app_view(created), status_code=201)
+
+
+@router.delete("/v1/apps/{app}", summary="Delete an app that has no models")
+async def delete_app(app: str, state: State, _tenant: Tenant) -> JSONResponse:
+    await asyncio.to_thread(state.services.catalog.delete_app, app)
+    await state.refresh(force=True)
+    return JSONResponse({"deleted": app})
+
+
+# ----------------------------------------------------------------------------- upload
+
+
+def _form_property(kind: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "description": description, **extra}
+
+
+_UPLOAD_FIELDS = {
+    "model": _form_property("string", "ONNX file or torch.export archive (.pt2)", format="binary"),
+    "validation": _form_property("string", ".npz: arrays inputs and labels", format="binary"),
+    "id": _form_property("string", "model id (default: the file name)"),
+    "metadata": _form_property("string", "a JSON object kept with the model"),
+    "hardware": _form_property("string", "cpu,gpu (default: every kind with a live worker)"),
+    "format": _form_property("string", "onnx or torch (default: detected)"),
+    "output": _form_property("string", "the output to serve (default: scores per class)"),
+    "budget_s_per_batch": _form_property("number", "profiling time per batch size (0.4)"),
+    "batch_sizes": _form_property("string", "batch sizes to profile (1,4,8,16,32,64)"),
+}
+_UPLOAD_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model", "validation"],
+                    "properties": _UPLOAD_FIELDS,
+                }
+            }
+        },
+    }
+}
+
+
+def _too_large(size_bytes: int, limit_bytes: int) -> UploadTooLarge:
+    return UploadTooLarge(
+        f"the upload is {size_bytes / _MB:.1f} MB, more than the limit of "
+        f"{limit_bytes / _MB:.1f} MB (INFAAS_MAX_UPLOAD_MB); send a smaller model or "
+        "validation set, or raise the limit"
+    )
+
+
+async def _limited(request: Request, limit_bytes: int) -> AsyncGenerator[bytes, None]:
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit_bytes:
+            raise _too_large(received, limit_bytes)
+        yield chunk
+
+
+async def _read_form(request: Request, limit_bytes: int) -> FormData:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit_bytes:
+        raise _too_large(int(declared), limit_bytes)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest(
+            "send the model as multipart/form-data with files 'model' and 'validation' "
+            "(curl -F model=@m.onnx -F validation=@val.npz)"
+        )
+    parser = MultiPartParser(
+        request.headers, _limited(request, limit_bytes), max_files=4, max_fields=16
+    )
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidRequest(f"the multipart body cannot be read: {exc.message}") from exc
+
+
+def _field(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name!r} must be a form field, not a file")
+    return value.strip() or None
+
+
+def _save(form: FormData, name: str, dest: Path) -> tuple[Path, str]:
+    value = form.get(name)
+    if not isinstance(value, UploadFile):
+        raise InvalidRequest(
+            f"the upload has no file {name!r}; send files 'model' (ONNX or .pt2) and "
+            "'validation' (.npz with inputs and labels)"
+        )
+    with dest.open("wb") as out:
+        value.file.seek(0)
+        shutil.copyfileobj(value.file, out, _MB)
+    return dest, value.filename or ""
+
+
+def _default_model_id(filename: str) -> str:
+    stem = Path(filename).name.split(".")[0].lower().replace("_", "-")
+    try:
+        return check_id("model", stem)
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            f"no model id given and the file name {filename!r} is not a valid id; send the "
+            "field 'id' (1-64 characters of [a-z0-9-])"
+        ) from exc
+
+
+def _options(form: FormData) -> RegistrationOptions:
+    default = RegistrationOptions()
+    budget = _field(form, "budget_s_per_batch")
+    sizes = _field(form, "batch_sizes")
+    try:
+        return RegistrationOptions(
+            budget_s_per_batch=float(budget) if budget else default.budget_s_per_batch,
+            batch_sizes=tuple(int(b) for b in sizes.split(",")) if sizes else default.batch_sizes,
+        )
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"budget_s_per_batch must be a number and batch_sizes integers like 1,4,8 ({exc})"
+        ) from exc
+
+
+def _metadata(raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"metadata is not valid JSON ({exc}); send a JSON object") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest('metadata must be a JSON object, e.g. {"source": "..."}')
+    return value
+
+
+def _hardware(state: GatewayState, raw: str | None) -> tuple[str, ...]:
+    if raw:
+        return check_hardware([part.strip() for part in raw.split(",") if part.strip()])
+    live = {w.hardware for w in state.live_snapshot.workers.values()}
+    return tuple(sorted(live)) or ("cpu",)
+
+
+def _upload(app: str, form: FormData, tmp: Path, state: GatewayState) -> Upload:
+    unknown = sorted(set(form.keys()) - set(FORM_FIELDS) - set(FORM_FILES))
+    if unknown:
+        raise InvalidRequest(
+            f"unknown form field(s) {unknown}; known: {list(FORM_FILES + FORM_FIELDS)}"
+        )
+    model_path, filename = _save(form, "model", tmp / "model.upload")
+    validation_path, _ = _save(form, "validation", tmp / "validation.npz")
+    model_id = _field(form, "id") or _default_model_id(filename)
+    return Upload(
+        app=app,
+        model_id=check_id("model", model_id),
+        model_path=model_path,
+        validation_path=validation_path,
+        hardware=_hardware(state, _field(form, "hardware")),
+        metadata=_metadata(_field(form, "metadata")),
+        options=_options(form),
+        declared_format=_field(form, "format"),
+        output=_field(form, "output"),
+    )
+
+
+def _send_tasks(state: GatewayState, registration: Registration) -> None:
+    prefix = state.services.broker.queue_prefix
+    for task in registration.tasks:
+        state.services.celery.send_task(
+            REGISTER_TASK,
+            args=[registration.id, task.hardware],
+            queue=topology.control_queue(prefix, task.hardware),
+        )
+
+
+@router.post(
+    "/v1/apps/{app}/models",
+    status_code=202,
+    summary="Register a model: upload it with a validation set; variants are built "
+    "and profiled asynchronously",
+    openapi_extra=_UPLOAD_DOC,
+)
+async def register_model(app: str, request: Request, state: State, _tenant: Tenant) -> JSONResponse:
+    services = state.services
+    if services.store is None or services.celery is None:
+        raise Unavailable(
+            "this gateway has no object store or task queue to register models with; "
+            "start it with `infaas gateway` or `infaas demo`"
+        )
+    await asyncio.to_thread(services.catalog.get_app, app)  # 404 before reading the body
+    limit = int(state.settings.max_upload_mb * _MB)
+    with tempfile.TemporaryDirectory(prefix="infaas-upload-") as tmp:
+        form = await _read_form(request, limit)
+        try:
+            upload = await asyncio.to_thread(_upload, app, form, Path(tmp), state)
+        finally:
+            await form.close()
+        registration = await asyncio.to_thread(
+            accept_upload, services.catalog, services.store, upload
+        )
+    try:
+        await asyncio.to_thread(_send_tasks, state, registration)
+    except Exception as exc:
+        await asyncio.to_thread(remove_model, services.catalog, services.store, registration.model)
+        raise BrokerUnavailable(
+            f"the registration could not be queued ({type(exc).__name__}: {exc}); nothing was "
+            "kept, retry when the broker is reachable"
+        ) from exc
+    await state.refresh(force=True)
+    body = registration.to_dict()
+    body["status_url"] = f"/v1/registrations/{registration.id}"
+    return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
+
+
+@router.get("/v1/registrations/{registration}", summary="Progress of a registration, per variant")
+async def get_registration(registration: str, state: State, _tenant: Tenant) -> JSONResponse:
+    found = await asyncio.to_thread(RegistrationStore(state.services.catalog).get, registration)
+    if found.finished:
+        # so that what this gateway shows next (GET /v1/apps/<app>) includes the result
+        await state.refresh()
+    return JSONResponse(found.to_dict())
+
+
+# ----------------------------------------------------------------------------- delete
+
+
+@router.delete(
+    "/v1/apps/{app}/models/{model}",
+    summary="Delete a model and its variants once no query uses them",
+)
+async def delete_model(app: str, model: str, state: State, _tenant: Tenant) -> JSONResponse:
+    services = state.services
+    if services.store is None:
+        raise Unavailable("this gateway has no object store to delete model files from")
+    catalog = services.catalog
+    await asyncio.to_thread(catalog.get_app, app)
+    found = await asyncio.to_thread(catalog.get_model, model)
+    if found.app != app:
+        raise UnknownModel(f"app {app!r} has no model {model!r} (it belongs to app {found.app!r})")
+    registrations = await asyncio.to_thread(RegistrationStore(catalog).for_model, model)
+    busy = [
+        f"{r.id} ({t.hardware} on {t.worker or 'a worker'})"
+        for r in registrations
+        for t in r.tasks
+        if t.status == TASK_RUNNING
+    ]
+    if busy:
+        raise Conflict(
+            f"model {model!r} is being registered right now ({', '.join(busy)}); wait until "
+            "GET /v1/registrations/<id> says it finished, then delete it"
+        )
+    live = await asyncio.to_thread(services.live.snapshot)
+    variants = await asyncio.to_thread(catalog.list_variants, model_id=model)
+    loaded = {v.id: len(live.placements(v.id)) for v in variants if live.placements(v.id)}
+    # First the catalog (no gateway selects the variants after its next refresh), then
+    # the files; loaded variants finish the queries they hold before workers unload them.
+    deleted = await asyncio.to_thread(remove_model, catalog, services.store, model)
+    await state.refresh(force=True)
+    unloaded = await _drain_and_unload(state, loaded)
+    return JSONResponse(
+        {"deleted": model, "app": app, "variants": [v.id for v in deleted], "unloaded": unloaded}
+    )
+
+
+async def _drain_and_unload(state: GatewayState, loaded: dict[str, int]) -> list[str]:
+    if not loaded:
+        return []
+    settings = state.settings
+    deadline = time.monotonic() + settings.delete_drain_s
+    await asyncio.sleep(min(2 * settings.refresh_interval_s, settings.delete_drain_s))
+    while time.monotonic() < deadline:
+        live = await asyncio.to_thread(state.services.live.snapshot)
+        if not any(p.load.outstanding > 0 for v in loaded for p in live.placements(v)):
+            break
+        await asyncio.sleep(0.25)
+    unloaded: list[str] = []
+    for variant, workers in sorted(loaded.items()):
+        try:
+            replies = await asyncio.to_thread(_unload, state, variant, workers)
+        except Exception as exc:  # the catalog no longer has it; workers drop it on restart
+            log.warning("could not ask workers to unload %s: %s", variant, exc)
+            continue
+        if replies:
+            unloaded.append(variant)
+    return unloaded
+
+
+def _unload(state: GatewayState, variant: str, workers: int) -> list[Any]:
+    celery = state.services.celery
+    if celery is None:
+        return []
+    replies: list[Any] = celery.control.broadcast(
+        "infaas_unload", arguments={"variant": variant}, reply=True, timeout=3.0, limit=workers
+    )
+    return replies

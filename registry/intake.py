@@ -1,0 +1,199 @@
+"""Taking in a model: check the upload, store its files, record model and registration.
+
+All checks run before anything is written, so a refused upload leaves the catalog and
+the object store exactly as they were. Files go under a key that includes the
+registration id (two uploads racing for one model id never touch each other's files);
+the model and its registration are inserted in one transaction; if that fails, the
+files just stored are removed again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from queues.errors import Conflict, InfaasError, InvalidRequest, UnknownModel
+from registry.catalog import Catalog
+from registry.names import HARDWARE, check_id
+from registry.registrations import (
+    Registration,
+    RegistrationOptions,
+    RegistrationStore,
+    new_registration_id,
+    new_registration_rows,
+)
+from registry.store import ObjectStore
+from registry.types import QUEUED, Model, Variant
+from registry.uploads import (
+    DEFAULT_MAX_UNPACKED_BYTES,
+    TORCH,
+    check_model_fits_app,
+    check_validation_set,
+    inspect_model,
+)
+
+log = logging.getLogger(__name__)
+MAX_METADATA_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    app: str
+    model_id: str
+    model_path: Path
+    validation_path: Path
+    hardware: tuple[str, ...] = ("cpu",)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    options: RegistrationOptions = field(default_factory=RegistrationOptions)
+    declared_format: str | None = None
+    output: str | None = None
+
+
+def model_prefix(model_id: str) -> str:
+    return f"models/{model_id}/"
+
+
+def upload_keys(model_id: str, registration_id: str, suffix: str) -> tuple[str, str]:
+    """(model file key, validation set key) of one upload."""
+    base = f"{model_prefix(model_id)}{registration_id}"
+    return f"{base}/source{suffix}", f"{base}/validation.npz"
+
+
+def check_hardware(hardware: Sequence[str]) -> tuple[str, ...]:
+    targets = tuple(sorted(set(hardware)))
+    unknown = [h for h in targets if h not in HARDWARE]
+    if not targets or unknown:
+        raise InvalidRequest(
+            f"hardware {list(hardware)} is not valid; name one or more of {sorted(HARDWARE)}"
+        )
+    return targets
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    if not isinstance(metadata, dict):
+        raise InvalidRequest('metadata must be a JSON object, e.g. {"source": "..."}')
+    try:
+        size = len(json.dumps(metadata))
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"metadata cannot be stored as JSON ({exc})") from exc
+    if size > MAX_METADATA_BYTES:
+        raise InvalidRequest(
+            f"metadata is {size} bytes of JSON; keep it under {MAX_METADATA_BYTES} bytes"
+        )
+    return metadata
+
+
+def require_free_model_id(catalog: Catalog, model_id: str) -> None:
+    check_id("model", model_id)
+    try:
+        taken = catalog.get_model(model_id)
+    except UnknownModel:
+        return
+    raise Conflict(
+        f"model {model_id!r} already exists (in app {taken.app!r}); model ids are unique "
+        "across apps, so pick another id or delete that model first"
+    )
+
+
+def accept_upload(
+    catalog: Catalog,
+    store: ObjectStore,
+    upload: Upload,
+    *,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+) -> Registration:
+    """Check ``upload`` against its app, then store and record it (model status queued,
+    one queued task per hardware). Raises a 4xx :class:`InfaasError` and changes nothing
+    when the upload is refused."""
+    app = catalog.get_app(upload.app)
+    require_free_model_id(catalog, upload.model_id)
+    hardware = check_hardware(upload.hardware)
+    metadata = check_metadata(upload.metadata)
+    info = inspect_model(upload.model_path, declared=upload.declared_format, output=upload.output)
+    check_model_fits_app(info, app)
+    check_validation_set(
+        upload.validation_path,
+        app,
+        num_classes=app.num_classes or info.output_width,
+        max_unpacked_bytes=max_unpacked_bytes,
+    )
+    registration_id = new_registration_id()
+    model_key, validation_key = upload_keys(upload.model_id, registration_id, info.suffix)
+    with tempfile.TemporaryDirectory(prefix="infaas-intake-") as tmp:
+        stored = upload.model_path
+        if info.format == TORCH:
+            from registry.torch_programs import sanitize_archive
+
+            # only the sanitized copy is ever stored and loaded
+            stored = sanitize_archive(upload.model_path, Path(tmp) / "program.pt2")
+        try:
+            store.put_file(model_key, stored)
+            store.put_file(validation_key, upload.validation_path)
+            catalog.add_model(
+                Model(
+                    id=upload.model_id,
+                    app=app.id,
+                    format=info.format,
+                    artifact_key=model_key,
+                    validation_key=validation_key,
+                    output_name=info.output_name,
+                    status=QUEUED,
+                    metadata=metadata,
+                ),
+                with_rows=new_registration_rows(
+                    registration_id, app.id, upload.model_id, hardware, upload.options
+                ),
+            )
+        except BaseException:
+            _delete_quietly(store, [model_key, validation_key])
+            raise
+    return RegistrationStore(catalog).get(registration_id)
+
+
+def register_again(
+    catalog: Catalog,
+    model_id: str,
+    hardware: Sequence[str],
+    options: RegistrationOptions | None = None,
+) -> Registration:
+    """A new registration of a model already in the catalog (its variants are rebuilt)."""
+    model = catalog.get_model(model_id)
+    registration_id = new_registration_id()
+    rows = new_registration_rows(
+        registration_id,
+        model.app,
+        model.id,
+        check_hardware(hardware),
+        options or RegistrationOptions(),
+    )
+    with catalog.write_session(bump=False) as session:
+        session.add_all(rows)
+    return RegistrationStore(catalog).get(registration_id)
+
+
+def remove_model(catalog: Catalog, store: ObjectStore, model_id: str) -> list[Variant]:
+    """Delete the model, its variants and its registrations from the catalog, then its
+    files and its variants' artifacts from the store. Returns the deleted variants."""
+    model = catalog.get_model(model_id)
+    variants = catalog.delete_model(model_id)
+    RegistrationStore(catalog).delete_for_model(model_id)
+    store.delete_prefix(model_prefix(model_id))
+    prefix = model_prefix(model_id)
+    others = {v.artifact_key for v in variants} | {model.artifact_key}
+    for key in sorted(k for k in others if not k.startswith(prefix)):
+        store.delete(key)  # artifacts of variants built before keys sat under the model
+    return variants
+
+
+def _delete_quietly(store: ObjectStore, keys: Sequence[str]) -> None:
+    """Best effort: used while another error is on its way to the caller."""
+    for key in keys:
+        try:
+            store.delete(key)
+        except InfaasError as exc:
+            log.warning("could not delete %s from the store: %s", key, exc.message)
