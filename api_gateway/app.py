@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 
 from api_gateway.metrics import GatewayMetrics
 from api_gateway.responses import infaas_error_handler, validation_error_handler
-from api_gateway.routes import apps, health, infer
+from api_gateway.routes import apps, health, infer, jobs, registration
 from api_gateway.settings import GatewaySettings
 from api_gateway.state import GatewayServices, GatewayState
 from queues.errors import InfaasError
@@ -38,5 +38,7 @@ def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.include_router(infer.router)
     app.include_router(apps.router)
+    app.include_router(registration.router)
+    app.include_router(jobs.router)
     app.include_router(health.router)
     return app

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -91,6 +96,198 @@ class InfaasClient:
     def app(self, app: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/v1/apps/{app}")
         return result
+
+    # -- registration
+
+    def create_app(
+        self,
+        app: str,
+        *,
+        input_name: str,
+        dtype: str,
+        shape: Sequence[int],
+        num_classes: int | None = None,
+        task: str = "classification",
+        output_kind: str = "probabilities",
+        description: str = "",
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": app,
+            "task": task,
+            "input": {"name": input_name, "dtype": dtype, "shape": list(shape)},
+            "output_kind": output_kind,
+            "description": description,
+        }
+        if num_classes is not None:
+            body["num_classes"] = num_classes
+        result: dict[str, Any] = self._call("POST", "/v1/apps", json=body)
+        return result
+
+    def delete_app(self, app: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/v1/apps/{app}")
+        return result
+
+    def register_model(
+        self,
+        app: str,
+        model_path: Path | str,
+        validation_path: Path | str,
+        *,
+        model_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        hardware: Sequence[str] | None = None,
+        budget_s_per_batch: float | None = None,
+        batch_sizes: Sequence[int] | None = None,
+        output: str | None = None,
+        model_format: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload a model and its validation set; answers at once (202) with the
+        registration to follow with :meth:`registration` or :meth:`wait_for_registration`."""
+        optional: dict[str, Any] = {
+            "id": model_id,
+            "metadata": json.dumps(metadata) if metadata is not None else None,
+            "hardware": ",".join(hardware) if hardware else None,
+            "budget_s_per_batch": budget_s_per_batch,
+            "batch_sizes": ",".join(str(b) for b in batch_sizes) if batch_sizes else None,
+            "output": output,
+            "format": model_format,
+        }
+        fields = {key: str(value) for key, value in optional.items() if value is not None}
+        model_file, validation_file = Path(model_path), Path(validation_path)
+        with model_file.open("rb") as model_data, validation_file.open("rb") as validation_data:
+            result: dict[str, Any] = self._call(
+                "POST",
+                f"/v1/apps/{app}/models",
+                data=fields,
+                files={
+                    "model": (model_file.name, model_data, "application/octet-stream"),
+                    "validation": (
+                        validation_file.name,
+                        validation_data,
+                        "application/octet-stream",
+                    ),
+                },
+            )
+        return result
+
+    def registration(self, registration_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/registrations/{registration_id}")
+        return result
+
+    def wait_for_registration(
+        self,
+        registration_id: str,
+        *,
+        timeout_s: float = 1800.0,
+        poll_s: float = 0.5,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until every hardware's task finished; returns the last progress."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            progress = self.registration(registration_id)
+            if on_progress is not None:
+                on_progress(progress)
+            if progress["finished"]:
+                return progress
+            if time.monotonic() > deadline:
+                raise InfaasError(
+                    f"registration {registration_id} did not finish within {timeout_s:g} s "
+                    f"(status {progress['status']}); is a worker of each hardware running?"
+                )
+            time.sleep(poll_s)
+
+    def delete_model(self, app: str, model: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/v1/apps/{app}/models/{model}")
+        return result
+
+    # -- batch jobs
+
+    def submit_job(
+        self,
+        app: str,
+        *,
+        output: str,
+        min_accuracy: float,
+        input_url: str | None = None,
+        upload: Path | str | None = None,
+        deadline: datetime | str | None = None,
+        max_cost_usd: float | None = None,
+        chunk_items: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Submit a batch job over ``input_url`` (s3://BUCKET/PREFIX) or an uploaded .npz
+        (``upload``); answers at once (202) with the job id to follow."""
+        if (input_url is None) == (upload is None):
+            raise InfaasError("give either input_url (s3://BUCKET/PREFIX) or upload (a .npz)")
+        when = deadline.isoformat() if isinstance(deadline, datetime) else deadline
+        fields: dict[str, Any] = {"app": app, "output": output, "min_accuracy": min_accuracy}
+        for name, value in (
+            ("deadline", when),
+            ("max_cost_usd", max_cost_usd),
+            ("chunk_items", chunk_items),
+        ):
+            if value is not None:
+                fields[name] = value
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        if upload is None:
+            result: dict[str, Any] = self._call(
+                "POST", "/v1/jobs", json={**fields, "input": input_url}, headers=headers
+            )
+            return result
+        path = Path(upload)
+        with path.open("rb") as data:
+            uploaded: dict[str, Any] = self._call(
+                "POST",
+                "/v1/jobs",
+                data={k: str(v) for k, v in fields.items()},
+                files={"inputs": (path.name, data, "application/octet-stream")},
+                headers=headers,
+            )
+        return uploaded
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")
+        return result
+
+    def jobs(
+        self, *, app: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if app is not None:
+            params["app"] = app
+        if status is not None:
+            params["status"] = status
+        result: list[dict[str, Any]] = self._call("GET", "/v1/jobs", params=params)["jobs"]
+        return result
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/v1/jobs/{job_id}/cancel")
+        return result
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        poll_s: float = 0.5,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job succeeded, failed or was cancelled; returns its last status."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            status = self.job(job_id)
+            if on_progress is not None:
+                on_progress(status)
+            if status["status"] in ("succeeded", "failed", "cancelled"):
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise InfaasError(
+                    f"job {job_id} did not finish within {timeout_s:g} s (status "
+                    f"{status['status']}, {status['progress']['items_done']} of "
+                    f"{status['progress']['items_total']} items); is a worker running?"
+                )
+            time.sleep(poll_s)
 
     def ready(self) -> bool:
         try:

@@ -200,11 +200,13 @@ def infaas_status(state: Any) -> dict[str, Any]:
 
 
 def build_worker_app(broker: BrokerSettings) -> Any:
+    from workers.job_tasks import register_job_tasks
     from workers.tasks import register_tasks
 
     app = create_celery_app(broker)
     app.steps["worker"].add(VariantServerStep)
     register_tasks(app)
+    register_job_tasks(app)
     return app
 
 

@@ -7,4 +7,8 @@ returns the exit code). List new modules in :data:`MODULES`.
 
 from __future__ import annotations
 
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = (
+    "infaas.commands.models",
+    "infaas.commands.scaler",
+    "infaas.commands.jobs",
+)
