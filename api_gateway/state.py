@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api_gateway.accounting import Accounting
+from api_gateway.jobs_dispatch import JobDispatcher
 from api_gateway.metrics import GatewayMetrics
 from api_gateway.settings import GatewaySettings
 from queues.errors import InfaasError, NotFound
@@ -51,6 +52,9 @@ class GatewayState:
         self.settings = settings
         self.services = services
         self.metrics = metrics
+        # read at scrape time: the count moves between refreshes
+        client = services.client
+        metrics.expired.set_function(lambda: float(client.expired_answered))
         self.catalog_snapshot = CatalogSnapshot.empty()
         self.live_snapshot = LiveSnapshot.empty()
         self.index = SelectorIndex(
@@ -65,6 +69,7 @@ class GatewayState:
         self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.accounting = Accounting()
         self._published_at = 0.0
+        self.jobs = JobDispatcher(self)
 
     async def start(self) -> None:
         await self.services.client.start()
@@ -85,6 +90,7 @@ class GatewayState:
                 await self.refresh()
             except Exception:  # keep serving on the last good snapshots
                 log.exception("refreshing the gateway's snapshots failed")
+            await self.jobs.tick()
 
     async def refresh(self, *, force: bool = False) -> None:
         async with self._refresh_lock:
@@ -108,7 +114,6 @@ class GatewayState:
                 previous=self.index,
             )
             self.metrics.live_workers.set(len(self.live_snapshot.workers))
-            self.metrics.expired.set(self.services.client.expired_answered)
             self._refreshed_at = time.monotonic()
         if self._refreshed_at - self._published_at >= PUBLISH_INTERVAL_S:
             await self.publish_accounting()

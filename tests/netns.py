@@ -147,13 +147,15 @@ class TcpForwarder:
 
     async def _listen(self, listen: tuple[str, int], target: tuple[str, int]) -> asyncio.Server:
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._writers.add(writer)
             try:
                 up_reader, up_writer = await asyncio.open_connection(*target)
-            except OSError:
+            except (OSError, asyncio.CancelledError):
+                self._writers.discard(writer)
                 writer.close()
                 return
             self.relayed += 1
-            self._writers |= {writer, up_writer}
+            self._writers.add(up_writer)
             await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
         return await asyncio.start_server(accept, listen[0], listen[1], reuse_address=True)

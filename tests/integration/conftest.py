@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import services
 from tests.e2e_support import Stack, embedded_stack, services_stack
 
 
@@ -19,17 +20,20 @@ def embedded_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def services_e2e(
     tmp_path_factory: pytest.TempPathFactory,
     broker_url: str,
-    postgres_url: str,
     redis_state_session: tuple[str, str],
     s3_store_url_session: str,
 ) -> Iterator[Stack]:
-    with services_stack(
-        tmp_path_factory.mktemp("e2e-services"),
-        broker_url=broker_url,
-        catalog_url=postgres_url,
-        state=redis_state_session,
-        store_url=s3_store_url_session,
-    ) as stack:
+    # A database of its own: the catalog tests empty the session's shared one.
+    with (
+        services.postgres_database() as catalog_url,
+        services_stack(
+            tmp_path_factory.mktemp("e2e-services"),
+            broker_url=broker_url,
+            catalog_url=catalog_url,
+            state=redis_state_session,
+            store_url=s3_store_url_session,
+        ) as stack,
+    ):
         yield stack
 
 

@@ -42,7 +42,7 @@ from registry.settings import RegistrySettings
 from registry.types import READY
 from tests import netns
 from tests.e2e_support import DEMO_CACHE, PROFILE_BUDGET_S, REPO
-from tests.services import ServiceMissing, unique_name
+from tests.services import ServiceMissing, postgres_database, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -162,6 +162,13 @@ def _completed(address: str) -> float:
     text = httpx.get(f"http://{address}:{METRICS_PORT}/metrics", timeout=5).text
     pattern = rf'^infaas_worker_variant_completed_total\{{[^}}]*app="{DEMO_APP}"[^}}]*\}} (\S+)$'
     return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A database of its own: the catalog tests empty the session's shared one."""
+    with postgres_database() as url:
+        yield url
 
 
 def test_workers_on_two_hosts_serve_the_same_app(

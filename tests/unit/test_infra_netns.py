@@ -16,15 +16,18 @@ def echo_server() -> tuple[socket.socket, threading.Thread]:
     server.bind(("127.0.0.1", 0))
     server.listen()
 
+    def echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data.upper())
+
     def serve() -> None:
         while True:
             try:
                 conn, _ = server.accept()
             except OSError:
                 return
-            with conn:
-                while data := conn.recv(4096):
-                    conn.sendall(data.upper())
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -44,8 +47,10 @@ def test_the_forwarder_relays_both_ways_and_closes_everything_on_stop() -> None:
                 client.sendall(b"across the link")
                 assert client.recv(100) == b"ACROSS THE LINK"
                 held = socket.create_connection(("127.0.0.2", port), timeout=5)
+                held.sendall(b"x")
+                held.settimeout(5)
+                assert held.recv(10) == b"X"  # relayed: the forwarder has counted it
             assert forwarder.relayed == 2
-        held.settimeout(5)
         assert held.recv(10) == b"", "stop closes the connections it relays"
         held.close()
         with pytest.raises(ConnectionRefusedError):
