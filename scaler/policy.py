@@ -24,6 +24,7 @@ one fixed variant and only its replica count follows the load, under the same ru
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -227,9 +228,13 @@ class _Tick:
             else:
                 estimate = prior + s.load_smoothing * (measured - prior)
             window = self._hold_of_app(record.app, current)
-            past = [(t, q) for t, q in self.state.history.get(key, ()) if t > now - window]
+            kept = max(window, s.forecast_window_s * 1000) if s.forecast_s > 0 else window
+            past = [(t, q) for t, q in self.state.history.get(key, ()) if t > now - kept]
+            trend = self._trend_qps_per_s(past, now, estimate)
             past.append((now, estimate))
-            held = max(q for _, q in past)
+            held = max(q for t, q in past if t > now - window)
+            if trend > 0:
+                held = max(held, estimate + trend * s.forecast_s)
             if held < 1e-6 and key not in seen:
                 continue  # gone for a whole hold-down: forget it
             self.classes[key] = record
@@ -239,6 +244,24 @@ class _Tick:
             planned = held * s.headroom + backlog / s.drain_s
             plans.append(ClassPlan(key, record.app, measured, estimate, held, planned, 0.0))
         return plans
+
+    def _trend_qps_per_s(
+        self, past: list[tuple[float, float]], now: float, estimate: float
+    ) -> float:
+        """How fast load rose over the forecast window (0 without a forecast)."""
+        s = self.s
+        if s.forecast_s <= 0:
+            return 0.0
+        older = [(t, q) for t, q in past if t <= now - s.forecast_window_s * 1000]
+        then_ms, then_qps = older[-1] if older else (past[0] if past else (now, estimate))
+        if now - then_ms < 0.5 * s.forecast_window_s * 1000:
+            return 0.0  # too little history for a trend
+        rise = estimate - then_qps
+        # a rate measured over a few seconds of Poisson arrivals wobbles by about its
+        # square root: only a rise well beyond that is a trend
+        if rise <= 2.0 * math.sqrt(max(estimate, 1.0)):
+            return 0.0
+        return rise / ((now - then_ms) / 1000.0)
 
     def _hold_of_app(self, app: str, current: Mapping[Key, int]) -> float:
         holds = [
@@ -617,10 +640,11 @@ class _Tick:
             reasons.append(
                 f"the plan needs room the running {hw} workers lack ({', '.join(needed)})"
             )
-        if live and all(w.utilisation > s.hot_threshold for w in live):
+        reactive = s.reactive_worker_rules
+        if reactive and live and all(w.utilisation > s.hot_threshold for w in live):
             reasons.append(f"all {len(live)} {hw} workers are over {s.hot_threshold:.0%} busy")
         troubled = sum(1 for w in live if w.troubled)
-        if live and troubled > s.overloaded_fraction * len(live):
+        if reactive and live and troubled > s.overloaded_fraction * len(live):
             reasons.append(
                 f"{troubled} of {len(live)} {hw} workers hold Overloaded or Interfered variants"
             )

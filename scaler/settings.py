@@ -64,6 +64,29 @@ class ScalerSettings(BaseSettings):
         le=1000,
         description="a variant's hold-down is at least this many times its load time",
     )
+    hold_start_factor: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="hold-downs are also at least this many times the time a worker of the "
+        "variant's hardware takes to start (0: the paper's rule, load time only)",
+    )
+    cpu_worker_start_s: float = Field(
+        default=20.0, ge=0, le=3600, description="expected time for a new CPU worker to serve"
+    )
+    gpu_worker_start_s: float = Field(
+        default=60.0, ge=0, le=3600, description="expected time for a new GPU worker to serve"
+    )
+    forecast_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="while load rises, plan for where its trend will be this far ahead "
+        "(0: plan for the load as measured, the paper's rule)",
+    )
+    forecast_window_s: float = Field(
+        default=10.0, gt=0, le=3600, description="the trend is the rise over this window"
+    )
     cpu_hold_ticks: int = Field(default=10, ge=1, le=10_000, description="hold-down floor, CPU")
     gpu_hold_ticks: int = Field(default=20, ge=1, le=10_000, description="hold-down floor, GPU")
     down_confirm_ticks: int = Field(
@@ -96,6 +119,12 @@ class ScalerSettings(BaseSettings):
     idle_threshold: float = Field(
         default=0.2, ge=0, lt=1, description="a worker less busy than this (0–1) is idle"
     )
+    reactive_worker_rules: bool = Field(
+        default=True,
+        description="also add a worker when every worker of a hardware is hot or most hold "
+        "Overloaded/Interfered variants (the paper's rules); off: only when the plan needs "
+        "room the running workers lack",
+    )
     overloaded_fraction: float = Field(
         default=0.8,
         gt=0,
@@ -108,6 +137,14 @@ class ScalerSettings(BaseSettings):
         gt=0,
         le=1,
         description="capacity left to an Interfered replica when no latency was measured",
+    )
+    queueing_tail: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="count queueing in a replica's capacity: batches whose two batch times "
+        "fit the objective, and a busy share that keeps this share of queries from waiting "
+        "past it (unset: the paper's rule, one batch time fits)",
     )
     overhead_ms: float = Field(
         default=0.5, ge=0, le=1000, description="pipeline time added to model latency"
@@ -166,7 +203,12 @@ class ScalerSettings(BaseSettings):
     def hold_ms(self, hardware: str, load_ms: float) -> float:
         """How long load must stay low before a variant of this hardware may shrink."""
         ticks = self.cpu_hold_ticks if hardware == "cpu" else self.gpu_hold_ticks
-        return max(self.hold_load_factor * load_ms, ticks * self.tick_ms)
+        start_s = self.cpu_worker_start_s if hardware == "cpu" else self.gpu_worker_start_s
+        return max(
+            self.hold_load_factor * load_ms,
+            ticks * self.tick_ms,
+            self.hold_start_factor * start_s * 1000.0,
+        )
 
     def new_cpu_worker_cores(self, prices: PriceTable) -> int:
         return self.cpu_worker_cores or prices.instance_for("cpu").vcpus

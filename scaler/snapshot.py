@@ -190,12 +190,23 @@ def _merge_demands(demands: Sequence[Demand], catalog: CatalogSnapshot) -> tuple
 
 
 def replica_capacity_qps(
-    variant: Variant, demand: DemandClass, cost_per_hour: float, overhead_ms: float
+    variant: Variant,
+    demand: DemandClass,
+    cost_per_hour: float,
+    overhead_ms: float,
+    *,
+    tail: float | None = None,
 ) -> float:
     """Queries per second one replica of ``variant`` serves of ``demand``; 0: it cannot.
 
     The batch is the largest one (up to the batch limit) whose predicted latency plus the
-    pipeline's overhead fits the class's latency objective.
+    pipeline's overhead fits the class's latency objective (the paper's rule).
+
+    With ``tail`` (a share of queries, e.g. 0.01), queueing counts too: a query may wait
+    for the batch being run before its own, so the batch is the largest whose *two*
+    batch times fit; where not even two single queries fit, the replica runs only as
+    busy as keeps the chance of waiting past the objective's slack below ``tail``
+    (an M/D/1 queue's exponential waiting-time tail).
     """
     profile = variant.profile
     if profile is None:
@@ -205,6 +216,7 @@ def replica_capacity_qps(
     if demand.max_cost_per_hour is not None and cost_per_hour > demand.max_cost_per_hour:
         return 0.0
     limit = max(profile.batch_limit, 1)
+    share = 1.0
     if demand.latency_ms is None:
         batch = limit
     else:
@@ -215,10 +227,43 @@ def replica_capacity_qps(
         if not fitting:
             return 0.0
         batch = fitting[-1]
+        if tail is not None:
+            waits = [
+                b
+                for b in fitting
+                if 2 * profile.predict_latency_ms(b) + overhead_ms <= demand.latency_ms
+            ]
+            if waits:
+                batch = waits[-1]
+            else:
+                batch = 1
+                service_ms = profile.predict_latency_ms(1)
+                slack_ms = demand.latency_ms - overhead_ms - service_ms
+                share = busy_share_for_tail(slack_ms / service_ms, tail)
     latency_ms = profile.predict_latency_ms(batch)
     if latency_ms <= 0:
         return profile.saturation_qps
-    return min(profile.saturation_qps, 1000.0 * batch / latency_ms)
+    return share * min(profile.saturation_qps, 1000.0 * batch / latency_ms)
+
+
+def busy_share_for_tail(slack_in_services: float, tail: float) -> float:
+    """The highest utilisation ρ of an M/D/1 queue at which a query waits longer than
+    ``slack_in_services`` service times with probability at most ``tail``, using the
+    exponential tail P(W > t) ≈ ρ · exp(−2 (1 − ρ) t / (ρ S))."""
+    if slack_in_services <= 0:
+        return 0.0
+
+    def exceed(rho: float) -> float:
+        return rho * math.exp(-2.0 * (1.0 - rho) * slack_in_services / rho)
+
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        if exceed(mid) <= tail:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 def variant_cost_per_hour(variant: Variant, prices: PriceTable) -> float:
@@ -244,7 +289,9 @@ def _variant_info(
     for demand in classes:
         if demand.app != variant.app:
             continue
-        qps = replica_capacity_qps(variant, demand, cost, settings.overhead_ms)
+        qps = replica_capacity_qps(
+            variant, demand, cost, settings.overhead_ms, tail=settings.queueing_tail
+        )
         if qps > 0:
             capacity[demand.key] = qps
     return VariantInfo(

@@ -58,6 +58,13 @@ class StateSettings(BaseSettings):
     min_batches: int = Field(
         default=5, ge=1, le=10_000, description="batches in a window to judge latency"
     )
+    full_batch_share: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="batches this share of the batch limit count as full: a replica "
+        "busy running full batches is saturated",
+    )
     per_query_overhead_ms: float = Field(
         default=0.15,
         ge=0,
@@ -112,6 +119,12 @@ def _loads(obs: Observation, profile: Profile, s: StateSettings) -> tuple[float,
     cap = capacity_qps(profile, s.per_query_overhead_ms) * replicas
     qps = obs.arrived / obs.window_s if obs.window_s > 0 else 0.0
     busy = obs.busy_ms / (obs.window_s * 1000.0 * replicas) if obs.window_s > 0 else 0.0
+    # A batching replica is busy all the time under any steady load: it takes whatever
+    # waits as soon as it finishes. Busy means saturated only when its batches are full;
+    # with half-full batches it has room to take twice as much per batch.
+    limit = max(profile.batch_limit, 1)
+    if obs.batches > 0 and limit > 1:
+        busy *= min(1.0, max(obs.mean_batch, 1.0) / (s.full_batch_share * limit))
     drain_s = obs.backlog / cap if cap > 0 else 0.0
     return (
         qps / (s.overload_qps_factor * cap),

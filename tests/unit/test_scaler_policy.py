@@ -275,6 +275,17 @@ def test_a_worker_is_added_when_most_workers_hold_overloaded_variants() -> None:
     assert adds == ["2 of 2 cpu workers hold Overloaded or Interfered variants"]
 
 
+def test_without_the_reactive_rules_hot_or_troubled_workers_alone_add_none() -> None:
+    states = {CPU: OVERLOADED}
+    cluster = Cluster(
+        f.worker_report("w1", {CPU: 1}, states=states),
+        f.worker_report("w2", {CPU: 1}, states=states),
+        busy={"w1": 0.95, "w2": 0.95},
+    )
+    plan = Run(cluster, settings(max_cpu_workers=3, reactive_worker_rules=False)).step(150)
+    assert [a for a in plan.actions if a.kind == ADD_WORKER] == []
+
+
 def test_a_worker_is_added_when_the_plan_cannot_place_the_load() -> None:
     cluster = Cluster(f.worker_report("w1", cores=4))
     run = Run(cluster, settings(max_cpu_workers=2, max_gpu_workers=0))
@@ -450,3 +461,22 @@ def test_an_idle_worker_the_load_still_needs_is_kept() -> None:
     assert plan.actions == ()
     assert run.state.draining == {}
     assert not [n for n in plan.notes if "draining" in n]
+
+
+def test_a_forecast_plans_ahead_of_a_rising_load_and_ignores_noise() -> None:
+    def planned(loads: list[float], **overrides: object) -> float:
+        run = Run(Cluster(f.worker_report("w1", cores=4)), settings(**overrides))
+        return run.steps(loads)[-1].demand[0].planned_qps
+
+    ramp = [100.0 + 10.0 * t for t in range(12)]  # +10 qps every second
+    assert planned(ramp) == pytest.approx(210 * 1.05)
+    # 10 qps/s more for 20 s ahead
+    assert planned(ramp, forecast_s=20.0) == pytest.approx((210 + 10 * 20) * 1.05)
+    wobble = [100.0, 104.0] * 6  # within a Poisson rate's noise: no trend
+    assert planned(wobble, forecast_s=20.0) == pytest.approx(104 * 1.05)
+
+
+def test_hold_downs_cover_the_time_to_start_a_worker_when_asked() -> None:
+    paper, ours = settings(), settings(hold_start_factor=2.0, gpu_worker_start_s=60.0)
+    assert paper.hold_ms("gpu", 500.0) == paper.gpu_hold_ticks * paper.tick_ms
+    assert ours.hold_ms("gpu", 500.0) == 120_000.0

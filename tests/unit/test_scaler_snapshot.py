@@ -13,7 +13,13 @@ from registry.livestate import INTERFERED, OVERLOADED, VariantLoad, WorkerReport
 from registry.pricing import DEFAULT_INSTANCES, Instance, PriceTable
 from registry.types import CatalogSnapshot
 from scaler.settings import ScalerSettings
-from scaler.snapshot import Demand, ScalerSnapshot, build_snapshot, class_key
+from scaler.snapshot import (
+    Demand,
+    ScalerSnapshot,
+    build_snapshot,
+    busy_share_for_tail,
+    class_key,
+)
 from tests import factories as f
 
 CPU = "m.onnx-fp32.cpu-t1"
@@ -166,3 +172,25 @@ def test_a_price_table_that_makes_no_sense_is_refused() -> None:
     table = PriceTable({i.name: i for i in DEFAULT_INSTANCES}, cpu_instance="p3.2xlarge")
     with pytest.raises(ConfigError, match="is gpu hardware"):
         build_snapshot(0.0, catalog(), f.live(), [], {}, table, SETTINGS)
+
+
+def test_with_a_queueing_tail_two_batch_times_must_fit_or_the_replica_runs_less_busy() -> None:
+    live = f.live()
+    demands = [Demand("digits", 1.0, latency_ms=16.0), Demand("digits", 1.0, latency_ms=14.0)]
+    queueing = ScalerSettings(overhead_ms=0.0, queueing_tail=0.01)
+    s = build_snapshot(1000.0, catalog(), live, demands, {}, PriceTable.default(), queueing)
+    roomy, tight = "digits|lat<=16ms", "digits|lat<=14ms"
+    fast = s.variants[FAST].capacity_qps
+    assert fast[roomy] == pytest.approx(1000 * 4 / 8)  # 2 × 8 ms of batch 4 fit 16 ms
+    cpu = s.variants[CPU].capacity_qps  # 10 ms a query: two never fit 14 ms, one does
+    assert 0 < cpu[tight] < 0.5 * 100  # busy at most a share that keeps waits in the slack
+    assert cpu[tight] == pytest.approx(100 * busy_share_for_tail(0.4, 0.01))
+
+
+def test_the_busy_share_for_a_tail_is_an_m_d_1_bound() -> None:
+    for slack, tail in [(0.8, 0.01), (3.0, 0.01), (0.5, 0.05)]:
+        rho = busy_share_for_tail(slack, tail)
+        assert 0 < rho < 1
+        assert rho * math.exp(-2 * (1 - rho) * slack / rho) == pytest.approx(tail, rel=1e-3)
+    assert busy_share_for_tail(0.0, 0.01) == 0.0
+    assert busy_share_for_tail(3.0, 0.01) > busy_share_for_tail(0.8, 0.01)  # more slack, busier

@@ -153,3 +153,15 @@ def test_queries_waiting_at_half_load_is_overloaded() -> None:
 
 def test_slow_answers_at_light_load_are_not_overload() -> None:
     assert run([replace(obs(qps=20, busy=0.2), p50_ms=150.0)]) == [ACTIVE]
+
+
+def test_a_batching_replica_busy_with_small_batches_is_not_overloaded() -> None:
+    batching = replace(PROFILE, best_batch=32, max_batch=32)
+    cap = capacity_qps(batching, 0.0)
+
+    def busy_at(mean_batch: float) -> str:
+        o = replace(obs(qps=0.3 * cap, busy=1.0), mean_batch=mean_batch)
+        return next_health(Health(), o, batching, S).state
+
+    assert busy_at(8.0) == ACTIVE  # always busy, but a quarter-full batch has room
+    assert busy_at(30.0) == OVERLOADED  # busy running full batches: saturated
