@@ -38,7 +38,7 @@ from registry.pricing import PriceTable
 from registry.selector import Requirements
 from workers.states import StateSettings
 
-WARMUP_S = 60
+WARMUP_S = 120  # longer than a GPU worker takes to join (60 s) and load
 
 
 def classes_of(world: World) -> tuple[list[tuple[str, Requirements]], np.ndarray]:
@@ -60,6 +60,10 @@ def classes_of(world: World) -> tuple[list[tuple[str, Requirements]], np.ndarray
             )
             shares.append(app.share / total * c.share / sum(x.share for x in app.classes))
     return classes, np.asarray(shares) / sum(shares)
+
+
+def _class_name(req: Requirements) -> str:
+    return f"{req.app}|acc>={req.min_accuracy}|lat<={req.latency_ms}ms"
 
 
 def sim_prices() -> PriceTable:
@@ -120,6 +124,10 @@ def run_policy(
         "late": out.late,
         "failed": out.failed,
         "failures": dict(out.failures),
+        "in_flight_at_end": out.in_flight_at_end,
+        "late_by_class": {
+            _class_name(classes[c][1]): n for c, n in sorted(out.late_by_class.items())
+        },
         "simulated_s": arrivals.duration_s,
         "wall_s": round(wall_s, 1),
         "plan_ms_p99": float(np.percentile(sim.plan_ms, 99)) if sim.plan_ms else None,

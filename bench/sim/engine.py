@@ -102,6 +102,8 @@ class Outcome:
     wait_sum_s: float = 0.0  # time in queue of the queries that started service
     started: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    in_flight_at_end: int = 0  # still within their objective when the run ended
+    late_by_class: dict[int, int] = field(default_factory=dict)
 
     def fail(self, code: str, count: int = 1) -> None:
         self.failed += count
@@ -157,6 +159,7 @@ class Simulation:
         self.outcome = Outcome()
         self.timeline = Timeline()
         self.actions = 0
+        self.action_log: list[tuple[float, Action]] = []
         self.cost_usd = 0.0
         self.plan_ms: list[float] = []
         self.index = SelectorIndex(self.catalog, LiveSnapshot.empty())
@@ -327,12 +330,13 @@ class Simulation:
         accuracy = replica.variant.profile.accuracy if replica.variant.profile else 0.0
         out = self.outcome
         latencies = self.served_latencies.setdefault(replica.variant.id, [])
-        for arrived, slo, _deadline, _cls in batch:
+        for arrived, slo, _deadline, cls in batch:
             latency_ms = (self.now - arrived) * 1000.0 + self.s.overhead_ms
             out.served += 1
             out.accuracy_sum += accuracy
             if latency_ms > slo:
                 out.late += 1
+                out.late_by_class[cls] = out.late_by_class.get(cls, 0) + 1
             latencies.append(latency_ms)
         if replica.retiring:
             replicas = worker.replicas.get(replica.variant.id, [])
@@ -492,6 +496,7 @@ class Simulation:
     def apply(self, actions: Iterable[Action]) -> None:
         for action in actions:
             self.actions += 1
+            self.action_log.append((self.now, action))
             worker = self.workers.get(action.worker or "")
             if action.kind == ADD_WORKER:
                 self.add_worker(action.hardware or "cpu")
@@ -527,6 +532,7 @@ class Simulation:
             self._charge(worker, self.now)
         self.cost_usd = 0.0
         self.actions = 0
+        self.action_log = []
         self.outcome = Outcome()
         self.timeline = Timeline()
         self.plan_ms = []
@@ -585,8 +591,15 @@ class Simulation:
         self.now = duration_s
         for worker in list(self.workers.values()):
             self._charge(worker, duration_s)
-        left = sum(len(q) for q in self.queues.values())
-        self.outcome.fail("unfinished", left + sum(1 for _ in self._in_service()))
+        # Queries still queued or running at the end: those already past their objective
+        # count as violations; the rest could still make it and are not counted at all.
+        left = [item for q in self.queues.values() for item in q]
+        left += list(self._in_service())
+        overdue = sum(1 for t, slo, _, _ in left if (duration_s - t) * 1000.0 > slo)
+        if overdue:
+            self.outcome.fail("unfinished_past_objective", overdue)
+        self.outcome.arrivals -= len(left) - overdue
+        self.outcome.in_flight_at_end = len(left) - overdue
 
     def _in_service(self) -> Iterable[Any]:
         for when, _seq, kind, payload in self.events:

@@ -9,7 +9,9 @@
   (SageMaker-like) — :func:`scaler.policy.decide_replicate_only`.
 - ``infaas``: INFaaS as published — :func:`scaler.policy.decide` with the greedy planner
   and the paper's thresholds.
-- ``ours``: :func:`scaler.policy.decide` with the ILP planner (deterministic work limit).
+- ``ours``: :func:`scaler.policy.decide` with the ILP planner (deterministic work limit),
+  adding workers only when the plan needs room (not on the paper's "all hot" rule: a
+  batching replica is always busy, and the ILP already keeps 1.05 × load of capacity).
 """
 
 from __future__ import annotations
@@ -32,11 +34,19 @@ Decider = Callable[[ScalerSnapshot, ScalerState, ScalerSettings], tuple[Plan, Sc
 def scaler_settings(policy: str, sim: SimSettings) -> ScalerSettings:
     """The scaler's settings in the simulator: the defaults (the paper's thresholds),
     the simulated fleet's sizes, and for ``ours`` the ILP with a deterministic work
-    limit so a run replays exactly."""
+    limit so a run replays exactly, and without the paper's reactive worker rules."""
     ours = policy == "ours"
     return ScalerSettings(
         planner="ilp" if ours else "greedy",
         ilp_deterministic_time=0.05 if ours else None,
+        reactive_worker_rules=not ours,
+        # ours plans ahead along the trend by the time a CPU worker takes to join, and
+        # keeps capacity at least as long as it would take to get it back
+        forecast_s=sim.cpu_worker_start_s if ours else 0.0,
+        hold_start_factor=3.0 if ours else 0.0,
+        queueing_tail=0.01 if ours else None,
+        cpu_worker_start_s=sim.cpu_worker_start_s,
+        gpu_worker_start_s=sim.gpu_worker_start_s,
         cpu_worker_cores=sim.cpu_worker_cores,
         gpu_max_replicas=sim.gpu_max_replicas,
         max_cpu_workers=256,

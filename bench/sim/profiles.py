@@ -29,15 +29,28 @@ class ClassSpec:
 
 @dataclass(frozen=True)
 class AppSpec:
+    """An app, its share of all queries, its classes, and whose profiled models it has
+    (``profiles``: an app of the profile file; default its own name). Apps that share
+    profiles get variants of their own, as separate registrations of the same
+    architectures would."""
+
     app: str
     share: float
     classes: tuple[ClassSpec, ...]
+    profiles: str | None = None
+
+    @property
+    def source(self) -> str:
+        return self.profiles or self.app
 
 
+# The demo app and three ImageNet-class apps with their own objectives (each registered
+# ResNet-50, EfficientNet-B0 and EfficientNet-B4): several apps share the fleet, so
+# bin-packing and interference matter, and CPU against GPU is a real trade-off.
 DEFAULT_MIX: tuple[AppSpec, ...] = (
     AppSpec(
         "digits",
-        0.5,
+        0.4,
         (
             ClassSpec(0.3, latency_ms=50.0, min_accuracy=0.985),
             ClassSpec(0.4, latency_ms=10.0, min_accuracy=0.97),
@@ -46,11 +59,26 @@ DEFAULT_MIX: tuple[AppSpec, ...] = (
     ),
     AppSpec(
         "imagenet",
-        0.5,
+        0.2,
         (
             ClassSpec(0.6, latency_ms=200.0, min_accuracy=0.765),
             ClassSpec(0.4, latency_ms=800.0, min_accuracy=0.82),
         ),
+    ),
+    AppSpec(
+        "products",
+        0.2,
+        (
+            ClassSpec(0.5, latency_ms=100.0, min_accuracy=0.765),
+            ClassSpec(0.5, latency_ms=400.0, min_accuracy=0.77),
+        ),
+        profiles="imagenet",
+    ),
+    AppSpec(
+        "moderation",
+        0.2,
+        (ClassSpec(1.0, latency_ms=1000.0, min_accuracy=0.82),),
+        profiles="imagenet",
     ),
 )
 
@@ -65,8 +93,8 @@ class World:
 
 
 def load_mix(path: Path | None) -> tuple[AppSpec, ...]:
-    """The default mix, or a JSON file: [{"app", "share", "classes": [{"share",
-    "latency_ms"?, "min_accuracy"?, "max_cost_per_hour"?}]}]."""
+    """The default mix, or a JSON file: [{"app", "share", "profiles"?, "classes":
+    [{"share", "latency_ms"?, "min_accuracy"?, "max_cost_per_hour"?}]}]."""
     if path is None:
         return DEFAULT_MIX
     try:
@@ -86,6 +114,10 @@ def load_mix(path: Path | None) -> tuple[AppSpec, ...]:
                 ),
             )
             for a in data
+        )
+        mix = tuple(
+            AppSpec(a.app, a.share, a.classes, str(d["profiles"]) if d.get("profiles") else None)
+            for a, d in zip(mix, data, strict=True)
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvalidRequest(f"cannot read the app mix {path}: {exc}") from exc
@@ -120,20 +152,20 @@ def load_world(path: Path = PROFILES, mix: tuple[AppSpec, ...] = DEFAULT_MIX) ->
             f"no simulator profiles at {path}; measure them with `python -m bench.sim.measure`"
         )
     doc = json.loads(path.read_text())
-    wanted = {a.app for a in mix}
     sig = InputSignature("input", "float32", (-1, 1))
     apps, models, variants, jitter, sources = {}, {}, {}, {}, {}
-    for row in doc["variants"]:
-        if row["app"] not in wanted:
-            continue
+    rows = [(spec, row) for spec in mix for row in doc["variants"] if row["app"] == spec.source]
+    for spec, row in rows:
         profile = _profile(row)
-        vid = str(row["id"])
-        apps[row["app"]] = App(row["app"], "classification", sig)
-        models[row["model"]] = Model(row["model"], row["app"], "onnx", "-", "-")
+        own = spec.app == spec.source  # a copy for another app gets ids of its own
+        vid = str(row["id"]) if own else f"{spec.app}-{row['id']}"
+        model = str(row["model"]) if own else f"{spec.app}-{row['model']}"
+        apps[spec.app] = App(spec.app, "classification", sig)
+        models[model] = Model(model, spec.app, "onnx", "-", "-")
         variants[vid] = Variant(
             id=vid,
-            model=row["model"],
-            app=row["app"],
+            model=model,
+            app=spec.app,
             runtime=vid.split(".")[1].split("-", maxsplit=1)[0],
             precision=row["precision"],
             hardware=row["hardware"],
@@ -147,7 +179,7 @@ def load_world(path: Path = PROFILES, mix: tuple[AppSpec, ...] = DEFAULT_MIX) ->
         ratio = max(profile.latency_p99_ms[b1] / profile.latency_ms[b1], 1.0)
         jitter[vid] = math.log(ratio) / Z99
         sources[vid] = str(row["source"])
-    missing = wanted - set(apps)
+    missing = {a.source for a in mix if a.app not in apps}
     if missing:
         raise InvalidRequest(f"no profiles for apps {sorted(missing)} in {path}")
     catalog = CatalogSnapshot(revision=1, apps=apps, models=models, variants=variants)

@@ -136,8 +136,8 @@ def rescale(
 def synthetic(name: str, *, duration_s: int, low_qps: float, high_qps: float,
               seed: int = 0) -> np.ndarray:  # fmt: skip
     """The paper's three loads: steady low, steady high, strongly fluctuating (Poisson
-    counts around the rate; the fluctuating rate swings between low and high with a
-    period of a tenth of the run and sharp bursts)."""
+    counts around the rate; the fluctuating rate swings between low and high and back
+    four times a run, at most once every 10 minutes, with sharp peaks)."""
     if name not in WORKLOADS:
         raise InvalidRequest(f"workload must be one of {', '.join(WORKLOADS)}, got {name!r}")
     rng = np.random.default_rng(seed)
@@ -147,7 +147,7 @@ def synthetic(name: str, *, duration_s: int, low_qps: float, high_qps: float,
     elif name == "steady-high":
         rate = np.full(duration_s, high_qps)
     else:
-        period = max(duration_s / 10.0, 60.0)
+        period = max(duration_s / 4.0, 600.0)
         wave = 0.5 * (1 + np.sin(2 * np.pi * t / period))
         rate = low_qps + (high_qps - low_qps) * wave**3
     return rng.poisson(rate).astype(np.int64)

@@ -1,0 +1,156 @@
+"""The scaler on the real services with the local actuator: a load ramp on the demo app
+adds replicas and a second worker process, queries keep their objective, and when the
+load stops everything scales back to the minimum. The timeline is printed and saved."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api_gateway.settings import GatewaySettings
+from bench.loadgen import closed_loop
+from infaas.demo import DEMO_APP, ensure_demo_app
+from infaas.demo_models import load_validation
+from infaas.embedded import LocalStack
+from infaas.services import Services, open_services
+from queues.celery_app import create_celery_app
+from queues.depth import QueueProbe
+from queues.settings import BrokerSettings
+from registry.settings import RegistrySettings
+from scaler.actuators import ActuatorSettings, LocalActuator
+from scaler.loop import ScalerLoop
+from scaler.settings import ScalerSettings
+from tests.e2e_support import DEMO_CACHE
+from tests.services import unique_name
+from workers.celery_worker import broker_connector
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+SLO_MS = 1000.0
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path, broker_url: str, redis_state: tuple[str, str]
+) -> Iterator[tuple[Services, dict[str, str], str]]:
+    prefix = unique_name("q")[-20:]
+    broker = BrokerSettings(broker_url=broker_url, queue_prefix=prefix)
+    registry = RegistrySettings(
+        home=tmp_path, state_url=redis_state[0], state_prefix=redis_state[1]
+    )
+    services = open_services(broker, registry)
+    ensure_demo_app(services, say=lambda _m: None, models_dir=DEMO_CACHE, budget_s_per_batch=0.05)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("INFAAS_")},
+        "INFAAS_HOME": str(tmp_path),
+        "INFAAS_BROKER_URL": broker_url,
+        "INFAAS_QUEUE_PREFIX": prefix,
+        "INFAAS_STATE_URL": redis_state[0],
+        "INFAAS_STATE_PREFIX": redis_state[1],
+    }
+    with LocalStack(services, gateway=GatewaySettings(port=0), with_worker=False) as gateway:
+        yield services, env, gateway.url
+    services.close()
+
+
+def _state(services: Services) -> dict[str, dict[str, int]]:
+    return {
+        w.worker_id: {v: load.replicas for v, load in w.variants.items()}
+        for w in services.live.snapshot().workers.values()
+    }
+
+
+def test_load_ramp_scales_out_and_back(
+    stack: tuple[Services, dict[str, str], str], tmp_path: Path
+) -> None:
+    services, env, url = stack
+    with (tmp_path / "first.log").open("wb") as log:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "infaas.cli", "worker", "--cores", "0", "--variants", "none"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    settings = ScalerSettings(
+        tick_interval_s=1.0, cpu_hold_ticks=3, down_confirm_ticks=2, worker_backoff_s=3,
+        worker_idle_s=6, worker_start_timeout_s=60, min_cpu_workers=1, max_cpu_workers=2,
+        cpu_worker_cores=1,
+    )  # fmt: skip
+    actuator = LocalActuator(
+        ActuatorSettings(local_cores_per_worker=1, local_log_dir=tmp_path), env=env
+    )
+    loop = ScalerLoop(
+        settings=settings, broker=services.broker, catalog=services.catalog,
+        live=services.live, prices=services.prices, celery=create_celery_app(services.broker),
+        actuator=actuator, probe=QueueProbe(broker_connector(services.broker)),
+    )  # fmt: skip
+    stop = threading.Event()
+    timeline: list[dict[str, object]] = []
+    started = time.monotonic()
+
+    def record(phase: str) -> None:
+        state = _state(services)
+        timeline.append(
+            {"t_s": round(time.monotonic() - started, 1), "phase": phase,
+             "workers": len(state), "replicas": sum(sum(v.values()) for v in state.values()),
+             "detail": state}
+        )  # fmt: skip
+
+    runner = threading.Thread(target=loop.run, args=(stop,))
+    try:
+        deadline = time.monotonic() + 90
+        while not _state(services) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert _state(services), "the first worker did not join"
+        runner.start()
+        inputs, _ = load_validation(Path(DEMO_CACHE) / "validation.npz")
+        body = json.dumps(
+            {"inputs": inputs[:1].tolist(), "latency_ms": SLO_MS, "min_accuracy": 0.995}
+        ).encode()
+        path = f"/v1/apps/{DEMO_APP}/infer"
+        results = []
+        for phase, clients, seconds in (("low", 2, 10), ("high", 16, 30)):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                run = asyncio.run(closed_loop(url, path, body, concurrency=clients, duration_s=2))
+                if phase == "high":
+                    results.append(run)
+                record(phase)
+        peak_workers = max(int(str(p["workers"])) for p in timeline)
+        peak_replicas = max(int(str(p["replicas"])) for p in timeline)
+        # under the ramp (errors count as misses): the objective holds for 95 %
+        sent = sum(len(r.latencies_ms) for r in results)
+        answered = sum(r.ok for r in results)
+        within = sum(sum(1 for ms in r.latencies_ms if ms <= SLO_MS) for r in results) - sum(
+            r.errors for r in results
+        )
+        # load stops: everything back to the minimum (one worker, nothing loaded)
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            record("idle")
+            last = timeline[-1]
+            if last["workers"] == 1 and last["replicas"] == 0:
+                break
+            time.sleep(1)
+    finally:
+        stop.set()
+        if runner.is_alive():
+            runner.join(30)
+        loop.close()
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait(30)
+        (tmp_path / "timeline.json").write_text(json.dumps(timeline, indent=1))
+        print(json.dumps([{k: v for k, v in p.items() if k != "detail"} for p in timeline]))
+    assert peak_workers == 2, timeline
+    assert peak_replicas >= 2, timeline
+    assert answered > 0
+    assert within / max(sent, 1) >= 0.95, (within, sent)
+    assert timeline[-1]["workers"] == 1, timeline[-5:]
+    assert timeline[-1]["replicas"] == 0, timeline[-5:]
