@@ -97,7 +97,13 @@ class _Build:
                         self._add(i, j, kept)
         order = sorted(
             (j for j, h in enumerate(hosts) if not h.closed),
-            key=lambda j: (hosts[j].prospective, -self.fullness(j), hosts[j].id),
+            # running workers, then those asked for (free), then those to start (priced)
+            key=lambda j: (
+                hosts[j].prospective,
+                hosts[j].open_cost_per_hour > 0,
+                -self.fullness(j),
+                hosts[j].id,
+            ),
         )
         self.hosts_of: dict[str, list[int]] = {}
         for j in order:

@@ -160,6 +160,8 @@ class ScalerState:
     removing: Mapping[str, float] = field(default_factory=dict)  # worker -> asked at
     worker_action_ms: Mapping[str, float] = field(default_factory=dict)
     fixed: Mapping[str, str] = field(default_factory=dict)  # replicate-only: app -> variant
+    # the last capacity problem and its answer: the same problem again is not re-solved
+    last_solved: tuple[Problem, Assignment] | None = field(default=None, compare=False)
 
 
 def make_planner(settings: ScalerSettings) -> Planner:
@@ -233,15 +235,15 @@ class _Tick:
             trend = self._trend_qps_per_s(past, now, estimate)
             past.append((now, estimate))
             held = max(q for t, q in past if t > now - window)
-            if trend > 0:
-                held = max(held, estimate + trend * s.forecast_s)
+            if trend > 0:  # at most double: a step looks like a steep trend for a while
+                held = max(held, min(estimate + trend * s.forecast_s, 2.0 * estimate))
             if held < 1e-6 and key not in seen:
                 continue  # gone for a whole hold-down: forget it
             self.classes[key] = record
             self.estimates[key] = estimate
             self.history[key] = tuple(past)
             backlog = seen[key].backlog if key in seen else 0
-            planned = held * s.headroom + backlog / s.drain_s
+            planned = _quantize(held * s.headroom + backlog / s.drain_s, s.load_quantum)
             plans.append(ClassPlan(key, record.app, measured, estimate, held, planned, 0.0))
         return plans
 
@@ -660,14 +662,18 @@ class _Tick:
                 f"INFAAS_SCALER_MAX_{hw.upper()}_WORKERS={s.max_workers(hw)} is reached"
             )
             return False
-        if self.backed_off(hw) and not below_min:
+        burst = s.burst_workers and bool(needed)
+        if self.backed_off(hw) and not below_min and not burst:
             self.deferred.append(
                 f"add a {hw} worker ({why}): backing off {s.worker_backoff_s:g} s after the "
                 f"last {hw} worker action"
             )
             return False
-        self.actions.append(Action(ADD_WORKER, hardware=hw, reason=why))
-        self.pending_workers = (*self.pending_workers, (hw, self.now))
+        hosts = len({h for _, h in plan.replicas if h.startswith(NEW_HOST + hw)})
+        count = min(max(hosts, 1), s.max_workers(hw) - len(live) - asked) if burst else 1
+        for _ in range(count):
+            self.actions.append(Action(ADD_WORKER, hardware=hw, reason=why))
+            self.pending_workers = (*self.pending_workers, (hw, self.now))
         self.worker_action_ms[hw] = self.now
         return True
 
@@ -734,7 +740,12 @@ class _Tick:
             self.draining[drain] = self.now
         problem = self.problem(loads, current, allowed)
         self.unservable = {c.key: not problem.serving[c.key] for c in problem.classes}
-        plan = planner.solve(problem)
+        last = self.state.last_solved
+        if last is not None and last[0] == problem:
+            plan = replace(last[1], solve_ms=0.0, timings={})  # nothing changed: same answer
+        else:
+            plan = planner.solve(problem)
+        self.solved = (problem, plan)
         if drain is not None and any(h.startswith(NEW_HOST) for _, h in plan.replicas):
             del self.draining[drain]  # the load needs it after all; the greedy re-plans
             problem = self.problem(loads, current, allowed)  # so the tick stays short
@@ -783,8 +794,18 @@ class _Tick:
             removing=self.removing,
             worker_action_ms=self.worker_action_ms,
             fixed=self.fixed,
+            last_solved=self.solved,
         )
         return result, state
+
+
+def _quantize(qps: float, quantum: float) -> float:
+    """Round a load up to the next step of a geometric ladder (ratio 1 + quantum), so
+    loads that differ by noise make the same problem; 0 leaves it as it is."""
+    if quantum <= 0 or qps <= 0:
+        return qps
+    steps = math.ceil(math.log(qps) / math.log1p(quantum) - 1e-9)
+    return float(math.exp(steps * math.log1p(quantum)))
 
 
 def _cores_used(worker: WorkerView, current: Mapping[Key, int], snap: ScalerSnapshot) -> int:

@@ -52,6 +52,13 @@ class ScalerSettings(BaseSettings):
         le=1000,
         description="λ: a new replica costs its hourly price × (1 + λ × load time in s)",
     )
+    load_quantum: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="round planned load up to steps of this relative size, so noise does "
+        "not change the plan (0: exact)",
+    )
     load_smoothing: float = Field(
         default=0.5,
         gt=0,
@@ -154,6 +161,12 @@ class ScalerSettings(BaseSettings):
     min_gpu_workers: int = Field(default=0, ge=0, le=10_000)
     max_gpu_workers: int = Field(default=4, ge=0, le=10_000)
     max_new_workers_per_tick: int = Field(default=1, ge=1, le=100)
+    burst_workers: bool = Field(
+        default=False,
+        description="ask at once for every new worker the plan needs (up to "
+        "max_new_workers_per_tick), without the worker back-off; off: one at a time, "
+        "the paper's rule",
+    )
     cpu_worker_cores: int | None = Field(
         default=None,
         ge=1,

@@ -480,3 +480,14 @@ def test_hold_downs_cover_the_time_to_start_a_worker_when_asked() -> None:
     paper, ours = settings(), settings(hold_start_factor=2.0, gpu_worker_start_s=60.0)
     assert paper.hold_ms("gpu", 500.0) == paper.gpu_hold_ticks * paper.tick_ms
     assert ours.hold_ms("gpu", 500.0) == 120_000.0
+
+
+def test_noise_within_the_load_quantum_reuses_the_last_answer() -> None:
+    run = Run(two_workers(), settings(load_quantum=0.05))
+    run.steps([100.0, 100.0])  # the fleet settles
+    first, second, third = run.steps([100.0, 101.0, 130.0])
+    assert first.demand[0].planned_qps == second.demand[0].planned_qps >= 105.0
+    assert second.solve_ms == 0.0  # not solved again
+    assert second.targets == first.targets
+    assert third.demand[0].planned_qps > second.demand[0].planned_qps
+    assert third.solve_ms > 0.0
