@@ -485,7 +485,16 @@ class _Tick:
                 hosts.append(Host(id=f"{PENDING_HOST}{hw}-{k + 1}", **shape))
             room = s.max_workers(hw) - self.count(hw) - len(waiting)
             price = self.snap.worker_price_per_hour(hw)
-            for k in range(max(min(room, s.max_new_workers_per_tick), 0)):
+            # offer the most new workers while the fleet grows (the last plan started some
+            # or left load unserved), one when it does not: a quiet tick's problem stays small
+            last = self.state.last_solved
+            growing = (
+                last is None
+                or bool(last[1].unserved_qps)
+                or any(h.startswith(NEW_HOST + hw) for _, h in last[1].replicas)
+            )
+            offered = s.max_new_workers_per_tick if growing else 1
+            for k in range(max(min(room, offered), 0)):
                 hosts.append(Host(id=f"{NEW_HOST}{hw}-{k + 1}", open_cost_per_hour=price, **shape))
         return hosts
 
