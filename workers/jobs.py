@@ -143,15 +143,7 @@ class RuntimeCache:
         if not path.exists():
             self._cache_dir.mkdir(parents=True, exist_ok=True)
             self._store.get_file(variant.artifact_key, path)
-        spec = RuntimeSpec(
-            runtime=variant.runtime,
-            precision=variant.precision,
-            hardware=variant.hardware,
-            threads=max(variant.threads, 1),
-            opt=variant.opt,
-            input_name=app.signature.name,
-            output_name=model.output_name,
-        )
+        spec = RuntimeSpec.of_variant(variant, app.signature.name, model.output_name)
         runtime = load_runtime(spec, path)
         self._loaded[key] = runtime
         while len(self._loaded) > self._size:

@@ -106,15 +106,7 @@ class VariantServer:
         app = self._catalog.get_app(variant.app)
         started = time.perf_counter()
         artifact = self._fetch(variant)
-        spec = RuntimeSpec(
-            runtime=variant.runtime,
-            precision=variant.precision,
-            hardware=variant.hardware,
-            threads=max(variant.threads, 1),
-            opt=variant.opt,
-            input_name=app.signature.name,
-            output_name=model.output_name,
-        )
+        spec = RuntimeSpec.of_variant(variant, app.signature.name, model.output_name)
         runtime = load_runtime(spec, artifact)
         load_ms = (time.perf_counter() - started) * 1000
         batch = variant.profile.batch_limit

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import re
 import tempfile
-from collections.abc import AsyncGenerator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,13 +26,13 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from api_gateway.deps import State, Tenant, TenantContext
 from api_gateway.jobs_dispatch import Submission
 from api_gateway.responses import JSONResponse
-from queues.errors import InvalidRequest, UnknownJob, UploadTooLarge
+from api_gateway.upload_limits import MB, UploadLimit
+from queues.errors import InvalidRequest, UnknownJob
 from registry.jobs import Job, check_status_filter, job_summary, job_view
 from registry.types import utcnow
 
 router = APIRouter(tags=["batch jobs"])
 
-_MB = 1024 * 1024
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 FORM_FILE = "inputs"
 
@@ -102,30 +101,9 @@ def _validated(data: dict[str, Any] | bytes) -> JobRequest:
         raise RequestValidationError(exc.errors()) from exc
 
 
-def _too_large(size_bytes: int, limit_bytes: int) -> UploadTooLarge:
-    return UploadTooLarge(
-        f"the upload is {size_bytes / _MB:.1f} MB, more than the limit of "
-        f"{limit_bytes / _MB:.1f} MB (INFAAS_JOB_MAX_UPLOAD_MB); put large inputs in the "
-        "object store and give their s3:// location instead"
-    )
-
-
-async def _limited(request: Request, limit_bytes: int) -> AsyncGenerator[bytes, None]:
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit_bytes:
-            raise _too_large(received, limit_bytes)
-        yield chunk
-
-
-async def _read_form(request: Request, limit_bytes: int) -> FormData:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit_bytes:
-        raise _too_large(int(declared), limit_bytes)
-    parser = MultiPartParser(
-        request.headers, _limited(request, limit_bytes), max_files=1, max_fields=16
-    )
+async def _read_form(request: Request, limit: UploadLimit) -> FormData:
+    limit.check_declared(request)
+    parser = MultiPartParser(request.headers, limit.stream(request), max_files=1, max_fields=16)
     try:
         return await parser.parse()
     except MultiPartException as exc:
@@ -144,7 +122,7 @@ def _save_upload(form: FormData, dest: Path) -> str:
     digest = hashlib.sha256()
     value.file.seek(0)
     with dest.open("wb") as out:
-        while block := value.file.read(_MB):
+        while block := value.file.read(MB):
             digest.update(block)
             out.write(block)
     return digest.hexdigest()
@@ -217,7 +195,11 @@ async def submit_job(
     dispatcher = state.jobs
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        limit = int(dispatcher.settings.max_upload_mb * _MB)
+        limit = UploadLimit(
+            int(dispatcher.settings.max_upload_mb * MB),
+            "INFAAS_JOB_MAX_UPLOAD_MB",
+            "put large inputs in the object store and give their s3:// location instead",
+        )
         with tempfile.TemporaryDirectory(prefix="infaas-job-upload-") as tmp:
             form = await _read_form(request, limit)
             try:

@@ -15,7 +15,6 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +27,7 @@ from api_gateway.deps import State, Tenant
 from api_gateway.responses import JSONResponse
 from api_gateway.routes.apps import app_view
 from api_gateway.state import GatewayState
+from api_gateway.upload_limits import MB, UploadLimit
 from queues import topology
 from queues.errors import (
     BrokerUnavailable,
@@ -35,7 +35,6 @@ from queues.errors import (
     InvalidRequest,
     Unavailable,
     UnknownModel,
-    UploadTooLarge,
 )
 from registry.intake import Upload, accept_upload, check_hardware, remove_model
 from registry.names import check_id
@@ -63,7 +62,6 @@ FORM_FIELDS = (
     "batch_sizes",
 )
 FORM_FILES = ("model", "validation")
-_MB = 1024 * 1024
 
 
 class InputSpec(BaseModel):
@@ -166,35 +164,14 @@ _UPLOAD_DOC = {
 }
 
 
-def _too_large(size_bytes: int, limit_bytes: int) -> UploadTooLarge:
-    return UploadTooLarge(
-        f"the upload is {size_bytes / _MB:.1f} MB, more than the limit of "
-        f"{limit_bytes / _MB:.1f} MB (INFAAS_MAX_UPLOAD_MB); send a smaller model or "
-        "validation set, or raise the limit"
-    )
-
-
-async def _limited(request: Request, limit_bytes: int) -> AsyncGenerator[bytes, None]:
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit_bytes:
-            raise _too_large(received, limit_bytes)
-        yield chunk
-
-
-async def _read_form(request: Request, limit_bytes: int) -> FormData:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit_bytes:
-        raise _too_large(int(declared), limit_bytes)
+async def _read_form(request: Request, limit: UploadLimit) -> FormData:
+    limit.check_declared(request)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest(
             "send the model as multipart/form-data with files 'model' and 'validation' "
             "(curl -F model=@m.onnx -F validation=@val.npz)"
         )
-    parser = MultiPartParser(
-        request.headers, _limited(request, limit_bytes), max_files=4, max_fields=16
-    )
+    parser = MultiPartParser(request.headers, limit.stream(request), max_files=4, max_fields=16)
     try:
         return await parser.parse()
     except MultiPartException as exc:
@@ -219,7 +196,7 @@ def _save(form: FormData, name: str, dest: Path) -> tuple[Path, str]:
         )
     with dest.open("wb") as out:
         value.file.seek(0)
-        shutil.copyfileobj(value.file, out, _MB)
+        shutil.copyfileobj(value.file, out, MB)
     return dest, value.filename or ""
 
 
@@ -315,7 +292,11 @@ async def register_model(app: str, request: Request, state: State, _tenant: Tena
             "start it with `infaas gateway` or `infaas demo`"
         )
     await asyncio.to_thread(services.catalog.get_app, app)  # 404 before reading the body
-    limit = int(state.settings.max_upload_mb * _MB)
+    limit = UploadLimit(
+        int(state.settings.max_upload_mb * MB),
+        "INFAAS_MAX_UPLOAD_MB",
+        "send a smaller model or validation set, or raise the limit",
+    )
     with tempfile.TemporaryDirectory(prefix="infaas-upload-") as tmp:
         form = await _read_form(request, limit)
         try:

@@ -9,6 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from queues.errors import WorkerError
+from registry.types import Variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,19 @@ class RuntimeSpec:
     opt: str = ""
     input_name: str = ""
     output_name: str = ""
+
+    @classmethod
+    def of_variant(cls, variant: Variant, input_name: str, output_name: str) -> RuntimeSpec:
+        """The spec of a catalogued variant (its app's input, its model's output)."""
+        return cls(
+            runtime=variant.runtime,
+            precision=variant.precision,
+            hardware=variant.hardware,
+            threads=max(variant.threads, 1),
+            opt=variant.opt,
+            input_name=input_name,
+            output_name=output_name,
+        )
 
 
 class Runtime(Protocol):
