@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infaas.demo import DEMO_APP, VALIDATION_KEY
+from infaas.demo import DEMO_APP
 from infaas.services import Services
 from queues.errors import UnknownModel
 from registry.types import READY, Model
@@ -56,16 +56,19 @@ def train_wide_mlp(path: Path, *, hidden: int = 2048, epochs: int = 3, seed: int
     return path
 
 
-def register_wide_mlp(services: Services, work: Path) -> str:
-    """Train, upload and profile the wide MLP under the demo app; its 1-thread variant id."""
+def register_wide_mlp(services: Services, work: Path, validation: Path) -> str:
+    """Train, upload and profile the wide MLP under the demo app (``validation``: the demo's
+    validation set); its 1-thread variant id."""
     try:
         services.catalog.get_model(WIDE_MLP)
     except UnknownModel:
         artifact = train_wide_mlp(work / f"{WIDE_MLP}.onnx")
         key = f"models/{WIDE_MLP}/model.onnx"
+        validation_key = f"models/{WIDE_MLP}/validation.npz"
         services.store.put_file(key, artifact)
+        services.store.put_file(validation_key, validation)
         services.catalog.add_model(
-            Model(WIDE_MLP, DEMO_APP, "onnx", key, VALIDATION_KEY, output_name="probabilities")
+            Model(WIDE_MLP, DEMO_APP, "onnx", key, validation_key, output_name="probabilities")
         )
         context = BuildContext(
             catalog=services.catalog, store=services.store, prices=services.prices,

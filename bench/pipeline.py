@@ -146,7 +146,7 @@ def run_batching(duration_s: float) -> dict[str, Any]:
     call, prefetch 1) and on (the variant's best batch and the deadline-aware wait)."""
     modes: dict[str, dict[str, float | int]] = {}
     with bench_stack() as stack:
-        variant = register_wide_mlp(stack.services, stack.home)
+        variant = register_wide_mlp(stack.services, stack.home, stack.demo.validation_path)
         inputs, _ = load_validation(stack.demo.validation_path)
         body = json.dumps(
             {"inputs": inputs[:1].tolist(), "latency_ms": BATCHING_SLO_MS, "min_accuracy": 0.5}

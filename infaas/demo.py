@@ -25,7 +25,6 @@ from registry.types import READY, App, InputSignature
 from workers.registration import BuildContext, run_registration
 
 DEMO_APP = "digits"
-VALIDATION_KEY = f"apps/{DEMO_APP}/validation.npz"
 Say = Callable[[str], None]
 
 
