@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from queues.errors import WorkerError
+from tests.hardware import NO_CUDA, cuda_available, needs_cuda
 from tests.registration_models import Trained, sklearn_onnx, torch_program
 from workers.builders import (
     ONNX_FP32,
@@ -214,23 +215,17 @@ def test_torch_program_artifact_is_the_sanitized_program(tmp_path: Path) -> None
 # -- GPU builders: run only where the library and a GPU are present -----------------------
 
 
-def _cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU; CPU-only machines cannot run it")
+@needs_cuda  # may skip: see tests/hardware.py
 def test_gpu_capabilities_see_the_device(mlp: Trained) -> None:
     caps = detect_capabilities("gpu", "onnx", mlp.path, len(mlp.inputs))
     assert caps.cuda
 
 
 def test_tensorrt_engine_matches_onnx(mlp: Trained, tmp_path: Path) -> None:
-    # optional: TensorRT cannot be installed on CPU-only machines, so this skips there
+    # may skip, in CI too: TensorRT exists only on a CUDA host (see tests/hardware.py)
     pytest.importorskip("tensorrt")
-    if not _cuda():
-        pytest.skip("TensorRT needs a CUDA GPU")
+    if not cuda_available():
+        pytest.skip(f"TensorRT {NO_CUDA}")
     engine = build_artifact(TENSORRT_FP16, mlp.path, tmp_path, input_name="input", max_batch=64)
     spec = RuntimeSpec("tensorrt", "fp16", "gpu", input_name="input", output_name="probabilities")
     runtime = load_runtime(spec, engine)
@@ -246,6 +241,7 @@ def test_onnxruntime_cuda_variant_matches_cpu(mlp: Trained, tmp_path: Path) -> N
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
+        # may skip, in CI too: onnxruntime-gpu exists only on a CUDA host (tests/hardware.py)
         pytest.skip("onnxruntime-gpu is not installed (it cannot be on CPU-only machines)")
     artifact = build_artifact(ONNX_SOURCE, mlp.path, tmp_path, input_name="input")
     spec = RuntimeSpec("onnx", "fp32", "gpu", 1, input_name="input", output_name="probabilities")

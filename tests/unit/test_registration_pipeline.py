@@ -37,6 +37,7 @@ from registry.types import (
     InputSignature,
     Profile,
 )
+from tests.hardware import needs_cuda
 from tests.registration_models import (
     INPUT,
     OUTPUT,
@@ -221,13 +222,7 @@ def test_cpu_variants_of_a_torch_program(program: Trained, tmp_path: Path) -> No
     assert report.notes == ["onnxruntime and int8 variants need an ONNX upload"]
 
 
-def _cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU; CPU-only machines cannot run it")
+@needs_cuda  # may skip: see tests/hardware.py
 def test_gpu_variants_of_a_torch_program(program: Trained, tmp_path: Path) -> None:
     sink = RecordingSink()
     settings = dataclasses.replace(FAST, hardware="gpu")

@@ -1,0 +1,29 @@
+"""Tests of code paths that need a CUDA device, and the libraries only a CUDA host has.
+
+Why these may skip, even in CI: CI runs on this project's CPU-only machines, where no CUDA
+device exists and TensorRT and onnxruntime-gpu cannot be installed (their wheels come from
+NVIDIA's index and need a CUDA host). Failing there would only say the machine has no GPU,
+which no change to the code can fix. Each such test skips with its reason and runs wherever
+a GPU is (``bash bench/gpu_check.sh`` is the one command for such a machine); the CPU side
+of the same code paths (capability detection, the refusal without a device) is tested
+everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+
+@functools.cache
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+NO_CUDA = "needs a CUDA GPU; CPU-only machines (CI's among them) cannot run it"
+
+# a test of a GPU code path: runs on a CUDA machine, skips (with the reason) elsewhere
+needs_cuda = pytest.mark.skipif(not cuda_available(), reason=NO_CUDA)
