@@ -1,5 +1,6 @@
 """Request bodies with a size limit: refused from the declared length when it says too
-much, and cut off while streaming when the body runs past the limit."""
+much, cut off while streaming when the body runs past the limit, and multipart forms read
+through it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
 
-from queues.errors import UploadTooLarge
+from queues.errors import InvalidRequest, UploadTooLarge
 
 MB = 1024 * 1024
 
@@ -37,3 +40,14 @@ class UploadLimit:
             if received > self.limit_bytes:
                 raise self.too_large(received)
             yield chunk
+
+    async def read_form(self, request: Request, *, max_files: int) -> FormData:
+        """The multipart form of ``request``, within the limit."""
+        self.check_declared(request)
+        parser = MultiPartParser(
+            request.headers, self.stream(request), max_files=max_files, max_fields=16
+        )
+        try:
+            return await parser.parse()
+        except MultiPartException as exc:
+            raise InvalidRequest(f"the multipart body cannot be read: {exc.message}") from exc

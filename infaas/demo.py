@@ -28,10 +28,6 @@ DEMO_APP = "digits"
 Say = Callable[[str], None]
 
 
-def model_artifact_key(model: str) -> str:
-    return f"models/{model}/model.onnx"
-
-
 def ensure_demo_app(
     services: Services,
     *,

@@ -182,8 +182,8 @@ def remove_model(catalog: Catalog, store: ObjectStore, model_id: str) -> list[Va
     model = catalog.get_model(model_id)
     variants = catalog.delete_model(model_id)
     RegistrationStore(catalog).delete_for_model(model_id)
-    store.delete_prefix(model_prefix(model_id))
     prefix = model_prefix(model_id)
+    store.delete_prefix(prefix)
     others = {v.artifact_key for v in variants} | {model.artifact_key}
     for key in sorted(k for k in others if not k.startswith(prefix)):
         store.delete(key)  # artifacts of variants built before keys sat under the model

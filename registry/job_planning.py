@@ -24,10 +24,9 @@ from typing import Any
 from queues.errors import InvalidRequest, NoEligibleVariant, NoWorker
 from registry.job_settings import JobSettings
 from registry.livestate import OVERLOADED, WorkerReport
+from registry.selector import MS_PER_HOUR
 from registry.store import check_bucket_name, check_prefix
 from registry.types import Variant
-
-MS_PER_HOUR = 3_600_000.0
 
 # Status of a job.
 JOB_QUEUED = "queued"

@@ -59,7 +59,7 @@ from registry.job_planning import (
     next_job_status,
     output_key,
 )
-from registry.types import utcnow
+from registry.types import iso, utcnow
 
 if TYPE_CHECKING:
     from registry.catalog import Catalog
@@ -250,10 +250,6 @@ class Claim:
     chunk: Chunk
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
 def progress_of(chunks: Sequence[Chunk]) -> Progress:
     done = [c for c in chunks if c.status == CHUNK_DONE]
     return Progress(
@@ -278,8 +274,8 @@ def job_summary(job: Job, progress: Progress) -> dict[str, Any]:
             "chunks_total": job.chunks_total,
         },
         "cost_usd": round(progress.cost_usd, 10),
-        "created_at": _iso(job.created_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": iso(job.created_at),
+        "finished_at": iso(job.finished_at),
         "status_url": f"/v1/jobs/{job.id}",
     }
 
@@ -305,7 +301,7 @@ def job_view(job: Job, chunks: Sequence[Chunk], now: datetime) -> dict[str, Any]
             "input": job.input.url,
             "output": job.output.url,
             "min_accuracy": job.min_accuracy,
-            "deadline": _iso(job.deadline),
+            "deadline": iso(job.deadline),
             "deadline_missed": job.deadline is not None and end > job.deadline,
             "max_cost_usd": job.max_cost_usd,
             "model_ms": round(progress.model_ms, 3),
@@ -314,8 +310,8 @@ def job_view(job: Job, chunks: Sequence[Chunk], now: datetime) -> dict[str, Any]
             "outputs": [c.output_key for c in chunks if c.status == CHUNK_DONE],
             "manifest": job.manifest_key or None,
             "idempotency_key": job.idempotency_key,
-            "started_at": _iso(job.started_at),
-            "updated_at": _iso(job.updated_at),
+            "started_at": iso(job.started_at),
+            "updated_at": iso(job.updated_at),
         }
     )
     view["progress"]["fraction"] = (

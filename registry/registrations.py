@@ -22,7 +22,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from queues.errors import InvalidRequest, NotFound
 from registry.catalog_schema import Base, JSONColumn, UTCDateTime
-from registry.types import FAILED, READY, VARIANT_STATUSES, utcnow
+from registry.types import FAILED, READY, VARIANT_STATUSES, iso, utcnow
 
 if TYPE_CHECKING:
     from registry.catalog import Catalog
@@ -197,8 +197,8 @@ class Registration:
                     "error": t.error or None,
                     "notes": list(t.notes),
                     "attempts": t.attempts,
-                    "started_at": _iso(t.started_at),
-                    "finished_at": _iso(t.finished_at),
+                    "started_at": iso(t.started_at),
+                    "finished_at": iso(t.finished_at),
                 }
                 for t in self.tasks
             },
@@ -208,18 +208,14 @@ class Registration:
                     "hardware": v.hardware,
                     "status": v.status,
                     "error": v.error or None,
-                    "updated_at": _iso(v.updated_at),
+                    "updated_at": iso(v.updated_at),
                 }
                 for v in self.variants
             ],
             "counts": counts,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
         }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
 
 
 def new_registration_id() -> str:

@@ -24,6 +24,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 text of a moment, or None."""
+    return moment.isoformat() if moment is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class InputSignature:
     """One named input tensor; ``shape[0]`` is the batch dimension and is -1."""

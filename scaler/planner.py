@@ -127,9 +127,6 @@ class Problem:
             penalties[c.key] = UNSERVED_WEIGHT * (worst + opening) + 1.0
         object.__setattr__(self, "unserved_per_percent", penalties)
 
-    def current_total(self) -> dict[tuple[str, str], int]:
-        return {(vid, h.id): n for h in self.hosts for vid, n in sorted(h.current.items()) if n > 0}
-
 
 def _bad(message: str) -> InvalidRequest:
     return InvalidRequest(f"planner problem: {message}")
@@ -196,9 +193,6 @@ class Assignment:
     solve_ms: float = 0.0
     timings: Mapping[str, float] = field(default_factory=dict)
     bound: float | None = None  # a proven lower bound of the objective (ILP only)
-
-    def replicas_of(self, variant: str) -> int:
-        return sum(n for (vid, _), n in self.replicas.items() if vid == variant)
 
 
 class Planner(Protocol):

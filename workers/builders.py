@@ -371,6 +371,7 @@ def prepare_for_quantization(source: Path, dest: Path) -> Path | None:
             try:
                 quant_pre_process(source, dest, skip_symbolic_shape=skip_symbolic)
             except Exception:  # shape inference gives up on some graphs (ai.onnx.ml)
+                dest.unlink(missing_ok=True)  # never leave a half-written graph behind
                 continue
             return dest
         return None
@@ -383,7 +384,9 @@ def prepare_for_quantization(source: Path, dest: Path) -> Path | None:
 def _quantize(kind: str, source: Path, dest: Path, quantize: Callable[[Path], object]) -> Path:
     """Quantise the pre-processed graph, else the graph as uploaded; the artifact must
     hold quantised operators."""
-    prepared = prepare_for_quantization(source, dest.with_name(f"{dest.stem}.pre.onnx"))
+    # one pre-processed graph per source serves both int8 recipes
+    pre = dest.with_name(f"{source.stem}.pre.onnx")
+    prepared = pre if pre.exists() else prepare_for_quantization(source, pre)
     candidates = [p for p in (prepared, source) if p is not None]
     errors: list[str] = []
     for candidate in candidates:

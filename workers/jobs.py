@@ -15,7 +15,6 @@ overloaded or busy. A worker of the wrong hardware hands a chunk back.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import io
 import logging
 import os
@@ -38,7 +37,6 @@ from registry.job_planning import (
     CLAIM_EXHAUSTED,
     CLAIM_HELD,
     CLAIM_RUN,
-    MS_PER_HOUR,
     Location,
     online_pressure,
 )
@@ -46,8 +44,10 @@ from registry.job_queue import send_chunks
 from registry.job_settings import JobSettings
 from registry.jobs import Chunk, Claim, Job, JobStore
 from registry.livestate import LiveState
+from registry.selector import MS_PER_HOUR
 from registry.store import ObjectStore
 from registry.types import App, Model, Variant
+from workers.artifacts import artifact_cache_key, fetch_artifact
 from workers.runtimes.base import Runtime, RuntimeSpec, load_runtime
 
 log = logging.getLogger(__name__)
@@ -130,19 +130,13 @@ class RuntimeCache:
         self._loaded: OrderedDict[str, Runtime] = OrderedDict()
 
     def get(self, variant: Variant, app: App, model: Model) -> Runtime:
-        tag = hashlib.sha256(
-            f"{variant.artifact_key}|{variant.created_at.isoformat()}".encode()
-        ).hexdigest()[:16]
-        key = f"{variant.id}-{tag}"
+        key = artifact_cache_key(variant)
         runtime = self._loaded.get(key)
         if runtime is not None:
             self._loaded.move_to_end(key)
             return runtime
-        # the same file name as the variant server's cache, so both share one download
-        path = self._cache_dir / f"{key}{Path(variant.artifact_key).suffix}"
-        if not path.exists():
-            self._cache_dir.mkdir(parents=True, exist_ok=True)
-            self._store.get_file(variant.artifact_key, path)
+        # the variant server's cache: both share one download
+        path = fetch_artifact(self._store, self._cache_dir, variant)
         spec = RuntimeSpec.of_variant(variant, app.signature.name, model.output_name)
         runtime = load_runtime(spec, path)
         self._loaded[key] = runtime

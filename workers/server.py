@@ -8,7 +8,6 @@ replicas on the variant's queue. Every public method is safe to call from any th
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from registry.catalog import Catalog
 from registry.livestate import now_ms
 from registry.store import ObjectStore
 from registry.types import Variant
+from workers.artifacts import fetch_artifact
 from workers.batching import consumer_prefetch
 from workers.consumer import Replica, ReplicaConfig
 from workers.runtimes.base import Runtime, RuntimeSpec, load_runtime
@@ -128,15 +128,7 @@ class VariantServer:
         return LoadedVariant(variant, runtime, VariantStats(), config, load_ms=load_ms)
 
     def _fetch(self, variant: Variant) -> Path:
-        tag = hashlib.sha256(
-            f"{variant.artifact_key}|{variant.created_at.isoformat()}".encode()
-        ).hexdigest()[:16]
-        suffix = Path(variant.artifact_key).suffix
-        path = self._cache_dir / f"{variant.id}-{tag}{suffix}"
-        if not path.exists():
-            self._cache_dir.mkdir(parents=True, exist_ok=True)
-            self._store.get_file(variant.artifact_key, path)
-        return path
+        return fetch_artifact(self._store, self._cache_dir, variant)
 
     def unload(self, variant_id: str) -> bool:
         """Stop the variant's replicas (their held queries go back to the queue) and

@@ -21,7 +21,6 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from api_gateway.deps import State, Tenant, TenantContext
 from api_gateway.jobs_dispatch import Submission
@@ -99,15 +98,6 @@ def _validated(data: dict[str, Any] | bytes) -> JobRequest:
         return JobRequest.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
-
-
-async def _read_form(request: Request, limit: UploadLimit) -> FormData:
-    limit.check_declared(request)
-    parser = MultiPartParser(request.headers, limit.stream(request), max_files=1, max_fields=16)
-    try:
-        return await parser.parse()
-    except MultiPartException as exc:
-        raise InvalidRequest(f"the multipart body cannot be read: {exc.message}") from exc
 
 
 def _save_upload(form: FormData, dest: Path) -> str:
@@ -201,7 +191,7 @@ async def submit_job(
             "put large inputs in the object store and give their s3:// location instead",
         )
         with tempfile.TemporaryDirectory(prefix="infaas-job-upload-") as tmp:
-            form = await _read_form(request, limit)
+            form = await limit.read_form(request, max_files=1)
             try:
                 path = Path(tmp) / "inputs.npz"
                 digest = await asyncio.to_thread(_save_upload, form, path)
@@ -226,17 +216,21 @@ async def submit_job(
     return _accepted(job, replayed)
 
 
+def _check_owner(job: Job, tenant: TenantContext) -> None:
+    if job.tenant != tenant.tenant:
+        raise UnknownJob(f"job {job.id!r} does not exist; GET /v1/jobs lists your jobs")
+
+
 async def _own_job(state: State, tenant: TenantContext, job_id: str) -> Job:
     job = await asyncio.to_thread(state.jobs.jobs.get, job_id)
-    if job.tenant != tenant.tenant:
-        raise UnknownJob(f"job {job_id!r} does not exist; GET /v1/jobs lists your jobs")
+    _check_owner(job, tenant)
     return job
 
 
 @router.get("/v1/jobs/{job_id}", summary="A job's status, progress, cost so far and outputs")
 async def get_job(job_id: str, state: State, tenant: Tenant) -> JSONResponse:
-    await _own_job(state, tenant, job_id)
     job, chunks = await asyncio.to_thread(state.jobs.jobs.get_with_chunks, job_id)
+    _check_owner(job, tenant)
     return JSONResponse(job_view(job, chunks, utcnow()))
 
 

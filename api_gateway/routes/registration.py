@@ -21,7 +21,6 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from api_gateway.deps import State, Tenant
 from api_gateway.responses import JSONResponse
@@ -171,11 +170,7 @@ async def _read_form(request: Request, limit: UploadLimit) -> FormData:
             "send the model as multipart/form-data with files 'model' and 'validation' "
             "(curl -F model=@m.onnx -F validation=@val.npz)"
         )
-    parser = MultiPartParser(request.headers, limit.stream(request), max_files=4, max_fields=16)
-    try:
-        return await parser.parse()
-    except MultiPartException as exc:
-        raise InvalidRequest(f"the multipart body cannot be read: {exc.message}") from exc
+    return await limit.read_form(request, max_files=4)
 
 
 def _field(form: FormData, name: str) -> str | None:
@@ -359,7 +354,7 @@ async def delete_model(app: str, model: str, state: State, _tenant: Tenant) -> J
         )
     live = await asyncio.to_thread(services.live.snapshot)
     variants = await asyncio.to_thread(catalog.list_variants, model_id=model)
-    loaded = {v.id: len(live.placements(v.id)) for v in variants if live.placements(v.id)}
+    loaded = {v.id: n for v in variants if (n := len(live.placements(v.id)))}
     # First the catalog (no gateway selects the variants after its next refresh), then
     # the files; loaded variants finish the queries they hold before workers unload them.
     deleted = await asyncio.to_thread(remove_model, catalog, services.store, model)

@@ -260,7 +260,7 @@ class Simulation:
         variant = self.catalog.variants[vid]
         profile = variant.profile
         assert profile is not None
-        for worker in list(self.workers.values()):
+        for worker in self.workers.values():  # nothing here adds or removes workers
             for replica in worker.replicas.get(vid, ()):
                 if not queue:
                     return
@@ -388,6 +388,10 @@ class Simulation:
     def _monitor(self) -> None:
         now = self.now
         reports = {}
+        ready_total: dict[str, int] = {}  # ready replicas per variant across the fleet
+        for w in self.workers.values():
+            for vid, reps in w.replicas.items():
+                ready_total[vid] = ready_total.get(vid, 0) + sum(r.ready_s <= now for r in reps)
         for worker in self.workers.values():
             if not worker.running(now):
                 continue
@@ -396,7 +400,7 @@ class Simulation:
             worker.busy_thread_s = 0.0
             loads = {}
             for vid, replicas in worker.replicas.items():
-                loads[vid] = self._variant_load(worker, vid, replicas)
+                loads[vid] = self._variant_load(worker, vid, replicas, ready_total.get(vid, 0))
             worker.window.clear()
             reports[worker.worker_id] = WorkerReport(
                 worker_id=worker.worker_id,
@@ -417,15 +421,13 @@ class Simulation:
         self.served_latencies.clear()
         self.live = LiveSnapshot(taken_ms=now * 1000.0, workers=reports)
 
-    def _variant_load(self, worker: SimWorker, vid: str, replicas: list[Replica]) -> VariantLoad:
+    def _variant_load(
+        self, worker: SimWorker, vid: str, replicas: list[Replica], total: int
+    ) -> VariantLoad:
         ready = [r for r in replicas if r.ready_s <= self.now and not r.retiring]
         variant = self.catalog.variants[vid]
         if not ready:
             return VariantLoad(variant=vid, app=variant.app, state=LOADING, replicas=0)
-        total = sum(
-            len([r for r in w.replicas.get(vid, ()) if r.ready_s <= self.now])
-            for w in self.workers.values()
-        )
         share = len(ready) / max(total, 1)
         _, batches, rows, busy_ms, typical_ms = worker.window.get(vid, [0.0] * 5)
         arrived = self.variant_arrivals.get(vid, 0) * share
