@@ -26,6 +26,11 @@ class GatewaySettings(BaseSettings):
     refresh_interval_s: float = Field(
         default=0.5, gt=0, le=60, description="how often catalog and live state are re-read"
     )
+    freeze_heap: bool = Field(
+        default=True,
+        description="after start, hide long-lived objects from the garbage collector's full "
+        "passes (queues.heap), which otherwise stall the event loop for tens of ms",
+    )
     overhead_ms: float = Field(
         default=0.5,
         ge=0,

@@ -18,6 +18,7 @@ from api_gateway.jobs_dispatch import JobDispatcher
 from api_gateway.metrics import GatewayMetrics
 from api_gateway.settings import GatewaySettings
 from queues.errors import InfaasError, NotFound
+from queues.heap import settle_heap
 from queues.rpc import QueryClient
 from queues.settings import BrokerSettings
 from registry.catalog import Catalog
@@ -74,6 +75,8 @@ class GatewayState:
     async def start(self) -> None:
         await self.services.client.start()
         await self.refresh(force=True)
+        if self.settings.freeze_heap:
+            settle_heap()
         self._task = asyncio.create_task(self._refresh_loop(), name="infaas-refresh")
 
     async def stop(self) -> None:

@@ -99,6 +99,7 @@ class VariantServerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             max_prefetch=settings.max_prefetch,
             batch_cap=settings.batch_cap,
             batch_wait_ms=settings.batch_wait_ms,
+            freeze_heap=settings.freeze_heap,
         )
         worker.infaas_server = server
         self.metrics_server = (

@@ -19,6 +19,7 @@ from kombu import Connection
 
 from queues import topology
 from queues.errors import InvalidRequest, WorkerError
+from queues.heap import settle_heap
 from queues.settings import BrokerSettings
 from registry.catalog import Catalog
 from registry.livestate import now_ms
@@ -64,6 +65,7 @@ class VariantServer:
         max_prefetch: int = 256,
         batch_cap: int = 0,
         batch_wait_ms: float = 2.0,
+        freeze_heap: bool = False,
     ) -> None:
         self.worker_id = worker_id
         self.hardware = hardware
@@ -75,6 +77,7 @@ class VariantServer:
         self._max_prefetch = max_prefetch
         self._batch_cap = batch_cap
         self._batch_wait_ms = batch_wait_ms
+        self._freeze_heap = freeze_heap
         self._lock = threading.RLock()
         self._loaded: dict[str, LoadedVariant] = {}
         self._replica_seq = 0
@@ -90,6 +93,8 @@ class VariantServer:
             if loaded is None:
                 loaded = self._load_new(variant_id)
                 self._loaded[variant_id] = loaded
+                if self._freeze_heap:
+                    settle_heap()
             self._resize(loaded, max(replicas, len(loaded.replicas)))
             return loaded
 

@@ -34,6 +34,11 @@ class WorkerSettings(BaseSettings):
     batch_wait_ms: float = Field(
         default=2.0, ge=0, le=1000, description="longest wait for more queries to fill a batch"
     )
+    freeze_heap: bool = Field(
+        default=True,
+        description="after each model load, hide long-lived objects from the garbage "
+        "collector's full passes (queues.heap), which otherwise stall every replica",
+    )
     celery_concurrency: int = Field(default=2, ge=1, le=64)
     metrics_port: int | None = Field(
         default=None,
