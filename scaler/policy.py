@@ -162,6 +162,7 @@ class ScalerState:
     fixed: Mapping[str, str] = field(default_factory=dict)  # replicate-only: app -> variant
     # the last capacity problem and its answer: the same problem again is not re-solved
     last_solved: tuple[Problem, Assignment] | None = field(default=None, compare=False)
+    solved_ms: float | None = None  # when last_solved was solved (not merely kept)
 
 
 def make_planner(settings: ScalerSettings) -> Planner:
@@ -750,11 +751,14 @@ class _Tick:
         problem = self.problem(loads, current, allowed)
         self.unservable = {c.key: not problem.serving[c.key] for c in problem.classes}
         last = self.state.last_solved
-        if last is not None and last[0] == problem:
-            plan = replace(last[1], solve_ms=0.0, timings={})  # nothing changed: same answer
+        self.solved_ms = self.state.solved_ms
+        if last is not None and self._still_answers(last[0], last[1], problem):
+            plan = replace(last[1], solve_ms=0.0, timings={})  # the same answer holds
+            self.solved = last  # later ticks compare with the loads it was solved for
         else:
             plan = planner.solve(problem)
-        self.solved = (problem, plan)
+            self.solved = (problem, plan)
+            self.solved_ms = self.now
         if drain is not None and any(h.startswith(NEW_HOST) for _, h in plan.replicas):
             del self.draining[drain]  # the load needs it after all; the greedy re-plans
             problem = self.problem(loads, current, allowed)  # so the tick stays short
@@ -804,8 +808,110 @@ class _Tick:
             worker_action_ms=self.worker_action_ms,
             fixed=self.fixed,
             last_solved=self.solved,
+            solved_ms=self.solved_ms,
         )
         return result, state
+
+    def _still_answers(self, solved: Problem, plan: Assignment, problem: Problem) -> bool:
+        """Whether ``plan``, solved for ``solved``, still answers ``problem``: the same
+        problem; or, with ``replan_tolerance``, a fresh solve not due, the same workers
+        and options, each app's load at least (1 - tolerance) of what was solved for (so
+        capacity is not kept long past a fall), no more load left unserved, and the
+        plan's replicas enough for every class's new load (:func:`replicas_suffice`)."""
+        if solved == problem:
+            return True
+        s = self.s
+        if (
+            s.replan_tolerance <= 0
+            or self.solved_ms is None
+            or self.now - self.solved_ms >= s.replan_every_s * 1000
+            or not _same_fleet(solved, problem)
+        ):
+            return False
+        before = {c.key: c.qps for c in solved.classes}
+        if any(
+            c.qps > before.get(c.key, 0.0) and plan.unserved_qps.get(c.key, 0.0) > EPS
+            for c in problem.classes
+        ):
+            return False
+        app_before, app_now = _app_loads(solved), _app_loads(problem)
+        floor = 1.0 - s.replan_tolerance
+        if any(app_now.get(app, 0.0) < floor * qps for app, qps in app_before.items()):
+            return False
+        return replicas_suffice(problem, plan, before)
+
+
+def _same_fleet(solved: Problem, problem: Problem) -> bool:
+    """Same hosts and options, capacities aside (which classes a variant serves, and how
+    fast, moves with the load: queueing)."""
+    return (
+        solved.hosts == problem.hosts
+        and solved.load_penalty_per_s == problem.load_penalty_per_s
+        and [_shape(o) for o in solved.options] == [_shape(o) for o in problem.options]
+    )
+
+
+def _app_loads(problem: Problem) -> dict[str, float]:
+    loads: dict[str, float] = {}
+    for c in problem.classes:
+        loads[c.app] = loads.get(c.app, 0.0) + c.qps
+    return loads
+
+
+def _shape(option: Option) -> tuple[object, ...]:
+    """An option without its capacities."""
+    o = option
+    return (o.variant, o.app, o.hardware, o.cores, o.memory_mb, o.cost_per_hour, o.load_ms,
+            o.max_replicas)  # fmt: skip
+
+
+def replicas_suffice(problem: Problem, plan: Assignment, before: Mapping[str, float]) -> bool:
+    """Whether the plan's replicas serve every class's new load: a class the plan routed
+    keeps its variants and proportions, scaled to its new load (``before``: the loads
+    the plan was solved for); a class it did not route takes what replica time is left."""
+    spare, unrouted = _spare_after_routing(problem, plan, before)
+    if spare is None or any(time < -EPS for time in spare.values()):
+        return False
+    for key, qps in unrouted:
+        left = qps
+        for i in problem.serving.get(key, ()):
+            option = problem.options[i]
+            capacity = option.capacity_qps[key]
+            served = min(left, max(spare.get(option.variant, 0.0), 0.0) * capacity)
+            spare[option.variant] = spare.get(option.variant, 0.0) - served / capacity
+            left -= served
+        if left > EPS:
+            return False
+    return True
+
+
+def _spare_after_routing(
+    problem: Problem, plan: Assignment, before: Mapping[str, float]
+) -> tuple[dict[str, float] | None, list[tuple[str, float]]]:
+    """Replica time per variant left once the classes the plan routed take their new
+    load (None where a route no longer serves its class), and the classes it did not."""
+    hosts = {h.id: h for h in problem.hosts}
+    spare: dict[str, float] = {}
+    for (vid, hid), n in plan.replicas.items():
+        if n > 0:  # 1e-3: the ILP's own rounding slack
+            spare[vid] = spare.get(vid, 0.0) + n * hosts[hid].factor(vid) * (1 + 1e-3)
+    routed: dict[str, list[tuple[str, float]]] = {}
+    for (key, vid), qps in plan.routing.items():
+        if qps > EPS:
+            routed.setdefault(key, []).append((vid, qps))
+    unrouted: list[tuple[str, float]] = []
+    for c in problem.classes:
+        routes = routed.get(c.key)
+        if not routes or before.get(c.key, 0.0) <= EPS:
+            unrouted.append((c.key, c.qps))
+            continue
+        scale = c.qps / before[c.key]
+        for vid, qps in routes:
+            capacity = problem.options[problem.option_index[vid]].capacity_qps.get(c.key, 0.0)
+            if capacity <= EPS:
+                return None, unrouted
+            spare[vid] = spare.get(vid, 0.0) - qps * scale / capacity
+    return spare, unrouted
 
 
 def _quantize(qps: float, quantum: float) -> float:

@@ -43,6 +43,20 @@ class ScalerSettings(BaseSettings):
         description="CP-SAT work limit (max_deterministic_time); a simulator that must replay "
         "a run exactly sets this and a generous ilp_time_limit_s",
     )
+    replan_tolerance: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="keep the last plan without solving again while every class's planned "
+        "load is at most what it was solved for and at least (1 - this) of it, and workers "
+        "and options are unchanged (0: only an identical problem keeps it)",
+    )
+    replan_every_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="with replan_tolerance, solve afresh at least this often",
+    )
     headroom: float = Field(
         default=1.05, ge=1.0, le=10.0, description="capacity kept per app, as a multiple of load"
     )

@@ -15,6 +15,7 @@ from queues.errors import InvalidRequest
 from registry.livestate import ACTIVE, LOADING, OVERLOADED, LiveSnapshot, WorkerReport
 from registry.pricing import PriceTable
 from registry.types import CatalogSnapshot
+from scaler.planner import Assignment, ClassLoad, Host, Option, Problem
 from scaler.policy import (
     ADD_WORKER,
     LOAD,
@@ -26,6 +27,7 @@ from scaler.policy import (
     ScalerState,
     decide,
     decide_replicate_only,
+    replicas_suffice,
 )
 from scaler.settings import ScalerSettings
 from scaler.snapshot import Demand, ScalerSnapshot, build_snapshot
@@ -476,6 +478,36 @@ def test_a_forecast_plans_ahead_of_a_rising_load_and_ignores_noise() -> None:
     assert planned(wobble, forecast_s=20.0) == pytest.approx(104 * 1.05)
 
 
+def test_a_replan_tolerance_keeps_the_plan_while_load_stays_a_little_below_it() -> None:
+    run = Run(
+        two_workers(),
+        settings(
+            replan_tolerance=0.2,
+            replan_every_s=6.0,
+            cpu_hold_ticks=1,
+            hold_load_factor=0.0,
+            load_smoothing=1.0,
+        ),
+    )
+    settled = run.steps([100.0, 100.0, 100.0])[-1]  # solved at 1 s, once the fleet settled
+    kept = run.steps([95.0, 90.0, 95.0, 90.0])  # 3 s to 6 s
+    assert [p.solve_ms for p in kept] == [0.0, 0.0, 0.0, 0.0]  # not solved again
+    assert all(p.targets == settled.targets and p.actions == () for p in kept)
+    assert kept[1].demand[0].planned_qps < settled.demand[0].planned_qps
+    due = run.step(90.0)  # at 7 s, 6 s since the last solve: solved afresh
+    assert due.solve_ms > 0.0
+    fell = run.steps([90.0, 60.0])[-1]  # more than 20 % below what was solved for
+    assert fell.solve_ms > 0.0
+    rose = run.step(70.0)  # above what was solved for: the plan may no longer serve it
+    assert rose.solve_ms > 0.0
+
+
+def test_without_a_replan_tolerance_a_changed_load_is_solved_again() -> None:
+    run = Run(two_workers(), settings(cpu_hold_ticks=1, hold_load_factor=0.0, load_smoothing=1.0))
+    run.steps([100.0, 100.0, 100.0])
+    assert run.step(95.0).solve_ms > 0.0
+
+
 def test_hold_downs_cover_the_time_to_start_a_worker_when_asked() -> None:
     paper, ours = settings(), settings(hold_start_factor=2.0, gpu_worker_start_s=60.0)
     assert paper.hold_ms("gpu", 500.0) == paper.gpu_hold_ticks * paper.tick_ms
@@ -491,3 +523,30 @@ def test_noise_within_the_load_quantum_reuses_the_last_answer() -> None:
     assert second.targets == first.targets
     assert third.demand[0].planned_qps > second.demand[0].planned_qps
     assert third.solve_ms > 0.0
+
+
+def test_a_kept_plan_must_carry_new_classes_and_higher_loads_with_the_replicas_it_has() -> None:
+    options = (
+        Option("cpu-v", "a", "cpu", 1, 100.0, 0.1, 200.0, {"x": 100.0, "queue:cpu-v": 100.0}),
+    )
+    hosts = (Host("w1", "cpu", 4, 16384.0, 1000, current={"cpu-v": 3}),)
+    plan = Assignment(
+        replicas={("cpu-v", "w1"): 3},
+        routing={("x", "cpu-v"): 250.0},
+        unserved_qps={},
+        cost_per_hour=0.3,
+        objective=0.3,
+        planner="greedy",
+        status="heuristic",
+    )
+    solved_for = {"x": 250.0}
+
+    def problem(x_qps: float, backlog_qps: float = 0.0) -> Problem:
+        classes = (ClassLoad("x", "a", x_qps), ClassLoad("queue:cpu-v", "a", backlog_qps))
+        return Problem(classes, options, hosts)
+
+    # 3 replicas carry 300 qps: 250 were routed, so 50 more fit, whichever class brings them
+    assert replicas_suffice(problem(290.0), plan, solved_for)
+    assert replicas_suffice(problem(250.0, backlog_qps=40.0), plan, solved_for)
+    assert not replicas_suffice(problem(310.0), plan, solved_for)
+    assert not replicas_suffice(problem(280.0, backlog_qps=40.0), plan, solved_for)
