@@ -11,7 +11,7 @@
   and the paper's thresholds.
 - ``ours``: :func:`scaler.policy.decide` with the ILP planner (deterministic work limit),
   adding workers only when the plan needs room (not on the paper's "all hot" rule: a
-  batching replica is always busy), 1.25 × load of capacity, a worker action every 10 s
+  batching replica is always busy), 1.1 × load of capacity, a worker action every 10 s
   (not 30), and the last plan kept while it still carries the load (replan tolerance).
 """
 
@@ -50,9 +50,9 @@ def scaler_settings(policy: str, sim: SimSettings) -> ScalerSettings:
         load_quantum=0.05 if ours else 0.0,
         replan_tolerance=0.1 if ours else 0.0,
         max_new_workers_per_tick=8 if ours else 1,
-        # ours keeps a quarter more capacity than load and gives idle workers back every
+        # ours keeps a tenth more capacity than load and gives idle workers back every
         # 10 s rather than 30 s: cheaper and fewer violations on the fluctuating load
-        headroom=1.25 if ours else 1.05,
+        headroom=1.1 if ours else 1.05,
         worker_backoff_s=10.0 if ours else 30.0,
         cpu_worker_start_s=sim.cpu_worker_start_s,
         gpu_worker_start_s=sim.gpu_worker_start_s,
