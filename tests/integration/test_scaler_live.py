@@ -148,7 +148,10 @@ def test_load_ramp_scales_out_and_back(
         first.wait(30)
         (tmp_path / "timeline.json").write_text(json.dumps(timeline, indent=1))
         print(json.dumps([{k: v for k, v in p.items() if k != "detail"} for p in timeline]))
-    assert peak_workers == 2, timeline
+    # a second worker joined; at most one more may show while a drained worker is still
+    # shutting down (its heartbeat outlives it by the live-state TTL) and its replacement,
+    # asked for under the paper's "all workers hot" rule, joins
+    assert 2 <= peak_workers <= 3, timeline
     assert peak_replicas >= 2, timeline
     assert answered > 0
     assert within / max(sent, 1) >= 0.95, (within, sent)

@@ -41,7 +41,7 @@ def test_settle_heap_collects_cycles_before_freezing() -> None:
     kept = Node()
     frozen = settle_heap()
     assert gone() is None, "the cycle was frozen instead of collected"
-    assert frozen == gc.get_freeze_count() > 0
+    assert frozen > 0  # (the count may fall at once: frozen objects still die by refcount)
     assert not any(obj is kept for obj in gc.get_objects())  # hidden from full passes
     del kept
 
