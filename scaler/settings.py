@@ -47,9 +47,10 @@ class ScalerSettings(BaseSettings):
         default=0.0,
         ge=0,
         lt=1,
-        description="keep the last plan without solving again while every class's planned "
-        "load is at most what it was solved for and at least (1 - this) of it, and workers "
-        "and options are unchanged (0: only an identical problem keeps it)",
+        description="keep the last plan without solving again while workers and variants "
+        "are unchanged, each app's planned load is at least (1 - this) of what it was "
+        "solved for, and the plan's replicas still carry every class's load (0: only an "
+        "identical problem keeps it)",
     )
     replan_every_s: float = Field(
         default=30.0,

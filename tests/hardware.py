@@ -25,5 +25,7 @@ def cuda_available() -> bool:
 
 NO_CUDA = "needs a CUDA GPU; CPU-only machines (CI's among them) cannot run it"
 
-# a test of a GPU code path: runs on a CUDA machine, skips (with the reason) elsewhere
+# May skip, in CI too (CI=true): a test of a GPU code path runs on a CUDA machine and
+# skips elsewhere with NO_CUDA as its reason, because CI's CPU-only machines have no CUDA
+# device and cannot get one; failing there would say nothing about the code (see above).
 needs_cuda = pytest.mark.skipif(not cuda_available(), reason=NO_CUDA)

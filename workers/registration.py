@@ -105,15 +105,8 @@ def load_validation(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def runtime_spec(plan: VariantPlan, source: ModelSource) -> RuntimeSpec:
-    return RuntimeSpec(
-        runtime=plan.runtime,
-        precision=plan.precision,
-        hardware=plan.hardware,
-        threads=max(plan.threads, 1),
-        opt=plan.opt,
-        input_name=source.input_name,
-        output_name=source.output_name if plan.runtime in ("onnx", "tensorrt") else "",
-    )
+    output = source.output_name if plan.runtime in ("onnx", "tensorrt") else ""
+    return RuntimeSpec.of_variant(plan, source.input_name, output)
 
 
 # ----------------------------------------------------------------------------- core

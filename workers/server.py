@@ -90,13 +90,14 @@ class VariantServer:
             raise InvalidRequest(f"replicas must be >= 1, got {replicas}")
         with self._lock:
             loaded = self._loaded.get(variant_id)
+            new = loaded is None
             if loaded is None:
                 loaded = self._load_new(variant_id)
                 self._loaded[variant_id] = loaded
-                if self._freeze_heap:
-                    settle_heap()
             self._resize(loaded, max(replicas, len(loaded.replicas)))
-            return loaded
+        if new and self._freeze_heap:
+            settle_heap()  # outside the lock: the monitor and other loads need not wait
+        return loaded
 
     def _load_new(self, variant_id: str) -> LoadedVariant:
         variant = self._catalog.get_variant(variant_id)

@@ -222,9 +222,10 @@ def test_gpu_capabilities_see_the_device(mlp: Trained) -> None:
 
 
 def test_tensorrt_engine_matches_onnx(mlp: Trained, tmp_path: Path) -> None:
-    # may skip, in CI too: TensorRT exists only on a CUDA host (see tests/hardware.py)
+    # may skip, in CI too: TensorRT's wheels install only on a CUDA host (tests/hardware.py)
     pytest.importorskip("tensorrt")
     if not cuda_available():
+        # may skip, in CI too: TensorRT builds engines only on a CUDA device (tests/hardware.py)
         pytest.skip(f"TensorRT {NO_CUDA}")
     engine = build_artifact(TENSORRT_FP16, mlp.path, tmp_path, input_name="input", max_batch=64)
     spec = RuntimeSpec("tensorrt", "fp16", "gpu", input_name="input", output_name="probabilities")

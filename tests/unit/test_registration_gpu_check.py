@@ -55,8 +55,9 @@ def test_a_dry_run_on_the_cpu_profiles_the_torch_program(bundle: Path, tmp_path:
         )
 
 
-# The opposite of a GPU test: it checks the refusal on a machine without CUDA (CI's), so
-# it skips only on a GPU machine, where the script would run the whole check instead.
+# Never skips in CI: it is the opposite of a GPU test and checks the refusal on a machine
+# without CUDA, which CI's machines are. It may skip only on a GPU machine, where the
+# script runs the whole GPU check instead of refusing (tests/hardware.py).
 @pytest.mark.skipif(cuda_available(), reason="on a GPU machine the script runs the whole GPU check")
 def test_the_script_refuses_to_run_without_a_cuda_device(bundle: Path) -> None:
     env = {**os.environ, "INFAAS_GPU_BUNDLE": str(bundle), "PYTHON": sys.executable}

@@ -9,7 +9,21 @@ from typing import Protocol
 import numpy as np
 
 from queues.errors import WorkerError
-from registry.types import Variant
+
+
+class RunsAs(Protocol):
+    """What a variant, catalogued or still planned, says about how it runs."""
+
+    @property
+    def runtime(self) -> str: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def hardware(self) -> str: ...
+    @property
+    def threads(self) -> int: ...
+    @property
+    def opt(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +39,9 @@ class RuntimeSpec:
     output_name: str = ""
 
     @classmethod
-    def of_variant(cls, variant: Variant, input_name: str, output_name: str) -> RuntimeSpec:
-        """The spec of a catalogued variant (its app's input, its model's output)."""
+    def of_variant(cls, variant: RunsAs, input_name: str, output_name: str) -> RuntimeSpec:
+        """The spec of a variant (catalogued or planned) with its app's input and its
+        model's output names."""
         return cls(
             runtime=variant.runtime,
             precision=variant.precision,
