@@ -22,7 +22,8 @@ from queues.heap import settle_heap
 from queues.rpc import QueryClient
 from queues.settings import BrokerSettings
 from registry.catalog import Catalog
-from registry.livestate import LiveSnapshot, LiveState
+from registry.livestate import SCALER_PLAN_DOC, LiveSnapshot, LiveState, now_ms
+from registry.routing import Routes
 from registry.selector import Decision, Requirements, SelectorIndex, select
 from registry.store import ObjectStore
 from registry.types import CatalogSnapshot
@@ -32,6 +33,7 @@ LOAD_REQUEST_TTL_S = 30.0
 PUBLISH_INTERVAL_S = 1.0
 GATEWAY_DOC_TTL_S = 3600.0  # cumulative totals outlive their gateway for an hour
 DEMAND_DOC_TTL_S = 5.0  # current demand: gone soon after its gateway
+ROUTES_MAX_AGE_S = 10.0  # a plan older than this (its scaler stopped) routes nothing
 
 
 @dataclass
@@ -61,6 +63,8 @@ class GatewayState:
         self.index = SelectorIndex(
             self.catalog_snapshot, self.live_snapshot, overhead_ms=settings.overhead_ms
         )
+        self.routes = Routes()
+        self._routes_tick: object = None
         self.catalog_error: str = "not read yet"
         self.live_error: str = "not read yet"
         self._refreshed_at = 0.0
@@ -108,6 +112,8 @@ class GatewayState:
             try:
                 self.live_snapshot = await asyncio.to_thread(self.services.live.snapshot)
                 self.live_error = ""
+                plan = await asyncio.to_thread(self.services.live.get_doc, SCALER_PLAN_DOC)
+                self.routes = self._routes_of(plan)
             except InfaasError as exc:
                 self.live_error = exc.message
             self.index = SelectorIndex(
@@ -115,11 +121,27 @@ class GatewayState:
                 self.live_snapshot,
                 overhead_ms=self.settings.overhead_ms,
                 previous=self.index,
+                routes=self.routes,
             )
             self.metrics.live_workers.set(len(self.live_snapshot.workers))
             self._refreshed_at = time.monotonic()
         if self._refreshed_at - self._published_at >= PUBLISH_INTERVAL_S:
             await self.publish_accounting()
+
+    def _routes_of(self, plan: dict[str, Any] | None) -> Routes:
+        """The split of each demand class in the scaler's last plan; none when there is
+        no plan or it is stale (its scaler stopped: the selector's own rule serves)."""
+        if plan is None:
+            return Routes()
+        planned_ms = plan.get("now_ms")
+        if not isinstance(planned_ms, int | float):
+            return Routes()
+        if now_ms() - planned_ms > ROUTES_MAX_AGE_S * 1000:
+            return Routes()
+        if plan.get("tick") != self._routes_tick or not self.routes:
+            self._routes_tick = plan.get("tick")
+            return Routes.from_doc(plan.get("routes"))
+        return self.routes
 
     async def publish_accounting(self) -> None:
         """This gateway's SLO accounting and demand, for /stats and the scaler."""

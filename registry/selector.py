@@ -13,6 +13,10 @@ wins (cost per hour × latency at this batch ÷ batch), ties to the closest fit,
 least-loaded worker. If none runs, the cold one with the least load time + latency
 (then cost) is chosen and its load requested; meanwhile a loaded variant that still
 meets the accuracy floor serves the query if there is one.
+
+Where the scaler's last plan splits the query's class between two or more running
+eligible variants (:mod:`registry.routing`), the query goes where the plan deals it
+instead of always to the cheapest, so each variant gets the load its replicas were sized for.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from queues.errors import (
     UnknownVariant,
 )
 from registry.livestate import HEALTHY_STATES, LOADING, LiveSnapshot
+from registry.routing import RoundRobin, Routes, class_key
 from registry.types import CatalogSnapshot, Variant
 
 MS_PER_HOUR = 3_600_000.0
@@ -90,6 +95,7 @@ class Decision:
     worker: str | None = None
     load_request: str | None = None
     candidates: tuple[Candidate, ...] = ()
+    dealt: bool = False  # split by the scaler's plan: the next query may go elsewhere
 
 
 class SelectorIndex:
@@ -107,10 +113,16 @@ class SelectorIndex:
         *,
         overhead_ms: float = 0.5,
         previous: SelectorIndex | None = None,
+        routes: Routes | None = None,
     ) -> None:
         self.catalog = catalog
         self.live = live
         self.overhead_ms = overhead_ms
+        self.routes = routes or Routes()
+        # the rotation carries over rebuilds, so a split stays even across refreshes
+        self.round_robin: RoundRobin = (
+            previous.round_robin if previous is not None else RoundRobin()
+        )
         reuse = previous is not None and previous.catalog is catalog
         self.latency_tables: dict[str, tuple[float, ...]] = (
             previous.latency_tables if previous is not None and reuse else {}
@@ -211,7 +223,11 @@ def select(index: SelectorIndex, req: Requirements, *, explain: bool = False) ->
             details={"max_batch": largest},
         )
     best_running, best_cold, verdicts = _rank(entries, req, index.overhead_ms, explain=explain)
-    if best_running is not None:
+    routed = _routed(index, req) if best_running is not None and index.routes else None
+    if routed is not None:
+        chosen, reason, _ = routed
+        load_request = None
+    elif best_running is not None:
         chosen, reason = best_running, "cheapest per query among running eligible variants"
         load_request = None
     elif best_cold is not None:
@@ -236,6 +252,7 @@ def select(index: SelectorIndex, req: Requirements, *, explain: bool = False) ->
         worker=chosen.least_loaded_worker,
         load_request=load_request,
         candidates=candidates,
+        dealt=routed is not None and routed[2],
     )
 
 
@@ -271,6 +288,41 @@ def _rank(
                 best_cold, best_cold_key = entry, cold_key
     verdicts = {e.variant.id: _verdict(e, req, overhead_ms) for e in entries} if explain else {}
     return best_running, best_cold, verdicts
+
+
+def _routed(index: SelectorIndex, req: Requirements) -> tuple[Entry, str, bool] | None:
+    """The variant the scaler's plan sends this query to, when the plan routes the
+    query's class to variants that run and are eligible now (and whether it was dealt
+    between several)."""
+    if req.app is None or req.model is not None:
+        return None
+    key = class_key(req.app, req.latency_ms, req.min_accuracy, req.max_cost_per_hour)
+    route = index.routes.get(key)
+    if route is None:
+        return None
+    limit = None if req.latency_ms is None else req.latency_ms - index.overhead_ms
+    usable = []
+    for vid, qps in route:
+        entry = index.by_id.get(vid)
+        if (
+            entry is None
+            or not entry.running
+            or entry.variant.app != req.app
+            or req.batch > entry.max_batch
+            or (req.min_accuracy is not None and entry.accuracy < req.min_accuracy)
+            or (req.max_cost_per_hour is not None and entry.cost_per_hour > req.max_cost_per_hour)
+            or (limit is not None and entry.latencies[req.batch] > limit)
+        ):
+            continue
+        usable.append((entry, qps))
+    if not usable:
+        return None  # nothing planned runs yet: the selector's own rule decides
+    if len(usable) == 1:
+        return usable[0][0], f"routed by the scaler's plan (all of class {key})", False
+    vid = index.round_robin.pick(key, [(e.variant.id, q) for e, q in usable])
+    total = sum(q for _, q in usable)
+    entry, qps = next((e, q) for e, q in usable if e.variant.id == vid)
+    return entry, f"routed by the scaler's plan ({qps / total:.0%} of class {key})", True
 
 
 def _fill_in(entries: tuple[Entry, ...], req: Requirements) -> Entry | None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from queues.errors import InvalidRequest
 from registry.livestate import LOADING
+from registry.routing import Routes
 from scaler.greedy import GreedyPlanner
 from scaler.ilp import IlpPlanner
 from scaler.planner import EPS, Assignment, ClassLoad, Host, Option, Planner, Problem
@@ -107,6 +108,7 @@ class Plan:
     demand: tuple[ClassPlan, ...]
     deferred: tuple[str, ...]  # changes the planner wanted, held back, and why
     notes: tuple[str, ...]
+    routes: Routes = field(default_factory=Routes)  # split classes, for the gateway
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``GET /v1/scaler``)."""
@@ -128,6 +130,7 @@ class Plan:
             "demand": [c.to_dict() for c in self.demand],
             "deferred": list(self.deferred),
             "notes": list(self.notes),
+            "routes": self.routes.to_doc(),
         }
 
 
@@ -789,6 +792,7 @@ class _Tick:
             demand=demand,
             deferred=tuple(self.deferred),
             notes=tuple(self.notes),
+            routes=_routes(plan) if self.s.plan_routing else Routes(),
         )
         state = ScalerState(
             tick=self.state.tick + 1,
@@ -883,6 +887,13 @@ def replicas_suffice(problem: Problem, plan: Assignment, before: Mapping[str, fl
         if left > EPS:
             return False
     return True
+
+
+def _routes(plan: Assignment) -> Routes:
+    """The plan's split of each demand class (a queue's backlog is its own variant's)."""
+    return Routes.from_routing(
+        {kv: qps for kv, qps in plan.routing.items() if not kv[0].startswith(QUEUE_CLASS)}
+    )
 
 
 def _spare_after_routing(

@@ -58,6 +58,12 @@ class ScalerSettings(BaseSettings):
         le=3600,
         description="with replan_tolerance, solve afresh at least this often",
     )
+    plan_routing: bool = Field(
+        default=False,
+        description="publish each tick's split of a demand class between variants, for "
+        "the gateways to deal queries as planned (off: the paper's cheapest-running rule "
+        "sends a whole class to one variant until it is Overloaded)",
+    )
     headroom: float = Field(
         default=1.05, ge=1.0, le=10.0, description="capacity kept per app, as a multiple of load"
     )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from queues.errors import InvalidRequest
 from registry.livestate import INTERFERED, OVERLOADED, LiveSnapshot, VariantLoad, WorkerReport
 from registry.pricing import PriceTable
+from registry.routing import class_key
 from registry.types import CatalogSnapshot, Variant
 from scaler.settings import ScalerSettings, check_price_table
 
@@ -45,22 +46,6 @@ class Demand:
     def key(self) -> str:
         """The class this demand belongs to: the app and its requirements."""
         return class_key(self.app, self.latency_ms, self.min_accuracy, self.max_cost_per_hour)
-
-
-def class_key(
-    app: str,
-    latency_ms: float | None,
-    min_accuracy: float | None,
-    max_cost_per_hour: float | None,
-) -> str:
-    parts = [app]
-    if min_accuracy is not None:
-        parts.append(f"acc>={min_accuracy:g}")
-    if latency_ms is not None:
-        parts.append(f"lat<={latency_ms:g}ms")
-    if max_cost_per_hour is not None:
-        parts.append(f"cost<={max_cost_per_hour:g}")
-    return "|".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

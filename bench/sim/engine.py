@@ -29,6 +29,7 @@ from bench.sim.profiles import World
 from queues.errors import InfaasError
 from registry.livestate import LOADING, LiveSnapshot, VariantLoad, WorkerReport
 from registry.pricing import PriceTable
+from registry.routing import Routes
 from registry.selector import Requirements, SelectorIndex, select
 from registry.types import Variant
 from scaler.policy import ADD_WORKER, LOAD, REMOVE_WORKER, SET_REPLICAS, UNLOAD, Action
@@ -164,6 +165,7 @@ class Simulation:
         self.plan_ms: list[float] = []
         self.index = SelectorIndex(self.catalog, LiveSnapshot.empty())
         self.live = LiveSnapshot.empty()
+        self.routes = Routes()  # the scaler's last split of each class, for the gateway
         self._memo: dict[int, tuple[str | None, str]] = {}
         self.class_arrivals: dict[int, dict[int, int]] = {i: {} for i in range(len(classes))}
         self.variant_arrivals: dict[str, int] = {}
@@ -360,6 +362,8 @@ class Simulation:
                 vid = decision.variant.id
                 running = bool(self.live.placements(vid))
                 memo = (vid, "") if running else (None, "no_worker")
+                if decision.dealt:
+                    return memo  # dealt by the plan: the next query may go elsewhere
             self._memo[cls] = memo
         return memo
 
@@ -466,7 +470,7 @@ class Simulation:
         )
 
     def _refresh_index(self) -> None:
-        self.index = SelectorIndex(self.catalog, self.live, previous=self.index)
+        self.index = SelectorIndex(self.catalog, self.live, previous=self.index, routes=self.routes)
         self._memo.clear()
 
     # -- what the scaler reads --------------------------------------------------------------

@@ -49,6 +49,7 @@ def scaler_settings(policy: str, sim: SimSettings) -> ScalerSettings:
         burst_workers=ours,
         load_quantum=0.05 if ours else 0.0,
         replan_tolerance=0.1 if ours else 0.0,
+        plan_routing=ours,
         max_new_workers_per_tick=8 if ours else 1,
         # ours keeps a tenth more capacity than load and gives idle workers back every
         # 10 s rather than 30 s: cheaper and fewer violations on the fluctuating load
@@ -82,6 +83,7 @@ def autoscaled(decider: Decider, settings: ScalerSettings) -> Decide:
         )
         plan, state = decider(snapshot, state, settings)
         sim.plan_ms.append(plan.solve_ms)
+        sim.routes = plan.routes  # the gateway reads it at its next refresh
         return list(plan.actions)
 
     return tick

@@ -550,3 +550,21 @@ def test_a_kept_plan_must_carry_new_classes_and_higher_loads_with_the_replicas_i
     assert replicas_suffice(problem(250.0, backlog_qps=40.0), plan, solved_for)
     assert not replicas_suffice(problem(310.0), plan, solved_for)
     assert not replicas_suffice(problem(280.0, backlog_qps=40.0), plan, solved_for)
+
+
+@pytest.mark.parametrize("plan_routing", [True, False])
+def test_the_plan_publishes_its_split_of_each_class_only_when_set(plan_routing: bool) -> None:
+    run = Run(two_workers(), settings(plan_routing=plan_routing))
+    plan = run.steps([50, 150, 350, 500])[-1]  # the GPU variant joins the CPU one
+    key = Demand("digits", 500).key
+    route = plan.routes.get(key)
+    doc = json.loads(json.dumps(plan.to_dict()))
+    if not plan_routing:
+        assert route is None
+        assert doc["routes"] == {}
+        return
+    assert route is not None
+    assert {v for v, _ in route} <= {CPU, GPU}
+    assert sum(q for _, q in route) == pytest.approx(plan.demand[0].planned_qps, rel=0.01)
+    assert doc["routes"][key] == [{"variant": v, "qps": round(q, 3)} for v, q in route]
+    assert not any(k.startswith("queue:") for k in doc["routes"])
