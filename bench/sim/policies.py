@@ -12,7 +12,9 @@
 - ``ours``: :func:`scaler.policy.decide` with the ILP planner (deterministic work limit),
   adding workers only when the plan needs room (not on the paper's "all hot" rule: a
   batching replica is always busy), 1.1 × load of capacity, a worker action every 10 s
-  (not 30), and the last plan kept while it still carries the load (replan tolerance).
+  (not 30), the last plan kept while it still carries the load (replan tolerance), the
+  gateway dealing each class's queries as the plan split it (plan routing), and one
+  variant per GPU.
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def scaler_settings(policy: str, sim: SimSettings) -> ScalerSettings:
         cpu_worker_start_s=sim.cpu_worker_start_s,
         gpu_worker_start_s=sim.gpu_worker_start_s,
         cpu_worker_cores=sim.cpu_worker_cores,
-        gpu_max_replicas=sim.gpu_max_replicas,
+        # ours runs one variant per GPU: replicas of different variants on one GPU
+        # time-share it, which the planner's per-replica capacities do not capture
+        gpu_max_replicas=1 if ours else sim.gpu_max_replicas,
         max_cpu_workers=256,
         max_gpu_workers=16,
         min_cpu_workers=1,
