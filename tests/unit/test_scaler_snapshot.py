@@ -11,6 +11,7 @@ import pytest
 from queues.errors import ConfigError, InvalidRequest
 from registry.livestate import INTERFERED, OVERLOADED, VariantLoad, WorkerReport
 from registry.pricing import DEFAULT_INSTANCES, Instance, PriceTable
+from registry.routing import class_key
 from registry.types import CatalogSnapshot
 from scaler.settings import ScalerSettings
 from scaler.snapshot import (
@@ -18,7 +19,6 @@ from scaler.snapshot import (
     ScalerSnapshot,
     build_snapshot,
     busy_share_for_tail,
-    class_key,
 )
 from tests import factories as f
 
