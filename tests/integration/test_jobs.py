@@ -91,25 +91,37 @@ def _accepted(response: httpx.Response) -> str:
     return job_id
 
 
-def _own_output(stack: Stack, variant_id: str, inputs: np.ndarray, tmp: Path) -> np.ndarray:
-    """What the variant's artifact computes for ``inputs``, run here with onnxruntime."""
+def _own_output(
+    stack: Stack, variant_id: str, inputs: np.ndarray, tmp: Path, chunk_sizes: list[int]
+) -> np.ndarray:
+    """What the variant's artifact computes for ``inputs``, run here with onnxruntime in
+    the slices the job ran them in (chunk by chunk, one batch limit at a time): a
+    dynamically quantised variant scales each slice by its own range, so other slices
+    give other answers."""
     variant = stack.services.catalog.get_variant(variant_id)
     model = stack.services.catalog.get_model(variant.model)
+    assert variant.profile is not None
+    batch = variant.profile.batch_limit
     path = stack.services.store.get_file(variant.artifact_key, tmp / f"{variant_id}.onnx")
     spec = RuntimeSpec("onnx", variant.precision, "cpu", 1, output_name=model.output_name)
     runtime = load_runtime(spec, path)
+    pieces = []
     try:
-        return np.concatenate(
-            [runtime.predict(inputs[i : i + 256]) for i in range(0, len(inputs), 256)]
-        )
+        first = 0
+        for size in chunk_sizes:
+            rows = inputs[first : first + size]
+            pieces += [runtime.predict(rows[i : i + batch]) for i in range(0, size, batch)]
+            first += size
+        return np.concatenate(pieces)
     finally:
         runtime.close()
 
 
 def _outputs_of(
     stack: Stack, status: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(outputs, item indices, manifest) of a finished job, read back from the store."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[int]]:
+    """(outputs, item indices, manifest, rows per chunk) of a finished job, read back from
+    the store."""
     output = parse_location(status["output"], "output")
     store = stack.services.store.bucket(output.bucket)
     manifest = json.loads(store.get_bytes(status["manifest"]))
@@ -119,7 +131,7 @@ def _outputs_of(
             outputs.append(part["outputs"])
             index.append(part["index"])
             assert part["labels"].tolist() == part["outputs"].argmax(axis=1).tolist()
-    return np.concatenate(outputs), np.concatenate(index), manifest
+    return np.concatenate(outputs), np.concatenate(index), manifest, [len(o) for o in outputs]
 
 
 def _everything(stack: Stack, *buckets: str) -> dict[str, list[str]]:
@@ -181,10 +193,10 @@ def test_a_20000_input_job_equals_the_chosen_variants_own_answers(
     assert status["estimate"]["cost_usd"] == pytest.approx(
         min(c.cost_usd for c in candidates), rel=1e-5
     )
-    outputs, index, manifest = _outputs_of(stack, status)
+    outputs, index, manifest, sizes = _outputs_of(stack, status)
     assert index.tolist() == list(range(20_000))
     np.testing.assert_allclose(
-        outputs, _own_output(stack, chosen.id, inputs, tmp_path), rtol=1e-5, atol=1e-6
+        outputs, _own_output(stack, chosen.id, inputs, tmp_path, sizes), rtol=1e-5, atol=1e-6
     )
     assert manifest["items_total"] == 20_000
     assert manifest["variant"] == chosen.id
@@ -207,11 +219,10 @@ def test_an_uploaded_npz_job_runs(stack: Stack, tmp_path: Path) -> None:
     status = stack.client.wait_for_job(answer["job_id"], timeout_s=120, poll_s=0.2)
     assert status["status"] == JOB_SUCCEEDED, status["errors"]
     assert status["input"] == f"upload:jobs/{answer['job_id']}/input"
-    outputs, index, _ = _outputs_of(stack, status)
+    outputs, index, _, sizes = _outputs_of(stack, status)
     assert index.tolist() == list(range(700))
-    np.testing.assert_allclose(
-        outputs, _own_output(stack, status["variant"], inputs, tmp_path), rtol=1e-5, atol=1e-6
-    )
+    expected = _own_output(stack, status["variant"], inputs, tmp_path, sizes)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------ idempotency
@@ -325,9 +336,9 @@ def test_a_worker_killed_mid_job_is_replaced_and_every_chunk_is_written_once(
         assert interrupted.attempts >= 2
         assert mark not in interrupted.worker
         assert any(f"-{replacement.pid}-" in c.worker for c in chunks)
-        outputs, index, _ = _outputs_of(stack, status)
+        outputs, index, _, sizes = _outputs_of(stack, status)
         assert index.tolist() == list(range(600))
-        expected = _own_output(stack, status["variant"], inputs, tmp_path)
+        expected = _own_output(stack, status["variant"], inputs, tmp_path, sizes)
         np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
     finally:
         _consume(stack, main, on=True)
