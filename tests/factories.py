@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from registry.livestate import ACTIVE, LiveSnapshot, VariantLoad, WorkerReport
 from registry.types import App, CatalogSnapshot, InputSignature, Model, Profile, Variant
+
+if TYPE_CHECKING:
+    from api_gateway.settings import GatewaySettings
+    from api_gateway.state import GatewayState
 
 
 def profile(
@@ -140,4 +147,28 @@ def worker_report(
         cpu_util=utilisation if hardware == "cpu" else 0.0,
         gpu_util=utilisation if hardware == "gpu" else 0.0,
         started_ms=started_ms,
+    )
+
+
+def gateway_state(home: Path, settings: GatewaySettings) -> GatewayState:
+    """A gateway's in-memory state on services with no broker (memory live state and a
+    catalog under ``home``): what the gateway does between queries, without a network."""
+    from api_gateway.metrics import GatewayMetrics
+    from api_gateway.state import GatewayServices, GatewayState
+    from infaas.services import open_services
+    from queues.rpc import create_query_client
+    from queues.settings import BrokerSettings
+    from registry.settings import RegistrySettings
+
+    broker = BrokerSettings(broker_url=None)
+    services = open_services(broker, RegistrySettings(home=home))
+    return GatewayState(
+        settings,
+        GatewayServices(
+            broker=broker,
+            catalog=services.catalog,
+            live=services.live,
+            client=create_query_client(broker),
+        ),
+        GatewayMetrics(),
     )

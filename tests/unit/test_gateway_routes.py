@@ -7,32 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from api_gateway.metrics import GatewayMetrics
 from api_gateway.settings import GatewaySettings
-from api_gateway.state import ROUTES_MAX_AGE_S, GatewayServices, GatewayState
-from infaas.services import open_services
-from queues.rpc import create_query_client
-from queues.settings import BrokerSettings
+from api_gateway.state import ROUTES_MAX_AGE_S, GatewayState
 from registry.livestate import SCALER_PLAN_DOC, now_ms
-from registry.settings import RegistrySettings
+from tests import factories as f
 
 KEY = "digits|acc>=0.9"
 ROUTES = {KEY: [{"variant": "a", "qps": 3.0}, {"variant": "b", "qps": 1.0}]}
 
 
 def gateway(tmp_path: Path) -> GatewayState:
-    broker = BrokerSettings(broker_url=None)
-    services = open_services(broker, RegistrySettings(home=tmp_path))
-    return GatewayState(
-        GatewaySettings(freeze_heap=False),
-        GatewayServices(
-            broker=broker,
-            catalog=services.catalog,
-            live=services.live,
-            client=create_query_client(broker),
-        ),
-        GatewayMetrics(),
-    )
+    return f.gateway_state(tmp_path, GatewaySettings(freeze_heap=False))
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,10 @@ from typing import Any
 
 import pytest
 
-from api_gateway.metrics import GatewayMetrics
 from api_gateway.settings import GatewaySettings
-from api_gateway.state import GatewayServices, GatewayState
-from infaas.services import open_services
 from queues.heap import settle_heap
-from queues.rpc import create_query_client
 from queues.settings import BrokerSettings
-from registry.settings import RegistrySettings
+from tests import factories as f
 
 
 @pytest.fixture(autouse=True)
@@ -48,18 +44,7 @@ def test_settle_heap_collects_cycles_before_freezing() -> None:
 
 @pytest.mark.parametrize("freeze_heap", [True, False])
 def test_gateway_start_freezes_the_heap_only_when_set(tmp_path: Path, freeze_heap: bool) -> None:
-    broker = BrokerSettings(broker_url=None)
-    services = open_services(broker, RegistrySettings(home=tmp_path))
-    state = GatewayState(
-        GatewaySettings(freeze_heap=freeze_heap),
-        GatewayServices(
-            broker=broker,
-            catalog=services.catalog,
-            live=services.live,
-            client=create_query_client(broker),
-        ),
-        GatewayMetrics(),
-    )
+    state = f.gateway_state(tmp_path, GatewaySettings(freeze_heap=freeze_heap))
 
     async def start_stop() -> int:
         await state.start()
