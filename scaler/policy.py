@@ -263,9 +263,10 @@ class _Tick:
         if now - then_ms < 0.5 * s.forecast_window_s * 1000:
             return 0.0  # too little history for a trend
         rise = estimate - then_qps
-        # a rate measured over a few seconds of Poisson arrivals wobbles by about its
-        # square root: only a rise well beyond that is a trend
-        if rise <= 2.0 * math.sqrt(max(estimate, 1.0)):
+        # two rates measured over a few seconds of Poisson arrivals differ by about
+        # 0.63 × the square root of the rate (5 s windows): only a rise beyond
+        # ``trend_z`` × that root is a trend
+        if rise <= s.trend_z * math.sqrt(max(estimate, 1.0)):
             return 0.0
         return rise / ((now - then_ms) / 1000.0)
 

@@ -478,6 +478,21 @@ def test_a_forecast_plans_ahead_of_a_rising_load_and_ignores_noise() -> None:
     assert planned(wobble, forecast_s=20.0) == pytest.approx(104 * 1.05)
 
 
+def test_the_trend_threshold_is_about_two_standard_deviations_of_the_measured_rise() -> None:
+    def planned(loads: list[float], **overrides: object) -> float:
+        run = Run(Cluster(f.worker_report("w1", cores=4)), settings(**overrides))
+        return run.steps(loads)[-1].demand[0].planned_qps
+
+    # +1.1 qps a second in a class of about 50: a rise of 9.9 over the 9 s of history the
+    # window keeps, 1.37 × the square root of the load (two 5 s rates of a flat 52 qps
+    # differ by about 0.63 × √52)
+    climb = [40.0 + 1.1 * t for t in range(12)]
+    now = climb[-1]
+    assert planned(climb, forecast_s=20.0) == pytest.approx((now + 1.1 * 20) * 1.05)
+    assert planned(climb, forecast_s=20.0, trend_z=2.0) == pytest.approx(now * 1.05)
+    assert planned(climb, forecast_s=20.0, trend_z=1.5) == pytest.approx(now * 1.05)
+
+
 def test_a_replan_tolerance_keeps_the_plan_while_load_stays_a_little_below_it() -> None:
     run = Run(
         two_workers(),

@@ -47,6 +47,8 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ({"replan_tolerance": 1.0}, "less than 1"),
         ({"replan_tolerance": -0.1}, "greater than or equal to 0"),
         ({"replan_every_s": 0}, "greater than 0"),
+        ({"trend_z": -1}, "greater than or equal to 0"),
+        ({"trend_z": math.inf}, "finite number"),
         ({"tick_interval_s": 0}, "greater than 0"),
         ({"min_cpu_workers": -1}, "greater than or equal to 0"),
         ({"headroom": math.nan}, "finite number"),
