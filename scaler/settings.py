@@ -116,13 +116,13 @@ class ScalerSettings(BaseSettings):
         default=10.0, gt=0, le=3600, description="the trend is the rise over this window"
     )
     trend_z: float = Field(
-        default=1.3,
+        default=2.0,
         ge=0,
         le=100,
         description="a rise over the forecast window is a trend when above this many times "
         "the square root of the load: the rise is the difference of two rates measured over "
-        "5 s, whose Poisson noise is about 0.63 √load, so 1.3 is about two standard "
-        "deviations",
+        "5 s, whose Poisson noise is about 0.63 √load, so 2 is about three standard "
+        "deviations (1.3 caught ramps sooner but chased noise at steady load)",
     )
     cpu_hold_ticks: int = Field(default=10, ge=1, le=10_000, description="hold-down floor, CPU")
     gpu_hold_ticks: int = Field(default=20, ge=1, le=10_000, description="hold-down floor, GPU")

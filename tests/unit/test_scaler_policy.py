@@ -478,7 +478,7 @@ def test_a_forecast_plans_ahead_of_a_rising_load_and_ignores_noise() -> None:
     assert planned(wobble, forecast_s=20.0) == pytest.approx(104 * 1.05)
 
 
-def test_the_trend_threshold_is_about_two_standard_deviations_of_the_measured_rise() -> None:
+def test_the_trend_threshold_is_a_multiple_of_the_root_of_the_load() -> None:
     def planned(loads: list[float], **overrides: object) -> float:
         run = Run(Cluster(f.worker_report("w1", cores=4)), settings(**overrides))
         return run.steps(loads)[-1].demand[0].planned_qps
@@ -488,9 +488,10 @@ def test_the_trend_threshold_is_about_two_standard_deviations_of_the_measured_ri
     # differ by about 0.63 × √52)
     climb = [40.0 + 1.1 * t for t in range(12)]
     now = climb[-1]
-    assert planned(climb, forecast_s=20.0) == pytest.approx((now + 1.1 * 20) * 1.05)
-    assert planned(climb, forecast_s=20.0, trend_z=2.0) == pytest.approx(now * 1.05)
+    ahead = pytest.approx((now + 1.1 * 20) * 1.05)
+    assert planned(climb, forecast_s=20.0, trend_z=1.3) == ahead
     assert planned(climb, forecast_s=20.0, trend_z=1.5) == pytest.approx(now * 1.05)
+    assert planned(climb, forecast_s=20.0) == pytest.approx(now * 1.05)  # default: 2
 
 
 def test_a_replan_tolerance_keeps_the_plan_while_load_stays_a_little_below_it() -> None:
