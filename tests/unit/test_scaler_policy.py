@@ -465,33 +465,31 @@ def test_an_idle_worker_the_load_still_needs_is_kept() -> None:
     assert not [n for n in plan.notes if "draining" in n]
 
 
-def test_a_forecast_plans_ahead_of_a_rising_load_and_ignores_noise() -> None:
-    def planned(loads: list[float], **overrides: object) -> float:
-        run = Run(Cluster(f.worker_report("w1", cores=4)), settings(**overrides))
-        return run.steps(loads)[-1].demand[0].planned_qps
+def planned_qps(loads: list[float], **overrides: object) -> float:
+    """The first class's planned load after one tick per load, on one 4-core worker."""
+    run = Run(Cluster(f.worker_report("w1", cores=4)), settings(**overrides))
+    return run.steps(loads)[-1].demand[0].planned_qps
 
+
+def test_a_forecast_plans_ahead_of_a_rising_load_and_ignores_noise() -> None:
     ramp = [100.0 + 10.0 * t for t in range(12)]  # +10 qps every second
-    assert planned(ramp) == pytest.approx(210 * 1.05)
+    assert planned_qps(ramp) == pytest.approx(210 * 1.05)
     # 10 qps/s more for 20 s ahead
-    assert planned(ramp, forecast_s=20.0) == pytest.approx((210 + 10 * 20) * 1.05)
+    assert planned_qps(ramp, forecast_s=20.0) == pytest.approx((210 + 10 * 20) * 1.05)
     wobble = [100.0, 104.0] * 6  # within a Poisson rate's noise: no trend
-    assert planned(wobble, forecast_s=20.0) == pytest.approx(104 * 1.05)
+    assert planned_qps(wobble, forecast_s=20.0) == pytest.approx(104 * 1.05)
 
 
 def test_the_trend_threshold_is_a_multiple_of_the_root_of_the_load() -> None:
-    def planned(loads: list[float], **overrides: object) -> float:
-        run = Run(Cluster(f.worker_report("w1", cores=4)), settings(**overrides))
-        return run.steps(loads)[-1].demand[0].planned_qps
-
     # +1.1 qps a second in a class of about 50: a rise of 9.9 over the 9 s of history the
     # window keeps, 1.37 × the square root of the load (two 5 s rates of a flat 52 qps
     # differ by about 0.63 × √52)
     climb = [40.0 + 1.1 * t for t in range(12)]
     now = climb[-1]
     ahead = pytest.approx((now + 1.1 * 20) * 1.05)
-    assert planned(climb, forecast_s=20.0, trend_z=1.3) == ahead
-    assert planned(climb, forecast_s=20.0, trend_z=1.5) == pytest.approx(now * 1.05)
-    assert planned(climb, forecast_s=20.0) == pytest.approx(now * 1.05)  # default: 2
+    assert planned_qps(climb, forecast_s=20.0, trend_z=1.3) == ahead
+    assert planned_qps(climb, forecast_s=20.0, trend_z=1.5) == pytest.approx(now * 1.05)
+    assert planned_qps(climb, forecast_s=20.0) == pytest.approx(now * 1.05)  # default: 2
 
 
 def test_a_replan_tolerance_keeps_the_plan_while_load_stays_a_little_below_it() -> None:
