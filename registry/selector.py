@@ -30,7 +30,7 @@ from queues.errors import (
     UnknownModel,
     UnknownVariant,
 )
-from registry.livestate import HEALTHY_STATES, LOADING, LiveSnapshot
+from registry.livestate import HEALTHY_STATES, LOADING, OVERLOADED, LiveSnapshot
 from registry.routing import RoundRobin, Routes, class_key
 from registry.types import CatalogSnapshot, Variant
 
@@ -223,7 +223,7 @@ def select(index: SelectorIndex, req: Requirements, *, explain: bool = False) ->
             details={"max_batch": largest},
         )
     best_running, best_cold, verdicts = _rank(entries, req, index.overhead_ms, explain=explain)
-    routed = _routed(index, req) if best_running is not None and index.routes else None
+    routed = _routed(index, req) if index.routes else None
     if routed is not None:
         chosen, reason, _ = routed
         load_request = None
@@ -292,8 +292,8 @@ def _rank(
 
 def _routed(index: SelectorIndex, req: Requirements) -> tuple[Entry, str, bool] | None:
     """The variant the scaler's plan sends this query to, when the plan routes the
-    query's class to variants that run and are eligible now (and whether it was dealt
-    between several)."""
+    query's class to variants that run and are eligible now — healthy ones first, else
+    Overloaded ones (and whether it was dealt between several)."""
     if req.app is None or req.model is not None:
         return None
     key = class_key(req.app, req.latency_ms, req.min_accuracy, req.max_cost_per_hour)
@@ -302,11 +302,11 @@ def _routed(index: SelectorIndex, req: Requirements) -> tuple[Entry, str, bool] 
         return None
     limit = None if req.latency_ms is None else req.latency_ms - index.overhead_ms
     usable = []
+    strained = []
     for vid, qps in route:
         entry = index.by_id.get(vid)
         if (
             entry is None
-            or not entry.running
             or entry.variant.app != req.app
             or req.batch > entry.max_batch
             or (req.min_accuracy is not None and entry.accuracy < req.min_accuracy)
@@ -314,15 +314,25 @@ def _routed(index: SelectorIndex, req: Requirements) -> tuple[Entry, str, bool] 
             or (limit is not None and entry.latencies[req.batch] > limit)
         ):
             continue
-        usable.append((entry, qps))
+        if entry.running:
+            usable.append((entry, qps))
+        elif OVERLOADED in entry.placed_states:
+            strained.append((entry, qps))
+    # Planned variants that are all Overloaded still serve the class: the plan gave them
+    # its load and the scaler grows them. Spilling it onto a variant the plan sized for
+    # other classes (or none) would overload that one too, and at a slower variant's
+    # latency a tight class misses its objective there.
+    note = ""
+    if not usable and strained:
+        usable, note = strained, "; its variants are Overloaded"
     if not usable:
         return None  # nothing planned runs yet: the selector's own rule decides
     if len(usable) == 1:
-        return usable[0][0], f"routed by the scaler's plan (all of class {key})", False
+        return usable[0][0], f"routed by the scaler's plan (all of class {key}{note})", False
     vid = index.round_robin.pick(key, [(e.variant.id, q) for e, q in usable])
     total = sum(q for _, q in usable)
     entry, qps = next((e, q) for e, q in usable if e.variant.id == vid)
-    return entry, f"routed by the scaler's plan ({qps / total:.0%} of class {key})", True
+    return entry, f"routed by the scaler's plan ({qps / total:.0%} of class {key}{note})", True
 
 
 def _fill_in(entries: tuple[Entry, ...], req: Requirements) -> Entry | None:

@@ -90,6 +90,28 @@ def test_routed_variants_not_running_healthy_are_left_out() -> None:
     assert decisions == {MID.id}
 
 
+def test_a_class_whose_planned_variants_are_all_overloaded_stays_on_them() -> None:
+    # spilling onto a variant the plan sized for other loads would overload it too
+    routes = Routes({LOOSE_KEY: ((MID.id, 30.0), (SLOW.id, 10.0))})
+    loads = {FAST.id: "active", MID.id: OVERLOADED, SLOW.id: OVERLOADED}
+    idx = index(routes, loads)
+    decisions = [select(idx, LOOSE) for _ in range(8)]
+    assert Counter(d.variant.id for d in decisions) == {MID.id: 6, SLOW.id: 2}
+    assert all(d.dealt and "its variants are Overloaded" in d.reason for d in decisions)
+    # even with no healthy variant at all
+    alone = select(index(Routes({LOOSE_KEY: ((MID.id, 30.0),)}), {MID.id: OVERLOADED}), LOOSE)
+    assert alone.variant == MID
+    assert not alone.dealt
+    assert alone.load_request is None
+
+
+def test_an_overloaded_planned_variant_gives_way_to_a_healthy_planned_one() -> None:
+    routes = Routes({LOOSE_KEY: ((FAST.id, 30.0), (MID.id, 10.0))})
+    decision = select(index(routes, {FAST.id: OVERLOADED, MID.id: "active"}), LOOSE)
+    assert decision.variant == MID
+    assert "Overloaded" not in decision.reason
+
+
 def test_with_no_routed_variant_usable_the_selector_rule_decides() -> None:
     routes = Routes({LOOSE_KEY: ((SLOW.id, 30.0),)})
     decision = select(index(routes, {FAST.id: "active", MID.id: "active"}), LOOSE)
