@@ -113,7 +113,12 @@ class ScalerSettings(BaseSettings):
         "(0: plan for the load as measured, the paper's rule)",
     )
     forecast_window_s: float = Field(
-        default=10.0, gt=0, le=3600, description="the trend is the rise over this window"
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="the trend is the rise over this window: the rise grows with the "
+        "window while its noise does not (10 s missed the slow ramps of classes of tens "
+        "of q/s)",
     )
     trend_z: float = Field(
         default=2.0,
