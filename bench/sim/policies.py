@@ -42,9 +42,9 @@ def scaler_settings(policy: str, sim: SimSettings) -> ScalerSettings:
     return ScalerSettings(
         planner="ilp" if ours else "greedy",
         ilp_deterministic_time=0.05 if ours else None,
-        # the work limit ends a solve in about 0.2 s here (0.47 s at most seen); the
-        # wall-clock limit, just under the 1 s tick, only stops a solve the machine
-        # slowed more than twice, so a seed's run replays exactly
+        # the work limit ends a solve in about 0.2 s here (0.71 s at most, beside
+        # another run); the wall-clock limit, just under the 1 s tick, is then never
+        # what stops a solve, so a seed's run replays exactly
         ilp_time_limit_s=0.95 if ours else ScalerSettings.model_fields["ilp_time_limit_s"].default,
         reactive_worker_rules=not ours,
         # ours plans ahead along the trend by the time a CPU worker takes to join, and
