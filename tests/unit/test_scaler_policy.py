@@ -471,14 +471,17 @@ def planned_qps(loads: list[float], **overrides: object) -> float:
     return run.steps(loads)[-1].demand[0].planned_qps
 
 
+# a forecast 20 s ahead, the trend taken over 10 s (the default window is 30 s)
+SHORT_WINDOW = {"forecast_s": 20.0, "forecast_window_s": 10.0}
+
+
 def test_a_forecast_plans_ahead_of_a_rising_load_and_ignores_noise() -> None:
     ramp = [100.0 + 10.0 * t for t in range(12)]  # +10 qps every second
-    ahead = {"forecast_s": 20.0, "forecast_window_s": 10.0}
     assert planned_qps(ramp) == pytest.approx(210 * 1.05)
     # 10 qps/s more for 20 s ahead
-    assert planned_qps(ramp, **ahead) == pytest.approx((210 + 10 * 20) * 1.05)
+    assert planned_qps(ramp, **SHORT_WINDOW) == pytest.approx((210 + 10 * 20) * 1.05)
     wobble = [100.0, 104.0] * 6  # within a Poisson rate's noise: no trend
-    assert planned_qps(wobble, **ahead) == pytest.approx(104 * 1.05)
+    assert planned_qps(wobble, **SHORT_WINDOW) == pytest.approx(104 * 1.05)
     # the default window (30 s) wants half of it in history before it sees a trend
     assert planned_qps(ramp, forecast_s=20.0) == pytest.approx(210 * 1.05)
 
@@ -488,7 +491,7 @@ def test_a_longer_window_sees_a_slow_climb_that_noise_hides_in_a_short_one() -> 
     # over 29 s above it; a wobble of 4 qps is no trend at either window
     climb = [50.0 + 0.9 * t for t in range(40)]
     now = climb[-1]
-    assert planned_qps(climb, forecast_s=20.0, forecast_window_s=10.0) == pytest.approx(now * 1.05)
+    assert planned_qps(climb, **SHORT_WINDOW) == pytest.approx(now * 1.05)
     slope = (now - climb[-31]) / 30.0
     assert planned_qps(climb, forecast_s=20.0) == pytest.approx((now + slope * 20) * 1.05)
     wobble = [50.0, 54.0] * 20
@@ -502,10 +505,9 @@ def test_the_trend_threshold_is_a_multiple_of_the_root_of_the_load() -> None:
     climb = [40.0 + 1.1 * t for t in range(12)]
     now = climb[-1]
     ahead = pytest.approx((now + 1.1 * 20) * 1.05)
-    short = {"forecast_s": 20.0, "forecast_window_s": 10.0}
-    assert planned_qps(climb, trend_z=1.3, **short) == ahead
-    assert planned_qps(climb, trend_z=1.5, **short) == pytest.approx(now * 1.05)
-    assert planned_qps(climb, **short) == pytest.approx(now * 1.05)  # default: 2
+    assert planned_qps(climb, trend_z=1.3, **SHORT_WINDOW) == ahead
+    assert planned_qps(climb, trend_z=1.5, **SHORT_WINDOW) == pytest.approx(now * 1.05)
+    assert planned_qps(climb, **SHORT_WINDOW) == pytest.approx(now * 1.05)  # default: 2
 
 
 def test_a_replan_tolerance_keeps_the_plan_while_load_stays_a_little_below_it() -> None:
