@@ -31,6 +31,11 @@ from scaler.settings import ScalerSettings
 from scaler.snapshot import ScalerSnapshot, build_snapshot
 
 POLICIES = ("static-cpu", "static-gpu", "replicate-only", "infaas", "ours")
+# how far ahead ours plans along a rising trend, in CPU-worker start times (1 gave the
+# fluctuating hour 0.36 % and 0.31 % violations, seeds 0 and 1; 2 gave 0.16 % and 0.11 %
+# at about the same cost; docs/decisions.md, "Twice a worker start ahead")
+FORECAST_WORKER_STARTS = 2.0
+
 Decider = Callable[[ScalerSnapshot, ScalerState, ScalerSettings], tuple[Plan, ScalerState]]
 
 
@@ -47,9 +52,11 @@ def scaler_settings(policy: str, sim: SimSettings) -> ScalerSettings:
         # what stops a solve, so a seed's run replays exactly
         ilp_time_limit_s=0.95 if ours else ScalerSettings.model_fields["ilp_time_limit_s"].default,
         reactive_worker_rules=not ours,
-        # ours plans ahead along the trend by the time a CPU worker takes to join, and
-        # keeps capacity at least as long as it would take to get it back
-        forecast_s=sim.cpu_worker_start_s if ours else 0.0,
+        # ours plans ahead along the trend by twice the time a CPU worker takes to join
+        # (the measured rate lags by half its 5 s window, the 30 s trend lags a steepening
+        # ramp, and the new replicas still load once the worker is up), and keeps capacity
+        # at least as long as it would take to get it back
+        forecast_s=FORECAST_WORKER_STARTS * sim.cpu_worker_start_s if ours else 0.0,
         hold_start_factor=3.0 if ours else 0.0,
         queueing_tail=0.01 if ours else None,
         burst_workers=ours,
