@@ -225,6 +225,9 @@ class _Tick:
         self.estimates: dict[str, float] = {}
         self.history: dict[str, tuple[tuple[float, float], ...]] = {}
         plans = []
+        rises: dict[str, tuple[float, float]] = {}  # key -> (rise in qps, over seconds)
+        pasts: dict[str, list[tuple[float, float]]] = {}
+        windows: dict[str, float] = {}
         for key in sorted(classes):
             record = classes[key]
             measured = seen[key].qps if key in seen else 0.0
@@ -236,39 +239,77 @@ class _Tick:
             window = self._hold_of_app(record.app, current)
             kept = max(window, s.forecast_window_s * 1000) if s.forecast_s > 0 else window
             past = [(t, q) for t, q in self.state.history.get(key, ()) if t > now - kept]
-            trend = self._trend_qps_per_s(past, now, estimate)
+            rise = self._rise(past, now, estimate)
+            if rise is not None:
+                rises[key] = rise
+            self.estimates[key] = estimate
+            pasts[key] = past
+            windows[key] = window
+        group_trend = self._group_trends(classes, rises)
+        for key in sorted(classes):
+            record, estimate, past = classes[key], self.estimates[key], pasts[key]
+            trend = 0.0
+            if key in rises:
+                rise_qps, span_s = rises[key]
+                if rise_qps > s.trend_z * math.sqrt(max(estimate, 1.0)):
+                    trend = rise_qps / span_s
+                trend = max(trend, estimate * group_trend.get(self._group_of(record), 0.0))
             past.append((now, estimate))
-            held = max(q for t, q in past if t > now - window)
+            held = max(q for t, q in past if t > now - windows[key])
             if trend > 0:  # at most double: a step looks like a steep trend for a while
                 held = max(held, min(estimate + trend * s.forecast_s, 2.0 * estimate))
             if held < 1e-6 and key not in seen:
+                del self.estimates[key]
                 continue  # gone for a whole hold-down: forget it
             self.classes[key] = record
-            self.estimates[key] = estimate
             self.history[key] = tuple(past)
             backlog = seen[key].backlog if key in seen else 0
             planned = _quantize(held * s.headroom + backlog / s.drain_s, s.load_quantum)
+            measured = seen[key].qps if key in seen else 0.0
             plans.append(ClassPlan(key, record.app, measured, estimate, held, planned, 0.0))
         return plans
 
-    def _trend_qps_per_s(
+    def _rise(
         self, past: list[tuple[float, float]], now: float, estimate: float
-    ) -> float:
-        """How fast load rose over the forecast window (0 without a forecast)."""
+    ) -> tuple[float, float] | None:
+        """How much load rose over the forecast window, and over how many seconds
+        (None without a forecast or with too little history)."""
         s = self.s
         if s.forecast_s <= 0:
-            return 0.0
+            return None
         older = [(t, q) for t, q in past if t <= now - s.forecast_window_s * 1000]
         then_ms, then_qps = older[-1] if older else (past[0] if past else (now, estimate))
         if now - then_ms < 0.5 * s.forecast_window_s * 1000:
-            return 0.0  # too little history for a trend
-        rise = estimate - then_qps
-        # two rates measured over a few seconds of Poisson arrivals differ by about
-        # 0.63 × the square root of the rate (5 s windows): only a rise beyond
-        # ``trend_z`` × that root is a trend
-        if rise <= s.trend_z * math.sqrt(max(estimate, 1.0)):
-            return 0.0
-        return rise / ((now - then_ms) / 1000.0)
+            return None  # too little history for a trend
+        return estimate - then_qps, (now - then_ms) / 1000.0
+
+    def _group_of(self, record: DemandClass) -> str | None:
+        scope = self.s.trend_scope
+        return None if scope == "class" else record.app if scope == "app" else ""
+
+    def _group_trends(
+        self, classes: Mapping[str, DemandClass], rises: Mapping[str, tuple[float, float]]
+    ) -> dict[str | None, float]:
+        """Per group of classes (``trend_scope``), how fast its summed load rises as a
+        share of that load per second, where the summed rise is beyond its noise.
+
+        Two rates measured over a few seconds of Poisson arrivals differ by about 0.63 ×
+        the square root of the rate (5 s windows): only a rise beyond ``trend_z`` × that
+        root is a trend. A sum of classes has the noise of its total, so a ramp shared by
+        small classes shows in their sum before it shows in any one of them."""
+        if self.s.trend_scope == "class":
+            return {}
+        sums: dict[str | None, list[float]] = {}
+        for key, (rise_qps, span_s) in rises.items():
+            total = sums.setdefault(self._group_of(classes[key]), [0.0, 0.0, 0.0])
+            total[0] += rise_qps
+            total[1] += rise_qps / span_s
+            total[2] += self.estimates[key]
+        return {
+            group: slope / load
+            for group, (rise, slope, load) in sums.items()
+            if load > 0 and rise > self.s.trend_z * math.sqrt(max(load, 1.0))
+        }
 
     def _hold_of_app(self, app: str, current: Mapping[Key, int]) -> float:
         holds = [

@@ -19,6 +19,7 @@ from queues.errors import ConfigError
 from registry.pricing import PriceTable
 
 PlannerName = Literal["ilp", "greedy"]
+TrendScope = Literal["class", "app", "fleet"]
 
 
 class ScalerSettings(BaseSettings):
@@ -128,6 +129,13 @@ class ScalerSettings(BaseSettings):
         "the square root of the load: the rise is the difference of two rates measured over "
         "5 s, whose Poisson noise is about 0.63 √load, so 2 is about three standard "
         "deviations (1.3 caught ramps sooner but chased noise at steady load)",
+    )
+    trend_scope: TrendScope = Field(
+        default="class",
+        description="where a rise is tested against its noise: each demand class alone "
+        "(class), or the sum of its app's classes (app) or of all classes (fleet), whose "
+        "relative rise then also lifts each of its classes; a sum's noise grows only as "
+        "the root of its load, so a ramp split over small classes shows sooner",
     )
     cpu_hold_ticks: int = Field(default=10, ge=1, le=10_000, description="hold-down floor, CPU")
     gpu_hold_ticks: int = Field(default=20, ge=1, le=10_000, description="hold-down floor, GPU")

@@ -57,6 +57,10 @@ def scaler_settings(policy: str, sim: SimSettings) -> ScalerSettings:
         # ramp, and the new replicas still load once the worker is up), and keeps capacity
         # at least as long as it would take to get it back
         forecast_s=FORECAST_WORKER_STARTS * sim.cpu_worker_start_s if ours else 0.0,
+        # a rise is also tested on the whole fleet's load, whose noise is the root of the
+        # total: the simulated apps split one arrival stream, so their loads rise together
+        # (docs/decisions.md, "A ramp shows in the sum of classes first")
+        trend_scope="fleet" if ours else "class",
         hold_start_factor=3.0 if ours else 0.0,
         queueing_tail=0.01 if ours else None,
         burst_workers=ours,

@@ -510,6 +510,69 @@ def test_the_trend_threshold_is_a_multiple_of_the_root_of_the_load() -> None:
     assert planned_qps(climb, **SHORT_WINDOW) == pytest.approx(now * 1.05)  # default: 2
 
 
+def planned_by_class(
+    loads: Sequence[dict[tuple[str, float], float]], **overrides: object
+) -> dict[tuple[str, float], float]:
+    """Planned load per (app, latency objective) after one tick per dict of loads, with
+    the apps digits and wine, one CPU variant each, on one 4-core worker."""
+    cluster = Cluster(f.worker_report("w1", cores=4))
+    wine = f.variant("w.onnx-fp32.cpu-t1", 0.9, 10.0, app="wine", slope_ms=10.0, max_batch=8)
+    cluster.catalog = f.catalog(*cluster.catalog.variants.values(), wine)
+    run = Run(cluster, settings(**overrides))
+    plan = None
+    for tick in loads:
+        demands = [Demand(app, qps, latency_ms=lat) for (app, lat), qps in tick.items()]
+        plan, run.state = decide(run.snapshot(demands), run.state, run.settings)
+        cluster.apply(plan)
+        run.tick += 1
+    assert plan is not None
+    keys = {Demand(app, 0.0, latency_ms=lat).key: (app, lat) for app, lat in loads[-1]}
+    return {keys[c.key]: c.planned_qps for c in plan.demand}
+
+
+def test_a_ramp_split_over_small_classes_shows_in_their_sum() -> None:
+    # three digits classes each climbing 0.4 qps a second: 12 qps over 30 s, below 2 √46
+    # (13.6) in each; their sum rises 36 over 30 s, above 2 √138 (23.5). A wine class
+    # holds 50 qps.
+    ramp = [
+        {("digits", lat): 30.0 + 0.4 * t for lat in (100.0, 200.0, 400.0)} | {("wine", 100.0): 50.0}
+        for t in range(41)
+    ]
+    now = 30.0 + 0.4 * 40
+    ahead = (now + 0.4 * 20) * 1.05  # 0.4 qps a second, 20 s ahead
+    forecast = {"forecast_s": 20.0}
+    alone = planned_by_class(ramp, **forecast)
+    assert alone[("digits", 100.0)] == pytest.approx(now * 1.05)  # the default: per class
+    assert alone[("wine", 100.0)] == pytest.approx(50 * 1.05)
+    by_app = planned_by_class(ramp, trend_scope="app", **forecast)
+    assert [by_app[("digits", lat)] for lat in (100.0, 200.0, 400.0)] == pytest.approx([ahead] * 3)
+    assert by_app[("wine", 100.0)] == pytest.approx(50 * 1.05)  # its own app is flat
+    # the fleet's sum (188 qps) rises 36, above 2 √188 (27.4): each class takes the sum's
+    # share of rise per second, 1.2 / 188
+    fleet = planned_by_class(ramp, trend_scope="fleet", **forecast)
+    assert fleet[("digits", 100.0)] == pytest.approx((now + now * 1.2 / 188 * 20) * 1.05)
+    assert fleet[("wine", 100.0)] == pytest.approx((50 + 50 * 1.2 / 188 * 20) * 1.05)
+
+
+def test_noise_in_a_sum_of_classes_is_no_trend() -> None:
+    rng = random.Random(7)
+    noisy = [
+        {("digits", lat): rng.choice([28.0, 32.0]) for lat in (100.0, 200.0, 400.0)}
+        for _ in range(41)
+    ]
+    for scope in ("class", "app", "fleet"):
+        last = noisy[-1]
+        planned = planned_by_class(noisy, trend_scope=scope, forecast_s=20.0)
+        for key, qps in planned.items():
+            # held: the highest estimate of the hold-down, never beyond the noise's top
+            assert qps <= 32.0 * 1.05 + 1e-9, (scope, key, qps, last)
+
+
+def test_an_unknown_trend_scope_is_refused() -> None:
+    with pytest.raises(ValueError, match="trend_scope"):
+        ScalerSettings(trend_scope="world")
+
+
 def test_a_replan_tolerance_keeps_the_plan_while_load_stays_a_little_below_it() -> None:
     run = Run(
         two_workers(),
