@@ -225,9 +225,9 @@ class _Tick:
         self.estimates: dict[str, float] = {}
         self.history: dict[str, tuple[tuple[float, float], ...]] = {}
         plans = []
+        # per class: measured, estimate, history kept, hold-down window, rise over window
+        per_class: dict[str, tuple[float, float, list[tuple[float, float]], float]] = {}
         rises: dict[str, tuple[float, float]] = {}  # key -> (rise in qps, over seconds)
-        pasts: dict[str, list[tuple[float, float]]] = {}
-        windows: dict[str, float] = {}
         for key in sorted(classes):
             record = classes[key]
             measured = seen[key].qps if key in seen else 0.0
@@ -243,19 +243,18 @@ class _Tick:
             if rise is not None:
                 rises[key] = rise
             self.estimates[key] = estimate
-            pasts[key] = past
-            windows[key] = window
+            per_class[key] = (measured, estimate, past, window)
         group_trend = self._group_trends(classes, rises)
-        for key in sorted(classes):
-            record, estimate, past = classes[key], self.estimates[key], pasts[key]
+        for key, (measured, estimate, past, window) in per_class.items():
+            record = classes[key]
             trend = 0.0
             if key in rises:
                 rise_qps, span_s = rises[key]
-                if rise_qps > s.trend_z * math.sqrt(max(estimate, 1.0)):
+                if self._beyond_noise(rise_qps, estimate):
                     trend = rise_qps / span_s
                 trend = max(trend, estimate * group_trend.get(self._group_of(record), 0.0))
             past.append((now, estimate))
-            held = max(q for t, q in past if t > now - windows[key])
+            held = max(q for t, q in past if t > now - window)
             if trend > 0:  # at most double: a step looks like a steep trend for a while
                 held = max(held, min(estimate + trend * s.forecast_s, 2.0 * estimate))
             if held < 1e-6 and key not in seen:
@@ -265,7 +264,6 @@ class _Tick:
             self.history[key] = tuple(past)
             backlog = seen[key].backlog if key in seen else 0
             planned = _quantize(held * s.headroom + backlog / s.drain_s, s.load_quantum)
-            measured = seen[key].qps if key in seen else 0.0
             plans.append(ClassPlan(key, record.app, measured, estimate, held, planned, 0.0))
         return plans
 
@@ -283,6 +281,12 @@ class _Tick:
             return None  # too little history for a trend
         return estimate - then_qps, (now - then_ms) / 1000.0
 
+    def _beyond_noise(self, rise_qps: float, load_qps: float) -> bool:
+        """Two rates measured over a few seconds of Poisson arrivals differ by about 0.63 ×
+        the square root of the rate (5 s windows): only a rise beyond ``trend_z`` × that
+        root is a trend."""
+        return rise_qps > self.s.trend_z * math.sqrt(max(load_qps, 1.0))
+
     def _group_of(self, record: DemandClass) -> str | None:
         scope = self.s.trend_scope
         return None if scope == "class" else record.app if scope == "app" else ""
@@ -291,12 +295,9 @@ class _Tick:
         self, classes: Mapping[str, DemandClass], rises: Mapping[str, tuple[float, float]]
     ) -> dict[str | None, float]:
         """Per group of classes (``trend_scope``), how fast its summed load rises as a
-        share of that load per second, where the summed rise is beyond its noise.
-
-        Two rates measured over a few seconds of Poisson arrivals differ by about 0.63 ×
-        the square root of the rate (5 s windows): only a rise beyond ``trend_z`` × that
-        root is a trend. A sum of classes has the noise of its total, so a ramp shared by
-        small classes shows in their sum before it shows in any one of them."""
+        share of that load per second, where the summed rise is beyond its noise: a sum
+        of classes has the noise of its total, so a ramp shared by small classes shows in
+        their sum before it shows in any one of them."""
         if self.s.trend_scope == "class":
             return {}
         sums: dict[str | None, list[float]] = {}
@@ -308,7 +309,7 @@ class _Tick:
         return {
             group: slope / load
             for group, (rise, slope, load) in sums.items()
-            if load > 0 and rise > self.s.trend_z * math.sqrt(max(load, 1.0))
+            if load > 0 and self._beyond_noise(rise, load)
         }
 
     def _hold_of_app(self, app: str, current: Mapping[Key, int]) -> float:
