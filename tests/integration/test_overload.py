@@ -1,6 +1,7 @@
 """Overload on the real services: a variant pushed past its saturation becomes Overloaded
-in live state within 3 s, new model-less queries move to another eligible variant, and it
-returns to Active once the pressure ends."""
+in live state, new model-less queries move to another eligible variant, and it returns to
+Active once the pressure ends. How fast (the 3 s target) is measured by
+``python -m bench.overload``, not here: this test waits generously."""
 
 from __future__ import annotations
 
@@ -60,8 +61,7 @@ def test_overloaded_variant_is_avoided_then_recovers(services_e2e: Stack, tmp_pa
                 if timeline[-1][1] == OVERLOADED:
                     break
                 time.sleep(0.1)
-            overloaded_after_s = next(t for t, s in timeline if s == OVERLOADED)
-            assert overloaded_after_s <= 3.0, timeline
+            assert timeline[-1][1] == OVERLOADED, timeline
             time.sleep(0.7)  # the gateway re-reads live state every 0.5 s
             moved = httpx.post(path, json=strict, timeout=30).json()
             assert moved["variant"] == OTHER, moved
