@@ -41,6 +41,20 @@ MONITOR_S = 1.0
 GATEWAY_REFRESH_S = 0.5
 DEMAND_WINDOW_S = 5
 QUEUE_MAX_LENGTH = 2000
+NORMALS_BLOCK = 4096
+
+
+def _memoized(latency_ms: Callable[[int], float]) -> Callable[[int], float]:
+    """A profile's latency by batch size, computed once per size."""
+    known: dict[int, float] = {}
+
+    def at(batch: int) -> float:
+        value = known.get(batch)
+        if value is None:
+            value = known[batch] = latency_ms(batch)
+        return value
+
+    return at
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,18 @@ class Simulation:
         self.routes = Routes()  # the scaler's last split of each class, for the gateway
         self._memo: dict[int, tuple[str | None, str]] = {}
         self.class_arrivals: dict[int, dict[int, int]] = {i: {} for i in range(len(classes))}
+        # hot-path caches, none of which changes a result: each variant's replica lists
+        # in worker order (dropped whenever a worker or a variant's list comes or goes),
+        # its profile's latencies by batch size, and the jitter's normals drawn in blocks
+        # (the same stream as one draw at a time)
+        self._placed: dict[str, list[list[Replica]]] = {}
+        self._latency_ms: dict[str, Callable[[int], float]] = {
+            vid: _memoized(v.profile.predict_latency_ms)
+            for vid, v in self.catalog.variants.items()
+            if v.profile is not None
+        }
+        self._normals: list[float] = []
+        self._normal_at = 0
         self.variant_arrivals: dict[str, int] = {}
         self.arrival_rate: dict[str, float] = {}
         self.served_latencies: dict[str, list[float]] = {}
@@ -197,12 +223,14 @@ class Simulation:
             last_change_s=self.now,
         )
         self.workers[worker.worker_id] = worker
+        self._placed.clear()
         if start:
             self._push(worker.ready_s, self.WORKER_READY, worker.worker_id)
         return worker
 
     def set_replicas(self, worker: SimWorker, vid: str, count: int, *, cold: bool) -> None:
         variant = self.catalog.variants[vid]
+        self._placed.clear()
         replicas = [r for r in worker.replicas.get(vid, []) if not r.retiring]
         if count > len(replicas):
             profile = variant.profile
@@ -231,6 +259,7 @@ class Simulation:
         self._charge(worker, self.now)
         worker.removed_s = self.now
         del self.workers[worker.worker_id]
+        self._placed.clear()
 
     def _price(self, worker: SimWorker) -> float:
         inst = self.prices.instance_for(worker.hardware)
@@ -262,32 +291,37 @@ class Simulation:
         variant = self.catalog.variants[vid]
         profile = variant.profile
         assert profile is not None
-        for worker in self.workers.values():  # nothing here adds or removes workers
-            for replica in worker.replicas.get(vid, ()):
+        placed = self._placed.get(vid)
+        if placed is None:
+            placed = [w.replicas[vid] for w in self.workers.values() if vid in w.replicas]
+            self._placed[vid] = placed
+        limit = profile.batch_limit
+        for replicas in placed:  # nothing here adds or removes workers or replicas
+            for replica in replicas:
                 if not queue:
                     return
                 if replica.busy or replica.retiring or replica.ready_s > self.now:
                     continue
-                wait_ms = self._batch_wait_ms(vid, queue, profile.batch_limit)
+                wait_ms = self._batch_wait_ms(vid, queue, limit)
                 if wait_ms > 0:
                     replica.busy = True  # holding the batch open: the real rule
                     self._push(self.now + wait_ms / 1000.0, self.START, replica)
                     continue
-                self._start(replica, queue, profile.batch_limit)
+                self._start(replica, queue, limit)
 
     def _batch_wait_ms(
         self, vid: str, queue: deque[tuple[float, float, float, int]], limit: int
     ) -> float:
         if len(queue) >= limit or self.s.batch_wait_ms <= 0:
             return 0.0
-        profile = self.catalog.variants[vid].profile
-        assert profile is not None
+        # only the earliest objective counts
+        deadlines_ms = [q[0] * 1000.0 + q[1] for q in queue if q[1] != math.inf]
         return batch_wait_ms(
             now_ms=self.now * 1000.0,
             rows=len(queue),
             limit=limit,
-            slo_deadlines_ms=[(q[0] * 1000.0 + q[1]) if q[1] != math.inf else 0.0 for q in queue],
-            latency_ms=profile.predict_latency_ms,
+            slo_deadlines_ms=[min(deadlines_ms)] if deadlines_ms else [],
+            latency_ms=self._latency_ms[vid],
             arrival_qps=self.arrival_rate.get(vid, 0.0),
             max_wait_ms=self.s.batch_wait_ms,
         )
@@ -312,8 +346,8 @@ class Simulation:
         worker = replica.worker
         threads = max(variant.threads, 1) if worker.hardware == "cpu" else 1
         worker.account_busy(now, threads)
-        typical_ms = profile.predict_latency_ms(len(batch)) * self._slowdown(worker)
-        jitter = math.exp(self.rng.normal(0.0, self.world.jitter_sigma.get(variant.id, 0)))
+        typical_ms = self._latency_ms[variant.id](len(batch)) * self._slowdown(worker)
+        jitter = math.exp(self._normal() * self.world.jitter_sigma.get(variant.id, 0))
         service_ms = typical_ms * jitter
         replica.busy = True
         stats = worker.window.setdefault(variant.id, [0.0, 0.0, 0.0, 0.0, 0.0])
@@ -322,6 +356,14 @@ class Simulation:
         stats[3] += service_ms
         stats[4] += typical_ms  # the median of the jittered times, for the state machine
         self._push(now + service_ms / 1000.0, self.DONE, (replica, batch, threads))
+
+    def _normal(self) -> float:
+        """The next standard normal of the run's stream."""
+        if self._normal_at == len(self._normals):
+            self._normals = self.rng.standard_normal(NORMALS_BLOCK).tolist()
+            self._normal_at = 0
+        self._normal_at += 1
+        return self._normals[self._normal_at - 1]
 
     def _done(self, payload: tuple[Replica, list[tuple[float, float, float, int]], int]) -> None:
         replica, batch, threads = payload
@@ -347,6 +389,7 @@ class Simulation:
             if not replicas:
                 worker.replicas.pop(replica.variant.id, None)
                 worker.health.pop(replica.variant.id, None)
+                self._placed.clear()
         self._dispatch(replica.variant.id)
 
     # -- the gateway ----------------------------------------------------------------------
