@@ -862,9 +862,10 @@ class _Tick:
     def _still_answers(self, solved: Problem, plan: Assignment, problem: Problem) -> bool:
         """Whether ``plan``, solved for ``solved``, still answers ``problem``: the same
         problem; or, with ``replan_tolerance``, a fresh solve not due, the same workers
-        and options, each app's load at least (1 - tolerance) of what was solved for (so
-        capacity is not kept long past a fall), no more load left unserved, and the
-        plan's replicas enough for every class's new load (:func:`replicas_suffice`)."""
+        and options (:func:`_same_fleet`), each app's load at least (1 - tolerance) of
+        what was solved for (so capacity is not kept long past a fall), no more load left
+        unserved, and the plan's replicas enough for every class's new load at the
+        capacities measured now (:func:`replicas_suffice`)."""
         if solved == problem:
             return True
         s = self.s
@@ -890,12 +891,19 @@ class _Tick:
 
 def _same_fleet(solved: Problem, problem: Problem) -> bool:
     """Same hosts and options, capacities aside (which classes a variant serves, and how
-    fast, moves with the load: queueing)."""
+    fast, moves with the load: queueing; how much of an Interfered replica is left is
+    measured anew every tick). Which replicas are Interfered is part of the fleet: a new
+    one is solved for, to move it."""
     return (
-        solved.hosts == problem.hosts
+        [_host_shape(h) for h in solved.hosts] == [_host_shape(h) for h in problem.hosts]
         and solved.load_penalty_per_s == problem.load_penalty_per_s
         and [_shape(o) for o in solved.options] == [_shape(o) for o in problem.options]
     )
+
+
+def _host_shape(host: Host) -> tuple[object, ...]:
+    """A host without its measured capacity factors, but with the variants they are for."""
+    return (replace(host, capacity_factor={}), sorted(host.capacity_factor))
 
 
 def _app_loads(problem: Problem) -> dict[str, float]:

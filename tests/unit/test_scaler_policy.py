@@ -25,6 +25,7 @@ from scaler.policy import (
     Action,
     Plan,
     ScalerState,
+    _same_fleet,
     decide,
     decide_replicate_only,
     replicas_suffice,
@@ -645,6 +646,34 @@ def test_a_kept_plan_must_carry_new_classes_and_higher_loads_with_the_replicas_i
     assert replicas_suffice(problem(250.0, backlog_qps=40.0), plan, solved_for)
     assert not replicas_suffice(problem(310.0), plan, solved_for)
     assert not replicas_suffice(problem(280.0, backlog_qps=40.0), plan, solved_for)
+
+
+def test_a_kept_plan_follows_an_interfered_replicas_measured_capacity_but_not_a_new_one() -> None:
+    options = (Option("cpu-v", "a", "cpu", 1, 100.0, 0.1, 200.0, {"x": 100.0}),)
+    plan = Assignment(
+        replicas={("cpu-v", "w1"): 3},
+        routing={("x", "cpu-v"): 150.0},
+        unserved_qps={},
+        cost_per_hour=0.3,
+        objective=0.3,
+        planner="greedy",
+        status="heuristic",
+    )
+
+    def problem(factor: float | None) -> Problem:
+        interfered = {} if factor is None else {"cpu-v": factor}
+        host = Host("w1", "cpu", 4, 16384.0, 1000, {"cpu-v": 3}, capacity_factor=interfered)
+        return Problem((ClassLoad("x", "a", 150.0),), options, (host,))
+
+    solved, solved_for = problem(0.59), {"x": 150.0}
+    # the factor is measured anew every tick: a new value is the same fleet, and the kept
+    # plan is judged at it (3 replicas × 100 qps × 0.6 = 180 qps carry 150; × 0.4 do not)
+    assert _same_fleet(solved, problem(0.6))
+    assert replicas_suffice(problem(0.6), plan, solved_for)
+    assert not replicas_suffice(problem(0.4), plan, solved_for)
+    # a replica turning Interfered, or recovering, changes the fleet: solved afresh
+    assert not _same_fleet(problem(None), solved)
+    assert not _same_fleet(solved, problem(None))
 
 
 @pytest.mark.parametrize("plan_routing", [True, False])
