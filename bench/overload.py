@@ -38,11 +38,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "overload.json"
 
 
 def _state(stack: BenchStack) -> str | None:
-    for worker in stack.services.live.snapshot().workers.values():
-        load = worker.variants.get(VARIANT)
-        if load is not None:
-            return load.state
-    return None
+    placed = stack.services.live.snapshot().placements(VARIANT)  # one worker serves it
+    return placed[0].load.state if placed else None
 
 
 def _wait_for(stack: BenchStack, state: str, timeout_s: float) -> float | None:

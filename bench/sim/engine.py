@@ -183,7 +183,8 @@ class Simulation:
         self._memo: dict[int, tuple[str | None, str]] = {}
         self.class_arrivals: dict[int, dict[int, int]] = {i: {} for i in range(len(classes))}
         # hot-path caches, none of which changes a result: each variant's replica lists
-        # in worker order (dropped whenever a worker or a variant's list comes or goes),
+        # in worker order (dropped whenever a variant's list comes or goes, or a worker
+        # goes),
         # its profile's latencies by batch size, and the jitter's normals drawn in blocks
         # (the same stream as one draw at a time)
         self._placed: dict[str, list[list[Replica]]] = {}
@@ -223,7 +224,6 @@ class Simulation:
             last_change_s=self.now,
         )
         self.workers[worker.worker_id] = worker
-        self._placed.clear()
         if start:
             self._push(worker.ready_s, self.WORKER_READY, worker.worker_id)
         return worker
@@ -315,12 +315,12 @@ class Simulation:
         if len(queue) >= limit or self.s.batch_wait_ms <= 0:
             return 0.0
         # only the earliest objective counts
-        deadlines_ms = [q[0] * 1000.0 + q[1] for q in queue if q[1] != math.inf]
+        earliest_ms = min((q[0] * 1000.0 + q[1] for q in queue if q[1] != math.inf), default=None)
         return batch_wait_ms(
             now_ms=self.now * 1000.0,
             rows=len(queue),
             limit=limit,
-            slo_deadlines_ms=[min(deadlines_ms)] if deadlines_ms else [],
+            slo_deadlines_ms=[] if earliest_ms is None else [earliest_ms],
             latency_ms=self._latency_ms[vid],
             arrival_qps=self.arrival_rate.get(vid, 0.0),
             max_wait_ms=self.s.batch_wait_ms,

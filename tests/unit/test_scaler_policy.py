@@ -621,20 +621,25 @@ def test_noise_within_the_load_quantum_reuses_the_last_answer() -> None:
     assert third.solve_ms > 0.0
 
 
-def test_a_kept_plan_must_carry_new_classes_and_higher_loads_with_the_replicas_it_has() -> None:
-    options = (
-        Option("cpu-v", "a", "cpu", 1, 100.0, 0.1, 200.0, {"x": 100.0, "queue:cpu-v": 100.0}),
-    )
-    hosts = (Host("w1", "cpu", 4, 16384.0, 1000, current={"cpu-v": 3}),)
-    plan = Assignment(
+def three_replicas_on_w1(x_qps: float) -> Assignment:
+    """A kept plan: 3 replicas of cpu-v on w1, class x routed to them at ``x_qps``."""
+    return Assignment(
         replicas={("cpu-v", "w1"): 3},
-        routing={("x", "cpu-v"): 250.0},
+        routing={("x", "cpu-v"): x_qps},
         unserved_qps={},
         cost_per_hour=0.3,
         objective=0.3,
         planner="greedy",
         status="heuristic",
     )
+
+
+def test_a_kept_plan_must_carry_new_classes_and_higher_loads_with_the_replicas_it_has() -> None:
+    options = (
+        Option("cpu-v", "a", "cpu", 1, 100.0, 0.1, 200.0, {"x": 100.0, "queue:cpu-v": 100.0}),
+    )
+    hosts = (Host("w1", "cpu", 4, 16384.0, 1000, current={"cpu-v": 3}),)
+    plan = three_replicas_on_w1(250.0)
     solved_for = {"x": 250.0}
 
     def problem(x_qps: float, backlog_qps: float = 0.0) -> Problem:
@@ -650,15 +655,7 @@ def test_a_kept_plan_must_carry_new_classes_and_higher_loads_with_the_replicas_i
 
 def test_a_kept_plan_follows_an_interfered_replicas_measured_capacity_but_not_a_new_one() -> None:
     options = (Option("cpu-v", "a", "cpu", 1, 100.0, 0.1, 200.0, {"x": 100.0}),)
-    plan = Assignment(
-        replicas={("cpu-v", "w1"): 3},
-        routing={("x", "cpu-v"): 150.0},
-        unserved_qps={},
-        cost_per_hour=0.3,
-        objective=0.3,
-        planner="greedy",
-        status="heuristic",
-    )
+    plan = three_replicas_on_w1(150.0)
 
     def problem(factor: float | None) -> Problem:
         interfered = {} if factor is None else {"cpu-v": factor}
