@@ -34,10 +34,12 @@ def ensure_demo_app(
     say: Say = print,
     models_dir: Path | None = None,
     budget_s_per_batch: float = 0.4,
+    min_runs_per_batch: int = 20,
 ) -> DemoSet:
     """Train (or reuse) the demo models and register any that are not ready yet.
 
-    ``budget_s_per_batch`` is the profiler's time per batch size (tests use less)."""
+    ``budget_s_per_batch`` is the profiler's time per batch size after its first
+    ``min_runs_per_batch`` runs (tests use less of both)."""
     started = time.perf_counter()
     demo = prepare_demo_models(models_dir or services.registry.home / "demo-models", progress=say)
     catalog, store = services.catalog, services.store
@@ -59,6 +61,7 @@ def ensure_demo_app(
         store=store,
         prices=services.prices,
         budget_s_per_batch=budget_s_per_batch,
+        min_runs_per_batch=min_runs_per_batch,
     )
     options = RegistrationOptions(budget_s_per_batch=budget_s_per_batch)
     for demo_model in demo.models:

@@ -157,13 +157,15 @@ def profile_variant(
     *,
     batch_sizes: Sequence[int] = (1, 4, 8, 16, 32),
     budget_s_per_batch: float = 0.5,
+    min_runs_per_batch: int = 20,
 ) -> Profile:
     """Load a variant with ``load`` and measure it on the validation set.
 
     ``load_ms`` is the time of ``load()`` plus one warm-up prediction; ``memory_mb`` is the
     larger of the RSS growth around that and what the runtime reports (at least the
     artifact's size); ``accuracy`` is top-1 over the whole validation set; latency is
-    p50/p99 per batch size on rows drawn from the validation inputs.
+    p50/p99 per batch size on rows drawn from the validation inputs, from at least
+    ``min_runs_per_batch`` runs and then as many as ``budget_s_per_batch`` allows.
     """
     if len(inputs) == 0:
         raise ValueError("no validation inputs to profile with")
@@ -187,7 +189,10 @@ def profile_variant(
         p99: dict[int, float] = {}
         for size in sizes:
             stats = measure_latency(
-                runtime.predict, _batch_sample(inputs, size, rng), budget_s=budget_s_per_batch
+                runtime.predict,
+                _batch_sample(inputs, size, rng),
+                budget_s=budget_s_per_batch,
+                min_runs=min_runs_per_batch,
             )
             p50[size] = stats.p50_ms
             p99[size] = stats.p99_ms

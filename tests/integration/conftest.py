@@ -9,6 +9,21 @@ import pytest
 from tests import services
 from tests.e2e_support import Stack, embedded_stack, services_stack
 
+# Whichever test first asks for a whole-system stack pays for building it: training the
+# demo models, registering and profiling their variants, starting a worker. That took
+# 147 s on an idle 2-core machine (`pytest tests/integration/test_e2e.py -k services
+# --durations=5`, fresh clone) and passed the default 300 s on a loaded CI machine, so
+# these tests get more; each wait inside them still has its own, shorter, limit.
+STACK_FIXTURES = frozenset({"stack", "services_e2e", "embedded_e2e"})
+STACK_TEST_TIMEOUT_S = 900
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses_a_stack = STACK_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses_a_stack and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(STACK_TEST_TIMEOUT_S))
+
 
 @pytest.fixture(scope="session")
 def embedded_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

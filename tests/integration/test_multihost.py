@@ -41,7 +41,7 @@ from registry.livestate import WorkerReport
 from registry.settings import RegistrySettings
 from registry.types import READY
 from tests import netns
-from tests.e2e_support import DEMO_CACHE, PROFILE_BUDGET_S, REPO
+from tests.e2e_support import DEMO_CACHE, PROFILE_BUDGET_S, PROFILE_MIN_RUNS, REPO
 from tests.services import ServiceMissing, postgres_database, unique_name
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,11 @@ def _register_one_model(services: Services, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr("infaas.demo.prepare_demo_models", only_one)
     return ensure_demo_app(
-        services, say=lambda _m: None, models_dir=DEMO_CACHE, budget_s_per_batch=PROFILE_BUDGET_S
+        services,
+        say=lambda _m: None,
+        models_dir=DEMO_CACHE,
+        budget_s_per_batch=PROFILE_BUDGET_S,
+        min_runs_per_batch=PROFILE_MIN_RUNS,
     )
 
 

@@ -30,7 +30,7 @@ from registry.settings import RegistrySettings
 from scaler.actuators import ActuatorSettings, LocalActuator
 from scaler.loop import ScalerLoop
 from scaler.settings import ScalerSettings
-from tests.e2e_support import DEMO_CACHE
+from tests.e2e_support import DEMO_CACHE, PROFILE_BUDGET_S, PROFILE_MIN_RUNS
 from tests.services import unique_name
 from workers.celery_worker import broker_connector
 
@@ -48,7 +48,13 @@ def stack(
         home=tmp_path, state_url=redis_state[0], state_prefix=redis_state[1]
     )
     services = open_services(broker, registry)
-    ensure_demo_app(services, say=lambda _m: None, models_dir=DEMO_CACHE, budget_s_per_batch=0.05)
+    ensure_demo_app(
+        services,
+        say=lambda _m: None,
+        models_dir=DEMO_CACHE,
+        budget_s_per_batch=PROFILE_BUDGET_S,
+        min_runs_per_batch=PROFILE_MIN_RUNS,
+    )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("INFAAS_")},
         "INFAAS_HOME": str(tmp_path),

@@ -205,3 +205,37 @@ def test_profile_variant_with_fewer_rows_than_the_batch(
     )
     assert sorted(profile.latency_ms) == [1, 32]
     assert 0.0 <= profile.accuracy <= 1.0
+
+
+def test_profile_variant_runs_each_batch_size_at_least_min_runs_times(
+    tiny_model: tuple[Path, np.ndarray, np.ndarray],
+) -> None:
+    """With a budget already spent after the first run, ``min_runs_per_batch`` alone sets
+    how many timed runs each batch size gets (plus measure_latency's warm-up)."""
+    path, x, y = tiny_model
+    spec = RuntimeSpec("onnx", "fp32", "cpu", threads=1)
+    calls: dict[int, int] = {}
+
+    class Counting(OnnxRuntime):
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            calls[len(batch)] = calls.get(len(batch), 0) + 1
+            return super().predict(batch)
+
+    def runs_per_size(min_runs: int) -> dict[int, int]:
+        calls.clear()
+        profile_variant(
+            lambda: Counting(spec, path),
+            path.stat().st_size,
+            x,
+            y,
+            batch_sizes=(4, 16),  # sizes the accuracy pass (200 rows in 64s) never uses
+            budget_s_per_batch=0.0,
+            min_runs_per_batch=min_runs,
+        )
+        return {b: calls[b] for b in (4, 16)}
+
+    warmup = 3  # measure_latency's untimed calls before timing
+    assert runs_per_size(2) == {4: 2 + warmup, 16: 2 + warmup}
+    assert runs_per_size(9) == {4: 9 + warmup, 16: 9 + warmup}
+    with pytest.raises(ValueError, match="min_runs"):
+        runs_per_size(0)
