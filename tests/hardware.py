@@ -24,8 +24,9 @@ def cuda_available() -> bool:
 
 
 NO_CUDA = "needs a CUDA GPU; CPU-only machines (CI's among them) cannot run it"
+NO_ORT_GPU = "onnxruntime-gpu is not installed (it cannot be on CPU-only machines)"
 
 # May skip, in CI too (CI=true): a test of a GPU code path runs on a CUDA machine and
 # skips elsewhere with NO_CUDA as its reason, because CI's CPU-only machines have no CUDA
 # device and cannot get one; failing there would say nothing about the code (see above).
-needs_cuda = pytest.mark.skipif(not cuda_available(), reason=NO_CUDA)
+needs_cuda = pytest.mark.skipif(not cuda_available(), reason=NO_CUDA)  # may skip in CI: no GPU

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from queues.errors import WorkerError
-from tests.hardware import NO_CUDA, cuda_available, needs_cuda
+from tests.hardware import NO_CUDA, NO_ORT_GPU, cuda_available, needs_cuda
 from tests.registration_models import Trained, sklearn_onnx, torch_program
 from workers.builders import (
     ONNX_FP32,
@@ -225,8 +225,7 @@ def test_tensorrt_engine_matches_onnx(mlp: Trained, tmp_path: Path) -> None:
     # may skip, in CI too: TensorRT's wheels install only on a CUDA host (tests/hardware.py)
     pytest.importorskip("tensorrt")
     if not cuda_available():
-        # may skip, in CI too: TensorRT builds engines only on a CUDA device (tests/hardware.py)
-        pytest.skip(f"TensorRT {NO_CUDA}")
+        pytest.skip(f"TensorRT {NO_CUDA}")  # may skip in CI: no CUDA device (tests/hardware.py)
     engine = build_artifact(TENSORRT_FP16, mlp.path, tmp_path, input_name="input", max_batch=64)
     spec = RuntimeSpec("tensorrt", "fp16", "gpu", input_name="input", output_name="probabilities")
     runtime = load_runtime(spec, engine)
@@ -242,8 +241,7 @@ def test_onnxruntime_cuda_variant_matches_cpu(mlp: Trained, tmp_path: Path) -> N
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        # may skip, in CI too: onnxruntime-gpu exists only on a CUDA host (tests/hardware.py)
-        pytest.skip("onnxruntime-gpu is not installed (it cannot be on CPU-only machines)")
+        pytest.skip(NO_ORT_GPU)  # may skip in CI: only a CUDA host has it (tests/hardware.py)
     artifact = build_artifact(ONNX_SOURCE, mlp.path, tmp_path, input_name="input")
     spec = RuntimeSpec("onnx", "fp32", "gpu", 1, input_name="input", output_name="probabilities")
     runtime = load_runtime(spec, artifact)

@@ -18,6 +18,8 @@ from tests.hardware import cuda_available
 from workers.builders import cpu_thread_counts
 from workers.profiler import usable_cores
 
+ON_A_GPU = "on a GPU machine the script runs the whole GPU check"
+
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -58,7 +60,7 @@ def test_a_dry_run_on_the_cpu_profiles_the_torch_program(bundle: Path, tmp_path:
 # Never skips in CI: it is the opposite of a GPU test and checks the refusal on a machine
 # without CUDA, which CI's machines are. It may skip only on a GPU machine, where the
 # script runs the whole GPU check instead of refusing (tests/hardware.py).
-@pytest.mark.skipif(cuda_available(), reason="on a GPU machine the script runs the whole GPU check")
+@pytest.mark.skipif(cuda_available(), reason=ON_A_GPU)  # never skips in CI: CI has no GPU
 def test_the_script_refuses_to_run_without_a_cuda_device(bundle: Path) -> None:
     env = {**os.environ, "INFAAS_GPU_BUNDLE": str(bundle), "PYTHON": sys.executable}
     done = subprocess.run(
