@@ -22,6 +22,7 @@ from queues.errors import InfaasError, UnknownApp, UnknownModel
 from registry.intake import Upload, accept_upload, register_again
 from registry.registrations import RegistrationOptions
 from registry.types import READY, App, InputSignature
+from workers.profiler import MIN_RUNS
 from workers.registration import BuildContext, run_registration
 
 DEMO_APP = "digits"
@@ -34,7 +35,7 @@ def ensure_demo_app(
     say: Say = print,
     models_dir: Path | None = None,
     budget_s_per_batch: float = 0.4,
-    min_runs_per_batch: int = 20,
+    min_runs_per_batch: int = MIN_RUNS,
 ) -> DemoSet:
     """Train (or reuse) the demo models and register any that are not ready yet.
 

@@ -89,7 +89,8 @@ class Stack:
         time.sleep(1.0)
 
 
-def _register_demo(services: Services) -> DemoSet:
+def register_demo(services: Services) -> DemoSet:
+    """The demo app, profiled briefly, with the models trained once per checkout."""
     return ensure_demo_app(
         services,
         say=lambda _m: None,
@@ -103,7 +104,7 @@ def _register_demo(services: Services) -> DemoSet:
 def embedded_stack(home: Path) -> Iterator[Stack]:
     broker = BrokerSettings(broker_url=None, queue_prefix=unique_name("q")[-20:])
     services = open_services(broker, RegistrySettings(home=home))
-    demo = _register_demo(services)
+    demo = register_demo(services)
     variants = tuple(v.id for v in services.catalog.list_variants(status=READY) if v.id != UNSERVED)
     gateway = LocalStack(
         services, gateway=GatewaySettings(port=0), worker=WorkerSettings(variants=variants)
@@ -140,7 +141,7 @@ def services_stack(
         store_url=store_url,
     )
     services = open_services(broker, registry)
-    demo = _register_demo(services)
+    demo = register_demo(services)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("INFAAS_")},
         "INFAAS_BROKER_URL": broker_url,

@@ -35,11 +35,15 @@ class LatencyStats:
     runs: int
 
 
+# timed runs per batch size before the time budget may end the measurement
+MIN_RUNS = 20
+
+
 def measure_latency(
     predict: Predict,
     sample: np.ndarray,
     *,
-    min_runs: int = 20,
+    min_runs: int = MIN_RUNS,
     max_runs: int = 2000,
     budget_s: float = 0.5,
     warmup: int = 3,
@@ -157,7 +161,7 @@ def profile_variant(
     *,
     batch_sizes: Sequence[int] = (1, 4, 8, 16, 32),
     budget_s_per_batch: float = 0.5,
-    min_runs_per_batch: int = 20,
+    min_runs_per_batch: int = MIN_RUNS,
 ) -> Profile:
     """Load a variant with ``load`` and measure it on the validation set.
 

@@ -37,7 +37,7 @@ from workers.builders import (
     int8_too_slow,
     plan_variants,
 )
-from workers.profiler import profile_variant, top1_accuracy, usable_cores
+from workers.profiler import MIN_RUNS, profile_variant, top1_accuracy, usable_cores
 from workers.runtimes.base import Runtime, RuntimeSpec, load_runtime
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class ProfileSettings:
     cores: int = 0
     batch_sizes: tuple[int, ...] = (1, 4, 8, 16, 32, 64)
     budget_s_per_batch: float = 0.4
-    min_runs_per_batch: int = 20
+    min_runs_per_batch: int = MIN_RUNS
     int8_max_accuracy_drop: float = 0.05
     int8_speed_tolerance: float = 0.05
     calibration_rows: int = 128
@@ -299,8 +299,8 @@ class BuildContext:
     cores: int = 0
     batch_sizes: tuple[int, ...] = (1, 4, 8, 16, 32, 64)
     budget_s_per_batch: float = 0.4
-    # the demo's tests lower it: a slow variant's 20 runs, not the budget, set their time
-    min_runs_per_batch: int = 20
+    # the demo's tests lower it: a slow variant's minimum runs, not the budget, set their time
+    min_runs_per_batch: int = MIN_RUNS
     worker: str = "in-process"
 
     def settings(self, batch_sizes: Sequence[int], budget_s_per_batch: float) -> ProfileSettings:

@@ -12,8 +12,10 @@ from tests.e2e_support import Stack, embedded_stack, services_stack
 # Whichever test first asks for a whole-system stack pays for building it: training the
 # demo models, registering and profiling their variants, starting a worker. That took
 # 147 s on an idle 2-core machine (`pytest tests/integration/test_e2e.py -k services
-# --durations=5`, fresh clone) and passed the default 300 s on a loaded CI machine, so
-# these tests get more; each wait inside them still has its own, shorter, limit.
+# --durations=5`, fresh clone; 58-74 s since the tests profile with fewer runs) and ran
+# past the default 300 s on a loaded CI machine, so these tests get more; each wait
+# inside them still has its own, shorter, limit. ``stack`` is also the name of
+# test_scaler_live's own stack, which registers the demo app too.
 STACK_FIXTURES = frozenset({"stack", "services_e2e", "embedded_e2e"})
 STACK_TEST_TIMEOUT_S = 900
 

@@ -32,7 +32,7 @@ import pytest
 
 import infaas.demo_models
 from api_gateway.settings import GatewaySettings
-from infaas.demo import DEMO_APP, ensure_demo_app
+from infaas.demo import DEMO_APP
 from infaas.demo_models import DemoSet, load_validation
 from infaas.embedded import LocalStack
 from infaas.services import Services, open_services
@@ -41,7 +41,7 @@ from registry.livestate import WorkerReport
 from registry.settings import RegistrySettings
 from registry.types import READY
 from tests import netns
-from tests.e2e_support import DEMO_CACHE, PROFILE_BUDGET_S, PROFILE_MIN_RUNS, REPO
+from tests.e2e_support import REPO, register_demo
 from tests.services import ServiceMissing, postgres_database, unique_name
 
 pytestmark = pytest.mark.integration
@@ -107,13 +107,7 @@ def _register_one_model(services: Services, monkeypatch: pytest.MonkeyPatch) -> 
         return replace(demo, models=tuple(m for m in demo.models if m.id == MODEL))
 
     monkeypatch.setattr("infaas.demo.prepare_demo_models", only_one)
-    return ensure_demo_app(
-        services,
-        say=lambda _m: None,
-        models_dir=DEMO_CACHE,
-        budget_s_per_batch=PROFILE_BUDGET_S,
-        min_runs_per_batch=PROFILE_MIN_RUNS,
-    )
+    return register_demo(services)
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from api_gateway.settings import GatewaySettings
 from bench.loadgen import closed_loop
-from infaas.demo import DEMO_APP, ensure_demo_app
+from infaas.demo import DEMO_APP
 from infaas.demo_models import load_validation
 from infaas.embedded import LocalStack
 from infaas.services import Services, open_services
@@ -30,7 +30,7 @@ from registry.settings import RegistrySettings
 from scaler.actuators import ActuatorSettings, LocalActuator
 from scaler.loop import ScalerLoop
 from scaler.settings import ScalerSettings
-from tests.e2e_support import DEMO_CACHE, PROFILE_BUDGET_S, PROFILE_MIN_RUNS
+from tests.e2e_support import DEMO_CACHE, register_demo
 from tests.services import unique_name
 from workers.celery_worker import broker_connector
 
@@ -48,13 +48,7 @@ def stack(
         home=tmp_path, state_url=redis_state[0], state_prefix=redis_state[1]
     )
     services = open_services(broker, registry)
-    ensure_demo_app(
-        services,
-        say=lambda _m: None,
-        models_dir=DEMO_CACHE,
-        budget_s_per_batch=PROFILE_BUDGET_S,
-        min_runs_per_batch=PROFILE_MIN_RUNS,
-    )
+    register_demo(services)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("INFAAS_")},
         "INFAAS_HOME": str(tmp_path),
