@@ -41,7 +41,7 @@ class _Saved:
     """What trying a change to one app may touch."""
 
     n: dict[int, dict[int, int]]
-    free_cores: list[int]
+    free_cores: list[float]
     free_memory: list[float]
     free_slots: list[int]
     units: dict[int, float]
@@ -156,7 +156,7 @@ class _Build:
         if limit is not None:
             fits = min(fits, limit - self.n[i].get(j, 0))
         if o.cores > 0:
-            fits = min(fits, self.free_cores[j] // o.cores)
+            fits = min(fits, math.floor(self.free_cores[j] / o.cores + EPS))
         if o.memory_mb > 0:
             fits = min(fits, int(self.free_memory[j] / o.memory_mb + EPS))
         return max(fits, 0)
@@ -172,7 +172,7 @@ class _Build:
         return self.open_of[hardware]
 
     def _has_room(self, j: int) -> bool:
-        return self.free_slots[j] > 0 and (self.free_cores[j] > 0 or not self.cpu_host[j])
+        return self.free_slots[j] > 0 and (self.free_cores[j] > EPS or not self.cpu_host[j])
 
     def _add(self, i: int, j: int, count: int) -> None:
         o = self.p.options[i]
@@ -226,7 +226,7 @@ class _Build:
                 if room <= 0:
                     continue
             if cores:
-                fits = free_cores[j] // cores
+                fits = int(free_cores[j] / cores + EPS)
                 if fits <= 0:
                     continue
                 room = fits if fits < room else room
@@ -603,7 +603,7 @@ def unit_prices(problem: Problem, hardware: str) -> float:
     """
     hosts = [h for h in problem.hosts if h.hardware == hardware and not h.closed]
     if hardware == "cpu":
-        supply = float(sum(max(h.cores - h.reserved_cores, 0) for h in hosts))
+        supply = float(sum(max(h.cores - h.reserved_cores, 0.0) for h in hosts))
     else:
         supply = float(sum(h.max_replicas for h in hosts))
     wants: list[tuple[float, float]] = []

@@ -8,7 +8,7 @@ serves class c (in 1/10,000 of a replica); s_c, the percent of class c left unse
               + Σ unserved_c·s_c
     s.t.      Σ_c r_ci ≤ Σ_j factor_ij·n_ij                  (replica time of i)
               Σ_i capacity_ci·r_ci ≥ (1 − s_c/100)·load_c   (every class served)
-              Σ_i cores_i·n_ij ≤ cores_j,  Σ_i memory_i·n_ij ≤ memory_j,
+              Σ_i cores_i·n_ij ≤ cores_j (in 1/1,000 core),  Σ_i memory_i·n_ij ≤ memory_j,
               Σ_i n_ij ≤ slots_j,  Σ_j n_ij ≤ max_replicas_i
 
 Money is counted in micro-dollars per hour (a replica to load costs one more, so ties
@@ -35,6 +35,7 @@ from scaler.planner import EPS, Assignment, Host, Planner, Problem, evaluate
 MICRO = 1_000_000  # objective unit: micro-dollars per hour
 REPLICA_UNITS = 10_000  # r_ci counts 1/10,000 of a replica
 MIN_RATE_UNITS = 10_000  # the smallest capacity coefficient, for 1e-4 relative rounding
+CORE_UNITS = 1000  # cores are counted in 1/1,000 of a core: light replicas take shares
 MAX_COEFFICIENT = 2**53
 
 
@@ -105,7 +106,7 @@ class _Model:
             if price := _money(option.cost_per_hour):
                 objective.append((n, price))
             if option.cores:
-                cores.append((n, option.cores))
+                cores.append((n, math.ceil(option.cores * CORE_UNITS - 1e-6)))
             if option.memory_mb:
                 memory.append((n, round(option.memory_mb * 1000)))
             current = host.current.get(option.variant, 0)
@@ -119,7 +120,8 @@ class _Model:
         if not placed:
             return
         if cores:
-            m.add(_weighted(cores) <= host.cores - host.reserved_cores)
+            free = max(host.cores - host.reserved_cores, 0.0)
+            m.add(_weighted(cores) <= math.floor(free * CORE_UNITS + 1e-6))
         if memory:
             m.add(_weighted(memory) <= round((host.memory_mb - host.reserved_memory_mb) * 1000))
         if host.max_replicas < slots:

@@ -48,7 +48,7 @@ class Option:
     variant: str
     app: str
     hardware: str
-    cores: int
+    cores: float  # a light replica takes a share of its threads' cores (ScalerSettings)
     memory_mb: float
     cost_per_hour: float
     load_ms: float
@@ -74,7 +74,7 @@ class Host:
     open_cost_per_hour: float = 0.0  # paid once anything is placed on a prospective host
     prospective: bool = False  # not started yet: placing here means starting a worker
     closed: bool = False  # draining: nothing may stay or be placed here
-    reserved_cores: int = 0  # taken by replicas the planner does not manage
+    reserved_cores: float = 0.0  # taken by replicas the planner does not manage
     reserved_memory_mb: float = 0.0
     max_per_variant: int | None = None  # a GPU runs one replica of a variant: more would
     # only contend for the same device
@@ -90,7 +90,8 @@ class Host:
         if self.max_per_variant is not None:
             fits = min(fits, self.max_per_variant)
         if option.cores > 0:
-            fits = min(fits, max(self.cores - self.reserved_cores, 0) // option.cores)
+            free_cores = max(self.cores - self.reserved_cores, 0.0)
+            fits = min(fits, math.floor(free_cores / option.cores + EPS))
         if option.memory_mb > 0:
             free = max(self.memory_mb - self.reserved_memory_mb, 0.0)
             fits = min(fits, math.floor(free / option.memory_mb + EPS))

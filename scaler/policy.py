@@ -212,6 +212,7 @@ class _Tick:
         self.deferred: list[str] = []
         self.actions: list[Action] = []
         self.fixed: dict[str, str] = dict(state.fixed)
+        self.shares: dict[str, float] = {}  # variant -> share of its cores (light: < 1)
 
     # -- 1. load ------------------------------------------------------------------------
 
@@ -419,7 +420,7 @@ class _Tick:
                 and w.worker_id in self.low_since
                 and now - self.low_since[w.worker_id] >= s.worker_idle_s * 1000
             ]
-            idle.sort(key=lambda w: (_cores_used(w, current, self.snap), w.worker_id))
+            idle.sort(key=lambda w: (self.cores_used(w, current), w.worker_id))
             for w in idle:
                 if self._fits_elsewhere(w, current):
                     return w.worker_id
@@ -434,8 +435,8 @@ class _Tick:
             and not self.closed(w.worker_id)
         ]
         if worker.hardware == "cpu":
-            need = _cores_used(worker, current, self.snap)
-            room = sum(w.cores - _cores_used(w, current, self.snap) for w in others)
+            need = self.cores_used(worker, current)
+            room = sum(w.cores - self.cores_used(w, current) for w in others)
         else:
             need = sum(n for (v, wid), n in current.items() if wid == worker.worker_id)
             room = sum(
@@ -446,12 +447,11 @@ class _Tick:
 
     # -- 3. the capacity problem -------------------------------------------------------------
 
-    def problem(
-        self,
-        loads: list[ClassPlan],
-        current: Mapping[Key, int],
-        allowed: Callable[[str], bool] | None,
-    ) -> Problem:
+    def demand(
+        self, loads: list[ClassPlan], allowed: Callable[[str], bool] | None
+    ) -> tuple[list[ClassLoad], dict[str, dict[str, float]]]:
+        """The classes to plan for (queues to drain among them) and what one replica of
+        each variant serves of each. Sets each variant's share of its cores (light)."""
         snap, s = self.snap, self.s
         classes = [ClassLoad(c.key, c.app, c.planned_qps) for c in loads if c.planned_qps > 0]
         capacity: dict[str, dict[str, float]] = {}
@@ -468,37 +468,70 @@ class _Tick:
             key = QUEUE_CLASS + vid
             classes.append(ClassLoad(key, queued.app, depth / s.drain_s))
             capacity[vid][key] = queued.saturation_qps
+        qps = {c.key: c.qps for c in classes}
+        self.shares = {
+            vid: light_share(snap.variants[vid], caps, qps, s.light_share)
+            for vid, caps in capacity.items()
+        }
+        return classes, capacity
+
+    def replica_cores(self, vid: str) -> float:
+        """Cores one replica of ``vid`` takes: its threads' (a light one's share of them)."""
+        info = self.snap.variants.get(vid)
+        if info is None:
+            return 1.0
+        return info.cores * self.shares.get(vid, 1.0)
+
+    def cores_used(self, worker: WorkerView, current: Mapping[Key, int]) -> float:
+        return sum(
+            n * self.replica_cores(vid)
+            for (vid, wid), n in current.items()
+            if wid == worker.worker_id
+        )
+
+    def problem(
+        self,
+        loads: list[ClassPlan],
+        current: Mapping[Key, int],
+        allowed: Callable[[str], bool] | None,
+    ) -> Problem:
+        snap, s = self.snap, self.s
+        classes, capacity = self.demand(loads, allowed)
         wanted = {vid for vid, caps in capacity.items() if caps}
         wanted |= {vid for vid, _ in current if vid in capacity}
-        options = tuple(
-            Option(
-                variant=vid,
-                app=info.app,
-                hardware=info.hardware,
-                cores=info.cores,
-                memory_mb=info.memory_mb,
-                cost_per_hour=info.cost_per_hour,
-                load_ms=info.load_ms,
-                capacity_qps=capacity[vid],
-                max_replicas=s.max_replicas_per_variant,
+        options = []
+        for vid, info in sorted(snap.variants.items()):
+            if vid not in wanted:
+                continue
+            share = self.shares[vid]
+            options.append(
+                Option(
+                    variant=vid,
+                    app=info.app,
+                    hardware=info.hardware,
+                    cores=info.cores * share,
+                    memory_mb=info.memory_mb,
+                    cost_per_hour=info.cost_per_hour * share,
+                    load_ms=info.load_ms,
+                    capacity_qps=capacity[vid],
+                    max_replicas=s.max_replicas_per_variant,
+                )
             )
-            for vid, info in sorted(snap.variants.items())
-            if vid in wanted
-        )
         names = {o.variant for o in options}
         hosts = [self._host(w, current, names) for w in snap.workers.values()]
         hosts += self._future_hosts()
-        return Problem(tuple(classes), options, tuple(hosts), s.load_penalty_per_s)
+        return Problem(tuple(classes), tuple(options), tuple(hosts), s.load_penalty_per_s)
 
     def _host(self, w: WorkerView, current: Mapping[Key, int], names: set[str]) -> Host:
         mine = {vid: n for (vid, wid), n in current.items() if wid == w.worker_id}
-        reserved_cores = 0
+        reserved_cores = 0.0
         reserved_memory = 0.0
         for vid, n in mine.items():
             if vid in names:
                 continue
             info = self.snap.variants.get(vid)
-            reserved_cores += n * (info.cores if info else 1 if w.hardware == "cpu" else 0)
+            cpu = w.hardware == "cpu"
+            reserved_cores += n * (self.replica_cores(vid) if info else 1 if cpu else 0)
             reserved_memory += n * (info.memory_mb if info else 0.0)
         return Host(
             id=w.worker_id,
@@ -791,6 +824,7 @@ class _Tick:
         loads = self.estimate(current)
         if allowed is not None:
             self._fix_variants(loads, current)
+        self.demand(loads, allowed)  # each variant's share of its cores, for the drain
         drain = self.pick_drain(current)
         if drain is not None:
             self.draining[drain] = self.now
@@ -985,10 +1019,16 @@ def _quantize(qps: float, quantum: float) -> float:
     return float(math.exp(steps * math.log1p(quantum)))
 
 
-def _cores_used(worker: WorkerView, current: Mapping[Key, int], snap: ScalerSnapshot) -> int:
-    used = 0
-    for (vid, wid), n in current.items():
-        if wid == worker.worker_id:
-            info = snap.variants.get(vid)
-            used += n * (info.cores if info else 1)
-    return used
+def light_share(
+    info: VariantInfo, capacity_qps: Mapping[str, float], qps: Mapping[str, float], share: float
+) -> float:
+    """The share of its cores (and of its price) one replica of a CPU variant takes: all of
+    them, unless every class it serves together would keep it busy at most ``share`` of
+    the time; then ``share`` (to the 1/1,000 core), and light replicas share cores as
+    their little work interleaves (0 turns this off)."""
+    if share <= 0 or info.hardware != "cpu" or info.cores <= 0:
+        return 1.0
+    busy = sum(qps.get(key, 0.0) / cap for key, cap in capacity_qps.items() if cap > 0)
+    if busy > share:
+        return 1.0
+    return math.ceil(info.cores * share * 1000 - 1e-6) / 1000 / info.cores

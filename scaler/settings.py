@@ -68,6 +68,14 @@ class ScalerSettings(BaseSettings):
     headroom: float = Field(
         default=1.05, ge=1.0, le=10.0, description="capacity kept per app, as a multiple of load"
     )
+    light_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="a CPU variant whose every class together would keep one replica busy "
+        "at most this share of the time is light: its replica takes (and is priced at) this "
+        "share of its cores, so light replicas share cores (0: every replica owns its cores)",
+    )
     load_penalty_per_s: float = Field(
         default=0.1,
         ge=0,

@@ -22,7 +22,7 @@ PLANNERS = [GreedyPlanner(), ILP]
 IDS = ["greedy", "ilp"]
 
 
-def cpu(variant: str, qps: float, *, cost: float = 0.048, cores: int = 1, **kw: object) -> Option:
+def cpu(variant: str, qps: float, *, cost: float = 0.048, cores: float = 1, **kw: object) -> Option:
     return Option(
         variant=variant,
         app=str(kw.pop("app", "a")),
@@ -59,7 +59,8 @@ def check(problem: Problem, plan: Assignment) -> None:
         mine = {v: n for (v, where), n in plan.replicas.items() if where == hid}
         if h.closed:
             assert not mine
-        assert sum(options[v].cores * n for v, n in mine.items()) <= h.cores - h.reserved_cores
+        cores = sum(options[v].cores * n for v, n in mine.items())
+        assert cores <= h.cores - h.reserved_cores + 1e-9
         assert sum(options[v].memory_mb * n for v, n in mine.items()) <= h.memory_mb + 1e-6
         assert sum(mine.values()) <= h.max_replicas
         assert all(options[v].hardware == h.hardware for v in mine)
@@ -257,6 +258,36 @@ def fits(problem: Problem, replicas: dict[tuple[str, str], int]) -> bool:
         if any(n > h.room(options[v]) for v, n in mine.items()):
             return False
     return True
+
+
+@pytest.mark.parametrize("planner", PLANNERS, ids=IDS)
+def test_light_replicas_taking_shares_of_a_core_are_packed_by_their_shares(
+    planner: Planner,
+) -> None:
+    # five apps, each a little load on a replica that takes a quarter core (or 0.3)
+    def problem(share: float, reserved: float = 0.0) -> Problem:
+        apps = [f"app{k}" for k in range(5)]
+        options = tuple(
+            cpu(f"v{k}", 0.0, cost=0.048 * share, cores=share, app=a, capacity={a: 100.0})
+            for k, a in enumerate(apps)
+        )
+        classes = tuple(ClassLoad(a, a, 10.0) for a in apps)
+        return Problem(classes, options, (host("w1", 1, reserved_cores=reserved),), 0.1)
+
+    # four quarters fill the core: the fifth app is left unserved
+    quarters = problem(0.25)
+    plan = planner.solve(quarters)
+    check(quarters, plan)
+    assert sum(plan.replicas.values()) == 4
+    assert len(plan.unserved_qps) == 1
+    # three shares of 0.3 fit beside nothing else, and two beside 0.25 cores reserved
+    for reserved, placed in ((0.0, 3), (0.25, 2)):
+        tenths = problem(0.3, reserved)
+        plan = planner.solve(tenths)
+        check(tenths, plan)
+        assert sum(plan.replicas.values()) == placed
+        assert plan.cost_per_hour == pytest.approx(placed * 0.048 * 0.3)
+    assert host("w1", 1, reserved_cores=0.25).room(cpu("v", 1.0, cores=0.25)) == 3
 
 
 def test_the_ilp_finds_the_brute_force_optimum() -> None:

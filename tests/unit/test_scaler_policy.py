@@ -28,10 +28,17 @@ from scaler.policy import (
     _same_fleet,
     decide,
     decide_replicate_only,
+    light_share,
     replicas_suffice,
 )
 from scaler.settings import ScalerSettings
-from scaler.snapshot import Demand, ScalerSnapshot, build_snapshot
+from scaler.snapshot import (
+    Demand,
+    ScalerSnapshot,
+    VariantInfo,
+    build_snapshot,
+    variant_cost_per_hour,
+)
 from tests import factories as f
 
 CPU = "m.onnx-fp32.cpu-t1"  # 100 qps a replica at any batch, $0.048/h, loads in 0.2 s
@@ -689,3 +696,106 @@ def test_the_plan_publishes_its_split_of_each_class_only_when_set(plan_routing: 
     assert sum(q for _, q in route) == pytest.approx(plan.demand[0].planned_qps, rel=0.01)
     assert doc["routes"][key] == [{"variant": v, "qps": round(q, 3)} for v, q in route]
     assert not any(k.startswith("queue:") for k in doc["routes"])
+
+
+LIGHT_APPS = ("a", "b", "c")
+
+
+def light_cluster(cores: int) -> Cluster:
+    """One worker, three apps of one CPU variant each (100 qps a replica)."""
+    cluster = Cluster(f.worker_report("w1", cores=cores))
+    cluster.catalog = f.catalog(
+        *(
+            f.variant(f"{app}.onnx-fp32.cpu-t1", 0.9, 10.0, slope_ms=10.0, max_batch=8, app=app)
+            for app in LIGHT_APPS
+        )
+    )
+    return cluster
+
+
+def light_tick(cluster: Cluster, loads: dict[str, float], **overrides: object) -> Plan:
+    config = settings(planner="ilp", max_gpu_workers=0, **overrides)
+    run = Run(cluster, config)
+    demands = [Demand(app, qps) for app, qps in loads.items()]
+    plan, run.state = decide(run.snapshot(demands), run.state, config)
+    cluster.apply(plan)
+    return plan
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25])
+def test_light_replicas_share_cores_only_when_asked(share: float) -> None:
+    cluster = light_cluster(cores=2)
+    plan = light_tick(cluster, {"a": 5.0, "b": 5.0, "c": 5.0}, light_share=share)
+    unserved = [d.app for d in plan.demand if d.unserved_qps > 0]
+    if share == 0:  # a core each: two fit, the third app is left out and said so
+        assert sum(cluster.replicas("w1").values()) == 2
+        assert len(unserved) == 1
+        assert any("cannot be placed on any worker" in n for n in plan.notes)
+    else:  # each busy 5 % of the time: a quarter core each, all three on the two cores
+        assert cluster.replicas("w1") == {f"{app}.onnx-fp32.cpu-t1": 1 for app in LIGHT_APPS}
+        assert unserved == []
+        # and each is priced at a quarter of its core
+        assert plan.cost_per_hour == pytest.approx(3 * 0.25 * core_price(cluster))
+
+
+def core_price(cluster: Cluster) -> float:
+    """What a replica owning its one core costs per hour."""
+    variant = cluster.catalog.variants["a.onnx-fp32.cpu-t1"]
+    return variant_cost_per_hour(variant, PriceTable.default())
+
+
+def test_a_variant_busier_than_the_light_share_takes_its_whole_cores() -> None:
+    # c at 60 qps keeps its replica 63 % busy: a whole core, beside a and b's quarters
+    cluster = light_cluster(cores=2)
+    plan = light_tick(cluster, {"a": 5.0, "b": 5.0, "c": 60.0}, light_share=0.25)
+    assert sum(cluster.replicas("w1").values()) == 3
+    assert plan.cost_per_hour == pytest.approx(1.5 * core_price(cluster))
+    # c at 150 qps needs two whole cores, which a and b's quarters leave no room for:
+    # c gets one, and what it cannot place is reported
+    cluster = light_cluster(cores=2)
+    plan = light_tick(cluster, {"a": 5.0, "b": 5.0, "c": 150.0}, light_share=0.25)
+    assert cluster.replicas("w1").get("c.onnx-fp32.cpu-t1") == 1
+    short = {d.app: d.unserved_qps for d in plan.demand if d.unserved_qps > 0}
+    assert list(short) == ["c"]
+    assert short["c"] == pytest.approx(1.05 * 150.0 - 100.0, abs=1.0)
+
+
+def test_the_light_share_of_a_variant() -> None:
+    cheap = VariantInfo(
+        id="v", app="a", hardware="cpu", cores=2, memory_mb=100.0, load_ms=100.0,
+        cost_per_hour=0.1, saturation_qps=100.0, accuracy=0.9, batch_limit=8,
+        capacity_qps={"x": 100.0, "y": 50.0},
+    )  # fmt: skip
+    # busy 10 % for x and 10 % for y: 20 % of the time, under a quarter
+    assert light_share(cheap, cheap.capacity_qps, {"x": 10.0, "y": 5.0}, 0.25) == 0.25
+    assert light_share(cheap, cheap.capacity_qps, {"x": 20.0, "y": 5.0}, 0.25) == 1.0
+    assert light_share(cheap, cheap.capacity_qps, {"x": 10.0}, 0.0) == 1.0  # off
+    # a share is rounded up to 1/1,000 of a core: 2 threads × 0.3333 → 0.667 cores
+    assert light_share(cheap, cheap.capacity_qps, {}, 1 / 3) * 2 == pytest.approx(0.667)
+    gpu = replace(cheap, hardware="gpu", cores=0)
+    assert light_share(gpu, gpu.capacity_qps, {}, 0.25) == 1.0  # a GPU is never shared
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25])
+def test_an_idle_worker_of_light_replicas_is_drained_into_the_shares_left(share: float) -> None:
+    a, b, c = (f"{app}.onnx-fp32.cpu-t1" for app in LIGHT_APPS)
+    cluster = light_cluster(cores=1)
+    cluster.workers = {
+        "w1": f.worker_report("w1", {a: 1, b: 1}, cores=1),
+        "w2": f.worker_report("w2", {c: 1}, cores=1),
+    }
+    cluster.busy = {"w1": 0.1, "w2": 0.05}
+    config = settings(
+        planner="ilp", max_cpu_workers=2, max_gpu_workers=0, worker_idle_s=5, light_share=share
+    )
+    run = Run(cluster, config)
+    for _ in range(20):
+        demands = [Demand(app, 5.0) for app in LIGHT_APPS]
+        plan, run.state = decide(run.snapshot(demands), run.state, config)
+        cluster.apply(plan)
+        run.tick += 1
+    if share == 0:  # a core each: c has nowhere else to go, both workers stay
+        assert sorted(cluster.workers) == ["w1", "w2"]
+    else:  # c's quarter core fits in w1's half left: w2 is drained and removed
+        assert list(cluster.workers) == ["w1"]
+        assert cluster.replicas("w1") == {a: 1, b: 1, c: 1}

@@ -43,6 +43,8 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ({"overloaded_fraction": 2}, "less than or equal to 1"),
         ({"headroom": 0.9}, "greater than or equal to 1"),
         ({"load_penalty_per_s": -1}, "greater than or equal to 0"),
+        ({"light_share": 1.5}, "less than or equal to 1"),
+        ({"light_share": -0.25}, "greater than or equal to 0"),
         ({"load_smoothing": 0}, "greater than 0"),
         ({"replan_tolerance": 1.0}, "less than 1"),
         ({"replan_tolerance": -0.1}, "greater than or equal to 0"),
