@@ -514,7 +514,9 @@ class _Tick:
                     cost_per_hour=info.cost_per_hour * share,
                     load_ms=info.load_ms,
                     capacity_qps=capacity[vid],
-                    max_replicas=s.max_replicas_per_variant,
+                    # a light replica carries all its classes' load: one is enough, and
+                    # the planners' search stays as small as with whole cores
+                    max_replicas=1 if share < 1 else s.max_replicas_per_variant,
                 )
             )
         names = {o.variant for o in options}
