@@ -26,6 +26,7 @@ from scaler.policy import (
     Plan,
     ScalerState,
     _same_fleet,
+    _Tick,
     decide,
     decide_replicate_only,
     light_share,
@@ -799,3 +800,19 @@ def test_an_idle_worker_of_light_replicas_is_drained_into_the_shares_left(share:
     else:  # c's quarter core fits in w1's half left: w2 is drained and removed
         assert list(cluster.workers) == ["w1"]
         assert cluster.replicas("w1") == {a: 1, b: 1, c: 1}
+
+
+def test_a_light_variant_is_offered_at_its_share_of_a_core_and_one_replica() -> None:
+    cluster = light_cluster(cores=2)
+    config = settings(planner="ilp", max_gpu_workers=0, light_share=0.25)
+    snap = Run(cluster, config).snapshot([Demand("a", 5.0), Demand("c", 60.0)])
+    tick = _Tick(snap, ScalerState(), config, "infaas")
+    current = tick.current()
+    tick.track_workers()
+    problem = tick.problem(tick.estimate(current), current, None)
+    options = {o.variant: o for o in problem.options}
+    light, busy = options["a.onnx-fp32.cpu-t1"], options["c.onnx-fp32.cpu-t1"]
+    assert (light.cores, light.max_replicas) == (0.25, 1)
+    assert light.cost_per_hour == pytest.approx(0.25 * core_price(cluster))
+    assert (busy.cores, busy.max_replicas) == (1, config.max_replicas_per_variant)
+    assert busy.cost_per_hour == pytest.approx(core_price(cluster))
