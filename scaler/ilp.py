@@ -8,9 +8,10 @@ serves class c (in 1/10,000 of a replica); s_c, the percent of class c left unse
               + Σ unserved_c·s_c
     s.t.      Σ_c r_ci ≤ Σ_j factor_ij·n_ij                  (replica time of i)
               Σ_i capacity_ci·r_ci ≥ (1 − s_c/100)·load_c   (every class served)
-              Σ_i cores_i·n_ij ≤ cores_j (in 1/1,000 core),  Σ_i memory_i·n_ij ≤ memory_j,
+              Σ_i cores_i·n_ij ≤ cores_j,  Σ_i memory_i·n_ij ≤ memory_j,
               Σ_i n_ij ≤ slots_j,  Σ_j n_ij ≤ max_replicas_i
 
+Cores are counted in 1/1,000 of a core where a light replica takes a share of one.
 Money is counted in micro-dollars per hour (a replica to load costs one more, so ties
 keep replicas where they run) and rates in integer units, so everything is an integer;
 rates are rounded down and a replica's time gets about 2e-4 of slack, so that the greedy
@@ -35,7 +36,7 @@ from scaler.planner import EPS, Assignment, Host, Planner, Problem, evaluate
 MICRO = 1_000_000  # objective unit: micro-dollars per hour
 REPLICA_UNITS = 10_000  # r_ci counts 1/10,000 of a replica
 MIN_RATE_UNITS = 10_000  # the smallest capacity coefficient, for 1e-4 relative rounding
-CORE_UNITS = 1000  # cores are counted in 1/1,000 of a core: light replicas take shares
+CORE_UNITS = 1000  # with light replicas, cores are counted in 1/1,000 of a core
 MAX_COEFFICIENT = 2**53
 
 
@@ -58,6 +59,10 @@ class _Model:
         self.rate: dict[tuple[int, int], int] = {}  # qps × rate_scale per unit of r
         self.s: dict[int, Any] = {}
         self.rate_scale = self._rate_scale()
+        # whole cores stay whole: the model (and a seed's replay) is as it was without
+        # light replicas
+        fractional = any(o.cores != math.floor(o.cores) for o in problem.options)
+        self.core_units = CORE_UNITS if fractional else 1
         self.build()
 
     def _rate_scale(self) -> int:
@@ -106,7 +111,7 @@ class _Model:
             if price := _money(option.cost_per_hour):
                 objective.append((n, price))
             if option.cores:
-                cores.append((n, math.ceil(option.cores * CORE_UNITS - 1e-6)))
+                cores.append((n, math.ceil(option.cores * self.core_units - 1e-6)))
             if option.memory_mb:
                 memory.append((n, round(option.memory_mb * 1000)))
             current = host.current.get(option.variant, 0)
@@ -121,7 +126,7 @@ class _Model:
             return
         if cores:
             free = max(host.cores - host.reserved_cores, 0.0)
-            m.add(_weighted(cores) <= math.floor(free * CORE_UNITS + 1e-6))
+            m.add(_weighted(cores) <= math.floor(free * self.core_units + 1e-6))
         if memory:
             m.add(_weighted(memory) <= round((host.memory_mb - host.reserved_memory_mb) * 1000))
         if host.max_replicas < slots:
