@@ -31,12 +31,11 @@ from typing import Any
 from ortools.sat.python import cp_model
 
 from scaler.greedy import GreedyPlanner
-from scaler.planner import EPS, Assignment, Host, Planner, Problem, evaluate
+from scaler.planner import CORE_UNITS, EPS, Assignment, Host, Planner, Problem, evaluate
 
 MICRO = 1_000_000  # objective unit: micro-dollars per hour
 REPLICA_UNITS = 10_000  # r_ci counts 1/10,000 of a replica
 MIN_RATE_UNITS = 10_000  # the smallest capacity coefficient, for 1e-4 relative rounding
-CORE_UNITS = 1000  # with light replicas, cores are counted in 1/1,000 of a core
 MAX_COEFFICIENT = 2**53
 
 

@@ -30,6 +30,7 @@ from queues.errors import InvalidRequest
 # placement of the same load could cost
 UNSERVED_WEIGHT = 2.0
 EPS = 1e-9
+CORE_UNITS = 1000  # a light replica's share of a core is counted in 1/1,000 of one
 
 
 @dataclass(frozen=True, slots=True)

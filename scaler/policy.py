@@ -34,7 +34,16 @@ from registry.livestate import LOADING
 from registry.routing import Routes
 from scaler.greedy import GreedyPlanner
 from scaler.ilp import IlpPlanner
-from scaler.planner import EPS, Assignment, ClassLoad, Host, Option, Planner, Problem
+from scaler.planner import (
+    CORE_UNITS,
+    EPS,
+    Assignment,
+    ClassLoad,
+    Host,
+    Option,
+    Planner,
+    Problem,
+)
 from scaler.settings import ScalerSettings
 from scaler.snapshot import DemandClass, ScalerSnapshot, VariantInfo, WorkerView
 
@@ -449,9 +458,9 @@ class _Tick:
 
     def demand(
         self, loads: list[ClassPlan], allowed: Callable[[str], bool] | None
-    ) -> tuple[list[ClassLoad], dict[str, dict[str, float]]]:
-        """The classes to plan for (queues to drain among them) and what one replica of
-        each variant serves of each. Sets each variant's share of its cores (light)."""
+    ) -> tuple[list[ClassLoad], dict[str, dict[str, float]], dict[str, float]]:
+        """The classes to plan for (queues to drain among them), what one replica of each
+        variant serves of each, and each variant's share of its cores (light: < 1)."""
         snap, s = self.snap, self.s
         classes = [ClassLoad(c.key, c.app, c.planned_qps) for c in loads if c.planned_qps > 0]
         capacity: dict[str, dict[str, float]] = {}
@@ -469,11 +478,11 @@ class _Tick:
             classes.append(ClassLoad(key, queued.app, depth / s.drain_s))
             capacity[vid][key] = queued.saturation_qps
         qps = {c.key: c.qps for c in classes}
-        self.shares = {
+        shares = {
             vid: light_share(snap.variants[vid], caps, qps, s.light_share)
             for vid, caps in capacity.items()
         }
-        return classes, capacity
+        return classes, capacity, shares
 
     def replica_cores(self, vid: str) -> float:
         """Cores one replica of ``vid`` takes: its threads' (a light one's share of them)."""
@@ -491,12 +500,13 @@ class _Tick:
 
     def problem(
         self,
-        loads: list[ClassPlan],
+        classes: list[ClassLoad],
+        capacity: Mapping[str, Mapping[str, float]],
         current: Mapping[Key, int],
-        allowed: Callable[[str], bool] | None,
     ) -> Problem:
+        """The capacity problem of this tick, from :meth:`demand`'s classes and capacities
+        (and the shares of their cores kept from it)."""
         snap, s = self.snap, self.s
-        classes, capacity = self.demand(loads, allowed)
         wanted = {vid for vid, caps in capacity.items() if caps}
         wanted |= {vid for vid, _ in current if vid in capacity}
         options = []
@@ -826,11 +836,11 @@ class _Tick:
         loads = self.estimate(current)
         if allowed is not None:
             self._fix_variants(loads, current)
-        self.demand(loads, allowed)  # each variant's share of its cores, for the drain
+        classes, capacity, self.shares = self.demand(loads, allowed)
         drain = self.pick_drain(current)
         if drain is not None:
             self.draining[drain] = self.now
-        problem = self.problem(loads, current, allowed)
+        problem = self.problem(classes, capacity, current)
         self.unservable = {c.key: not problem.serving[c.key] for c in problem.classes}
         last = self.state.last_solved
         self.solved_ms = self.state.solved_ms
@@ -843,7 +853,7 @@ class _Tick:
             self.solved_ms = self.now
         if drain is not None and any(h.startswith(NEW_HOST) for _, h in plan.replicas):
             del self.draining[drain]  # the load needs it after all; the greedy re-plans
-            problem = self.problem(loads, current, allowed)  # so the tick stays short
+            problem = self.problem(classes, capacity, current)  # so the tick stays short
             plan = GreedyPlanner().solve(problem)
         elif drain is not None:
             self.notes.append(f"draining idle worker {drain}: its replicas move elsewhere")
@@ -1026,11 +1036,11 @@ def light_share(
 ) -> float:
     """The share of its cores (and of its price) one replica of a CPU variant takes: all of
     them, unless every class it serves together would keep it busy at most ``share`` of
-    the time; then ``share`` (to the 1/1,000 core), and light replicas share cores as
-    their little work interleaves (0 turns this off)."""
+    the time; then ``share`` (to the planners' 1/1,000 core), and light replicas share
+    cores as their little work interleaves (0 turns this off)."""
     if share <= 0 or info.hardware != "cpu" or info.cores <= 0:
         return 1.0
     busy = sum(qps.get(key, 0.0) / cap for key, cap in capacity_qps.items() if cap > 0)
     if busy > share:
         return 1.0
-    return math.ceil(info.cores * share * 1000 - 1e-6) / 1000 / info.cores
+    return math.ceil(info.cores * share * CORE_UNITS - 1e-6) / CORE_UNITS / info.cores

@@ -809,7 +809,8 @@ def test_a_light_variant_is_offered_at_its_share_of_a_core_and_one_replica() -> 
     tick = _Tick(snap, ScalerState(), config, "infaas")
     current = tick.current()
     tick.track_workers()
-    problem = tick.problem(tick.estimate(current), current, None)
+    classes, capacity, tick.shares = tick.demand(tick.estimate(current), None)
+    problem = tick.problem(classes, capacity, current)
     options = {o.variant: o for o in problem.options}
     light, busy = options["a.onnx-fp32.cpu-t1"], options["c.onnx-fp32.cpu-t1"]
     assert (light.cores, light.max_replicas) == (0.25, 1)
