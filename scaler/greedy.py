@@ -97,10 +97,11 @@ class _Build:
                         self._add(i, j, kept)
         order = sorted(
             (j for j, h in enumerate(hosts) if not h.closed),
-            # running workers, then those asked for (free), then those to start (priced)
+            # running workers, then those asked for (free), then those to open, the
+            # cheapest first (a spare before a new worker)
             key=lambda j: (
                 hosts[j].prospective,
-                hosts[j].open_cost_per_hour > 0,
+                hosts[j].open_cost_per_hour,
                 -self.fullness(j),
                 hosts[j].id,
             ),

@@ -53,6 +53,9 @@ ACTION_ORDER = {ADD_WORKER: 0, LOAD: 1, SET_REPLICAS: 2, UNLOAD: 3, REMOVE_WORKE
 QUEUE_CLASS = "queue:"  # the backlog of one variant's queue, only it can drain
 PENDING_HOST = "pending-"  # a worker asked for and not yet seen
 NEW_HOST = "new-"  # a worker that could be asked for
+# a spare worker is offered to the planner as a worker to open, just cheaper than a new
+# one: it is used before one is started, and not while the running workers have room
+SPARE_PRICE = 0.999
 
 Key = tuple[str, str]  # (variant, worker)
 
@@ -222,6 +225,7 @@ class _Tick:
         self.actions: list[Action] = []
         self.fixed: dict[str, str] = dict(state.fixed)
         self.shares: dict[str, float] = {}  # variant -> share of its cores (light: < 1)
+        self.spares: set[str] = set()  # empty workers kept started (spare_*_workers)
 
     # -- 1. load ------------------------------------------------------------------------
 
@@ -413,6 +417,20 @@ class _Tick:
         last = self.worker_action_ms.get(hardware)
         return last is not None and self.now - last < self.s.worker_backoff_s * 1000
 
+    def pick_spares(self, current: Mapping[Key, int]) -> set[str]:
+        """The empty running workers kept as spares: up to ``spare_*_workers`` of each
+        hardware, the oldest names first (the others drain as idle workers do)."""
+        used = {wid for _, wid in current}
+        spares: set[str] = set()
+        for hw in ("cpu", "gpu"):
+            empty = sorted(
+                wid
+                for wid, w in self.snap.workers.items()
+                if w.hardware == hw and wid not in used and not self.closed(wid)
+            )
+            spares.update(empty[: self.s.spare_workers(hw)])
+        return spares
+
     def pick_drain(self, current: Mapping[Key, int]) -> str | None:
         """An idle worker to empty and remove, if its replicas fit on the others."""
         s, now = self.s, self.now
@@ -426,6 +444,7 @@ class _Tick:
                 for w in self.snap.workers.values()
                 if w.hardware == hw
                 and not self.closed(w.worker_id)
+                and w.worker_id not in self.spares
                 and w.worker_id in self.low_since
                 and now - self.low_since[w.worker_id] >= s.worker_idle_s * 1000
             ]
@@ -442,6 +461,7 @@ class _Tick:
             if w.hardware == worker.hardware
             and w.worker_id != worker.worker_id
             and not self.closed(w.worker_id)
+            and w.worker_id not in self.spares  # a drain packs into workers in use
         ]
         if worker.hardware == "cpu":
             need = self.cores_used(worker, current)
@@ -545,6 +565,7 @@ class _Tick:
             cpu = w.hardware == "cpu"
             reserved_cores += n * (self.replica_cores(vid) if info else 1 if cpu else 0)
             reserved_memory += n * (info.memory_mb if info else 0.0)
+        spare = w.worker_id in self.spares
         return Host(
             id=w.worker_id,
             hardware=w.hardware,
@@ -557,6 +578,10 @@ class _Tick:
             reserved_cores=reserved_cores,
             reserved_memory_mb=reserved_memory,
             max_per_variant=1 if w.hardware == "gpu" else None,
+            prospective=spare,
+            open_cost_per_hour=(
+                SPARE_PRICE * self.snap.worker_price_per_hour(w.hardware) if spare else 0.0
+            ),
         )
 
     def _future_hosts(self) -> list[Host]:
@@ -743,6 +768,9 @@ class _Tick:
             reasons.append(
                 f"the plan needs room the running {hw} workers lack ({', '.join(needed)})"
             )
+        spare = self._spare_deficit(hw, plan, asked)
+        if spare:
+            reasons.append(f"keeping {s.spare_workers(hw)} spare {hw} worker(s) started")
         reactive = s.reactive_worker_rules
         if reactive and live and all(w.utilisation > s.hot_threshold for w in live):
             reasons.append(f"all {len(live)} {hw} workers are over {s.hot_threshold:.0%} busy")
@@ -755,7 +783,7 @@ class _Tick:
         if below_min:
             reasons.append(f"below the minimum of {s.min_workers(hw)} {hw} workers")
         why = "; ".join(reasons)
-        if not reasons or (asked and not below_min and not needed):
+        if not reasons or (asked and not below_min and not needed and not spare):
             return False  # nothing to do, or one is on its way already
         if len(live) + asked >= s.max_workers(hw):
             self.notes.append(
@@ -764,19 +792,39 @@ class _Tick:
             )
             return False
         burst = s.burst_workers and bool(needed)
-        if self.backed_off(hw) and not below_min and not burst:
+        # one worker (or, in a burst, every one the plan needs) for the rules above, and
+        # the spares on top; only the spares go past the back-off (they are kept, not
+        # grown to a load)
+        other = bool(needed) or below_min or (len(reasons) > bool(spare) and not asked)
+        if other and self.backed_off(hw) and not below_min and not burst:
             self.deferred.append(
                 f"add a {hw} worker ({why}): backing off {s.worker_backoff_s:g} s after the "
                 f"last {hw} worker action"
             )
-            return False
+            if not spare:
+                return False
+            other = False
         hosts = len({h for _, h in plan.replicas if h.startswith(NEW_HOST + hw)})
-        count = min(max(hosts, 1), s.max_workers(hw) - len(live) - asked) if burst else 1
+        count = (max(hosts, 1) if burst else 1) if other else 0
+        count = min(count + spare, s.max_workers(hw) - len(live) - asked)
         for _ in range(count):
             self.actions.append(Action(ADD_WORKER, hardware=hw, reason=why))
             self.pending_workers = (*self.pending_workers, (hw, self.now))
         self.worker_action_ms[hw] = self.now
         return True
+
+    def _spare_deficit(self, hw: str, plan: Assignment, asked: int) -> int:
+        """How many more ``hw`` workers to ask for so that ``spare_*_workers`` stay empty
+        once the plan is carried out: spares it leaves empty and workers asked for that
+        it does not use count."""
+        want = self.s.spare_workers(hw)
+        if not want:
+            return 0
+        hosts = {h for _, h in plan.replicas}
+        kept = sum(1 for wid in self.spares if self.snap.workers[wid].hardware == hw
+                   and wid not in hosts)  # fmt: skip
+        used_asked = sum(1 for h in hosts if h.startswith(PENDING_HOST + hw))
+        return max(want - kept - max(asked - used_asked, 0), 0)
 
     def _remove_workers(self, current: Mapping[Key, int], added: set[str]) -> None:
         """Remove drained workers once empty (again if one lingers past its time)."""
@@ -833,6 +881,9 @@ class _Tick:
     ) -> tuple[Plan, ScalerState]:
         current = self.current()
         self.track_workers()
+        self.spares = self.pick_spares(current)
+        for wid in self.spares:  # a spare that takes replicas is idle from then on, not before
+            self.low_since.pop(wid, None)
         loads = self.estimate(current)
         if allowed is not None:
             self._fix_variants(loads, current)
@@ -851,7 +902,9 @@ class _Tick:
             plan = planner.solve(problem)
             self.solved = (problem, plan)
             self.solved_ms = self.now
-        if drain is not None and any(h.startswith(NEW_HOST) for _, h in plan.replicas):
+        if drain is not None and any(
+            h.startswith(NEW_HOST) or h in self.spares for _, h in plan.replicas
+        ):
             del self.draining[drain]  # the load needs it after all; the greedy re-plans
             problem = self.problem(classes, capacity, current)  # so the tick stays short
             plan = GreedyPlanner().solve(problem)

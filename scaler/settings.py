@@ -211,6 +211,17 @@ class ScalerSettings(BaseSettings):
     max_cpu_workers: int = Field(default=8, ge=0, le=10_000)
     min_gpu_workers: int = Field(default=0, ge=0, le=10_000)
     max_gpu_workers: int = Field(default=4, ge=0, le=10_000)
+    spare_cpu_workers: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="started CPU workers kept empty beyond what the plan uses, so the "
+        "first replicas of a rise load at once instead of waiting for a worker to join; "
+        "the planner opens one before a new worker, at the same price",
+    )
+    spare_gpu_workers: int = Field(
+        default=0, ge=0, le=10_000, description="started GPU workers kept empty, as for CPU"
+    )
     max_new_workers_per_tick: int = Field(default=1, ge=1, le=100)
     burst_workers: bool = Field(
         default=False,
@@ -242,6 +253,13 @@ class ScalerSettings(BaseSettings):
                     f"INFAAS_SCALER_MAX_{hardware.upper()}_WORKERS ({high}); lower the minimum "
                     "or raise the maximum"
                 )
+            spare = getattr(self, f"spare_{hardware}_workers")
+            if spare > high:
+                raise ValueError(
+                    f"INFAAS_SCALER_SPARE_{hardware.upper()}_WORKERS ({spare}) exceeds "
+                    f"INFAAS_SCALER_MAX_{hardware.upper()}_WORKERS ({high}); keep fewer spare "
+                    "workers or raise the maximum"
+                )
         if self.idle_threshold >= self.hot_threshold:
             raise ValueError(
                 f"INFAAS_SCALER_IDLE_THRESHOLD ({self.idle_threshold}) must be below "
@@ -263,6 +281,9 @@ class ScalerSettings(BaseSettings):
 
     def max_workers(self, hardware: str) -> int:
         return self.max_cpu_workers if hardware == "cpu" else self.max_gpu_workers
+
+    def spare_workers(self, hardware: str) -> int:
+        return self.spare_cpu_workers if hardware == "cpu" else self.spare_gpu_workers
 
     def hold_ms(self, hardware: str, load_ms: float) -> float:
         """How long load must stay low before a variant of this hardware may shrink."""

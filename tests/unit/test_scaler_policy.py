@@ -817,3 +817,104 @@ def test_a_light_variant_is_offered_at_its_share_of_a_core_and_one_replica() -> 
     assert light.cost_per_hour == pytest.approx(0.25 * core_price(cluster))
     assert (busy.cores, busy.max_replicas) == (1, config.max_replicas_per_variant)
     assert busy.cost_per_hour == pytest.approx(core_price(cluster))
+
+
+# -- spare workers ---------------------------------------------------------------------------
+
+
+def spare_run(planner: str, *workers: WorkerReport, **overrides: object) -> Run:
+    base: dict[str, object] = {
+        "planner": planner,
+        "ilp_deterministic_time": 5.0,
+        "max_cpu_workers": 4,
+        "max_gpu_workers": 0,
+        "spare_cpu_workers": 1,
+        "worker_idle_s": 5,
+        "worker_backoff_s": 30,
+        "cpu_worker_cores": 4,  # new workers as big as the spare
+    }
+    config = settings(**(base | overrides))
+    return Run(Cluster(*(workers or (f.worker_report("w1", cores=4),))), config)
+
+
+def added(plan: Plan) -> list[str]:
+    return [a.reason for a in plan.actions if a.kind == ADD_WORKER]
+
+
+@pytest.mark.parametrize("planner", ["greedy", "ilp"])
+def test_a_spare_worker_is_kept_empty_and_takes_a_rise_before_a_new_worker(planner: str) -> None:
+    run = spare_run(planner)
+    first = run.step(150)
+    assert added(first) == ["keeping 1 spare cpu worker(s) started"]
+    quiet = run.steps([150] * 20)  # past the idle time: the spare is not drained
+    assert not [a for p in quiet for a in p.actions]
+    assert run.cluster.replicas("w1") == {CPU: 2}  # not spread onto the spare
+    assert run.cluster.replicas("cpu-new1") == {}
+    rise = run.step(500)  # 6 replicas: 4 on w1, 2 at once on the spare
+    assert run.cluster.replicas("w1") == {CPU: 4}
+    assert run.cluster.replicas("cpu-new1") == {CPU: 2}
+    # a new spare replaces it, within the back-off of the worker just asked for
+    assert added(rise) == ["keeping 1 spare cpu worker(s) started"]
+    assert not [a for p in run.steps([500] * 5) for a in p.actions if a.kind == ADD_WORKER]
+    assert run.cluster.replicas("cpu-new2") == {}
+
+
+@pytest.mark.parametrize("planner", ["greedy", "ilp"])
+def test_a_rise_past_the_spare_asks_for_the_workers_it_needs_and_a_new_spare(
+    planner: str,
+) -> None:
+    run = spare_run(planner, burst_workers=True, max_new_workers_per_tick=4)
+    run.steps([150] * 3)
+    rise = run.step(1000)  # 1050 qps: 11 replicas; w1 takes 4, the spare 4, 3 more
+    assert run.cluster.replicas("cpu-new1") == {CPU: 4}
+    reasons = added(rise)
+    assert len(reasons) == 2  # the worker the plan needs and a spare
+    assert reasons[0].startswith("the plan needs room the running cpu workers lack")
+    assert reasons[0].endswith("keeping 1 spare cpu worker(s) started")
+
+
+def test_empty_workers_beyond_the_spares_are_removed_the_first_kept() -> None:
+    run = spare_run(
+        "greedy",
+        f.worker_report("w1", {CPU: 1}, cores=4),
+        f.worker_report("w2", cores=4),
+        f.worker_report("w3", cores=4),
+    )
+    plans = run.steps([50] * 30)
+    removed = [a.worker for p in plans for a in p.actions if a.kind == REMOVE_WORKER]
+    assert removed == ["w3"]
+    assert sorted(run.cluster.workers) == ["w1", "w2"]
+    assert not [a for p in plans for a in p.actions if a.kind == ADD_WORKER]
+
+
+def test_without_spares_no_empty_worker_is_kept() -> None:
+    run = spare_run("greedy", spare_cpu_workers=0)
+    plans = run.steps([150] * 20)
+    assert not [a for p in plans for a in p.actions if a.kind == ADD_WORKER]
+    assert list(run.cluster.workers) == ["w1"]
+
+
+def test_an_idle_worker_is_not_drained_into_the_spare() -> None:
+    run = spare_run(
+        "greedy",
+        f.worker_report("w1", {CPU: 4}, cores=4),
+        f.worker_report("w2", {CPU: 1}, cores=4),
+        f.worker_report("w3", cores=4),  # the spare
+    )
+    run.cluster.busy = {"w1": 0.9, "w2": 0.05}
+    plans = run.steps([450] * 20)  # w2 is idle, but w1 is full: only the spare has room
+    assert not [a for p in plans for a in p.actions]
+    assert run.cluster.replicas("w2") == {CPU: 1}
+    assert run.cluster.replicas("w3") == {}
+
+
+def test_a_spare_that_takes_replicas_is_idle_only_from_then_on() -> None:
+    run = spare_run("greedy")
+    run.steps([150] * 20)  # the spare is empty, and so idle, all along
+    assert "cpu-new1" not in run.state.low_since
+    run.step(500)
+    assert run.cluster.replicas("cpu-new1") == {CPU: 2}
+    run.cluster.busy = {"cpu-new1": 0.05}  # idle from here
+    now_ms = run.tick * TICK_MS
+    run.steps([500] * 3)
+    assert run.state.low_since["cpu-new1"] == now_ms  # not since it was a spare

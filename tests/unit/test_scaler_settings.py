@@ -36,6 +36,9 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     [
         ({"min_cpu_workers": 5, "max_cpu_workers": 2}, "MIN_CPU_WORKERS (5) exceeds"),
         ({"min_gpu_workers": 2, "max_gpu_workers": 1}, "MIN_GPU_WORKERS (2) exceeds"),
+        ({"spare_cpu_workers": 3, "max_cpu_workers": 2}, "SPARE_CPU_WORKERS (3) exceeds"),
+        ({"spare_gpu_workers": 1, "max_gpu_workers": 0}, "SPARE_GPU_WORKERS (1) exceeds"),
+        ({"spare_cpu_workers": -1}, "greater than or equal to 0"),
         ({"idle_threshold": 0.9, "hot_threshold": 0.8}, "IDLE_THRESHOLD (0.9) must be below"),
         ({"ilp_time_limit_s": 1.0, "tick_interval_s": 1.0}, "ILP_TIME_LIMIT_S (1.0) must be below"),
         ({"hot_threshold": 1.5}, "less than or equal to 1"),
