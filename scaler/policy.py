@@ -419,7 +419,7 @@ class _Tick:
 
     def pick_spares(self, current: Mapping[Key, int]) -> set[str]:
         """The empty running workers kept as spares: up to ``spare_*_workers`` of each
-        hardware, the oldest names first (the others drain as idle workers do)."""
+        hardware, in order of name (the others drain as idle workers do)."""
         used = {wid for _, wid in current}
         spares: set[str] = set()
         for hw in ("cpu", "gpu"):

@@ -217,7 +217,7 @@ class ScalerSettings(BaseSettings):
         le=10_000,
         description="started CPU workers kept empty beyond what the plan uses, so the "
         "first replicas of a rise load at once instead of waiting for a worker to join; "
-        "the planner opens one before a new worker, at the same price",
+        "the planner opens one before a new worker, at just below a new one's price",
     )
     spare_gpu_workers: int = Field(
         default=0, ge=0, le=10_000, description="started GPU workers kept empty, as for CPU"
