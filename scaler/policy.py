@@ -375,7 +375,7 @@ class _Tick:
 
     # -- workers asked for, idle, draining -------------------------------------------------
 
-    def track_workers(self) -> None:
+    def track_workers(self, current: Mapping[Key, int]) -> None:
         s, now, snap = self.s, self.now, self.snap
         fresh = [w for w in sorted(snap.workers) if w not in self.state.known_workers]
         joined: dict[str, int] = {}
@@ -394,13 +394,15 @@ class _Tick:
             else:
                 waiting.append((hw, since))
         self.pending_workers = tuple(waiting)
-        self.low_since: dict[str, float] = {}
-        for wid, w in snap.workers.items():
-            if w.utilisation < s.idle_threshold and not w.troubled:
-                self.low_since[wid] = self.state.low_since.get(wid, now)
         self.draining = {w: t for w, t in self.state.draining.items() if w in snap.workers}
         self.removing = {w: t for w, t in self.state.removing.items() if w in snap.workers}
         self.worker_action_ms = dict(self.state.worker_action_ms)
+        self.spares = self.pick_spares(current)
+        # a spare is not idle: once it takes replicas it is idle from then on, not before
+        self.low_since: dict[str, float] = {}
+        for wid, w in snap.workers.items():
+            if w.utilisation < s.idle_threshold and not w.troubled and wid not in self.spares:
+                self.low_since[wid] = self.state.low_since.get(wid, now)
 
     def closed(self, worker: str) -> bool:
         """Being emptied or removed: nothing may stay or be placed there."""
@@ -768,9 +770,6 @@ class _Tick:
             reasons.append(
                 f"the plan needs room the running {hw} workers lack ({', '.join(needed)})"
             )
-        spare = self._spare_deficit(hw, plan, asked)
-        if spare:
-            reasons.append(f"keeping {s.spare_workers(hw)} spare {hw} worker(s) started")
         reactive = s.reactive_worker_rules
         if reactive and live and all(w.utilisation > s.hot_threshold for w in live):
             reasons.append(f"all {len(live)} {hw} workers are over {s.hot_threshold:.0%} busy")
@@ -782,9 +781,15 @@ class _Tick:
         below_min = len(live) + asked < s.min_workers(hw)
         if below_min:
             reasons.append(f"below the minimum of {s.min_workers(hw)} {hw} workers")
+        # grow by one worker (in a burst, by every one the plan needs) unless one is on its
+        # way already; and ask for the spares the plan leaves missing on top
+        grow = bool(reasons) and (not asked or below_min or bool(needed))
+        spare = self._spare_deficit(hw, plan, asked)
+        if spare:
+            reasons.append(f"keeping {s.spare_workers(hw)} spare {hw} worker(s) started")
         why = "; ".join(reasons)
-        if not reasons or (asked and not below_min and not needed and not spare):
-            return False  # nothing to do, or one is on its way already
+        if not grow and not spare:
+            return False
         if len(live) + asked >= s.max_workers(hw):
             self.notes.append(
                 f"would add a {hw} worker ({why}) but "
@@ -792,20 +797,16 @@ class _Tick:
             )
             return False
         burst = s.burst_workers and bool(needed)
-        # one worker (or, in a burst, every one the plan needs) for the rules above, and
-        # the spares on top; only the spares go past the back-off (they are kept, not
-        # grown to a load)
-        other = bool(needed) or below_min or (len(reasons) > bool(spare) and not asked)
-        if other and self.backed_off(hw) and not below_min and not burst:
+        if grow and self.backed_off(hw) and not below_min and not burst:
             self.deferred.append(
                 f"add a {hw} worker ({why}): backing off {s.worker_backoff_s:g} s after the "
                 f"last {hw} worker action"
             )
+            grow = False  # the spares go past the back-off: they are kept, not grown to a load
             if not spare:
                 return False
-            other = False
         hosts = len({h for _, h in plan.replicas if h.startswith(NEW_HOST + hw)})
-        count = (max(hosts, 1) if burst else 1) if other else 0
+        count = (max(hosts, 1) if burst else 1) if grow else 0
         count = min(count + spare, s.max_workers(hw) - len(live) - asked)
         for _ in range(count):
             self.actions.append(Action(ADD_WORKER, hardware=hw, reason=why))
@@ -821,8 +822,8 @@ class _Tick:
         if not want:
             return 0
         hosts = {h for _, h in plan.replicas}
-        kept = sum(1 for wid in self.spares if self.snap.workers[wid].hardware == hw
-                   and wid not in hosts)  # fmt: skip
+        mine = [wid for wid in self.spares if self.snap.workers[wid].hardware == hw]
+        kept = sum(1 for wid in mine if wid not in hosts)
         used_asked = sum(1 for h in hosts if h.startswith(PENDING_HOST + hw))
         return max(want - kept - max(asked - used_asked, 0), 0)
 
@@ -880,10 +881,7 @@ class _Tick:
         self, planner: Planner, allowed: Callable[[str], bool] | None
     ) -> tuple[Plan, ScalerState]:
         current = self.current()
-        self.track_workers()
-        self.spares = self.pick_spares(current)
-        for wid in self.spares:  # a spare that takes replicas is idle from then on, not before
-            self.low_since.pop(wid, None)
+        self.track_workers(current)
         loads = self.estimate(current)
         if allowed is not None:
             self._fix_variants(loads, current)

@@ -808,7 +808,7 @@ def test_a_light_variant_is_offered_at_its_share_of_a_core_and_one_replica() -> 
     snap = Run(cluster, config).snapshot([Demand("a", 5.0), Demand("c", 60.0)])
     tick = _Tick(snap, ScalerState(), config, "infaas")
     current = tick.current()
-    tick.track_workers()
+    tick.track_workers(current)
     classes, capacity, tick.shares = tick.demand(tick.estimate(current), None)
     problem = tick.problem(classes, capacity, current)
     options = {o.variant: o for o in problem.options}
