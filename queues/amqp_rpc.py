@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
@@ -37,10 +36,10 @@ EXPIRY_GRACE_S = 0.2
 class AmqpQueryClient:
     def __init__(self, settings: BrokerSettings) -> None:
         self._settings = settings
-        self._params = pika.URLParameters(settings.url)
-        self._params.heartbeat = settings.broker_heartbeat_s
-        self._params.connection_attempts = 1
-        self._params.socket_timeout = 5
+        # explicit parameters from the one URL parser: pika's own reads `//` as vhost ""
+        self._params = settings.amqp().pika_parameters(
+            heartbeat_s=settings.broker_heartbeat_s, socket_timeout_s=5, connection_attempts=1
+        )
         self._prefix = settings.queue_prefix
         self._connection: AsyncioConnection | None = None
         self._channel: Channel | None = None

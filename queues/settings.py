@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from queues.amqp_url import AmqpAddress, parse_amqp_url
+from queues.errors import ConfigError
 from queues.topology import check_prefix
 
 MEMORY_URL = "memory://localhost//"
@@ -17,7 +19,8 @@ class BrokerSettings(BaseSettings):
 
     broker_url: str | None = Field(
         default=None,
-        description="amqp://user:pass@host:5672/vhost; unset: in-process transport (embedded)",
+        description="amqp://user:pass@host:5672/vhost (`//` is the default vhost `/`); "
+        "unset: in-process transport (embedded)",
     )
     queue_prefix: str = Field(default="infaas", description="first part of every queue name")
     queue_max_length: int = Field(
@@ -28,14 +31,12 @@ class BrokerSettings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
+        """A bad URL raises ConfigError (not a validation error) so every entry point
+        reports it the same way: the setting, what is wrong, the expected form."""
         if not value:
             return None
-        scheme = urlsplit(value).scheme
-        if scheme not in ("amqp", "amqps", "memory"):
-            raise ValueError(
-                f"INFAAS_BROKER_URL must be amqp://user:password@host:port/vhost "
-                f"(or memory://), got scheme {scheme!r}"
-            )
+        if urlsplit(value).scheme != "memory":
+            parse_amqp_url(value)
         return value
 
     @field_validator("queue_prefix")
@@ -44,16 +45,27 @@ class BrokerSettings(BaseSettings):
         return check_prefix(value)
 
     @property
-    def url(self) -> str:
-        return self.broker_url or MEMORY_URL
+    def embedded(self) -> bool:
+        return self.broker_url is None or urlsplit(self.broker_url).scheme == "memory"
+
+    def amqp(self) -> AmqpAddress:
+        """Host, port, credentials and vhost for a raw AMQP client (pika)."""
+        if self.broker_url is None or self.embedded:
+            raise ConfigError(
+                "this needs RabbitMQ, but INFAAS_BROKER_URL is unset or memory:// (the "
+                "in-process transport); set it to amqp://USER:PASSWORD@HOST:5672//"
+            )
+        return parse_amqp_url(self.broker_url)
 
     @property
-    def embedded(self) -> bool:
-        return self.url.startswith("memory://")
+    def url(self) -> str:
+        """The URL kombu and Celery connect with: the memory transport's, or the AMQP
+        URL rewritten canonically (the same vhost as :meth:`amqp` gives pika)."""
+        if self.broker_url is None or self.embedded:
+            return self.broker_url or MEMORY_URL
+        return self.amqp().url()
 
     def redacted_url(self) -> str:
-        parts = urlsplit(self.url)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            return parts._replace(netloc=netloc).geturl()
-        return self.url
+        if self.embedded:
+            return self.url
+        return self.amqp().redacted_url()
