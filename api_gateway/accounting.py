@@ -15,6 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from registry.live_docs import ClassDemand, RequirementClass
+
 MS_PER_HOUR = 3_600_000.0
 # bucket i holds latencies in (EDGES[i-1], EDGES[i]]; 0.02 ms .. 120 s, ~5 % apart
 EDGES_MS: tuple[float, ...] = tuple(0.02 * 1.05**i for i in range(321))
@@ -110,28 +112,11 @@ class AppTally:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def demand_class(
-    latency_ms: float | None, min_accuracy: float | None, max_cost_per_hour: float | None
-) -> tuple[float | None, float | None, float | None]:
-    """Requirements rounded so similar queries count as one class for the scaler."""
-
-    def sig2(value: float | None) -> float | None:
-        if value is None:
-            return None
-        digits = 1 - math.floor(math.log10(abs(value))) if value else 0
-        return round(value, digits)
-
-    floor = math.floor(min_accuracy * 1000) / 1000 if min_accuracy is not None else None
-    return sig2(latency_ms), floor, sig2(max_cost_per_hour)
-
-
 class Accounting:
     def __init__(self) -> None:
         self.apps: dict[str, AppTally] = defaultdict(AppTally)
-        # demand: (app, class) -> {second: count}
-        self._arrivals: dict[tuple[str, tuple[float | None, ...]], dict[int, int]] = defaultdict(
-            dict
-        )
+        # demand: requirement class -> {second: count}
+        self._arrivals: dict[RequirementClass, dict[int, int]] = defaultdict(dict)
 
     def arrival(
         self,
@@ -141,7 +126,7 @@ class Accounting:
         min_accuracy: float | None,
         max_cost_per_hour: float | None,
     ) -> None:
-        key = (app, demand_class(latency_ms, min_accuracy, max_cost_per_hour))
+        key = RequirementClass.of(app, latency_ms, min_accuracy, max_cost_per_hour)
         second = int(now_s)
         per_second = self._arrivals[key]
         per_second[second] = per_second.get(second, 0) + 1
@@ -166,27 +151,19 @@ class Accounting:
         errors = self.apps[app].errors
         errors[code] = errors.get(code, 0) + 1
 
-    def demand(self, now_s: float) -> list[dict[str, Any]]:
-        """Arrival rate per (app, requirement class) over the last complete seconds."""
+    def demand(self, now_s: float) -> list[ClassDemand]:
+        """Arrival rate per requirement class over the last complete seconds."""
         newest = int(now_s) - 1
         oldest = newest - DEMAND_WINDOW_S + 1
         classes = []
-        for (app, (latency, floor, cost)), per_second in list(self._arrivals.items()):
+        for requirements, per_second in list(self._arrivals.items()):
             for second in [s for s in per_second if s < oldest]:
                 del per_second[second]
             count = sum(c for s, c in per_second.items() if oldest <= s <= newest)
             if not per_second:
-                del self._arrivals[(app, (latency, floor, cost))]
+                del self._arrivals[requirements]
             if count:
-                classes.append(
-                    {
-                        "app": app,
-                        "latency_ms": latency,
-                        "min_accuracy": floor,
-                        "max_cost_per_hour": cost,
-                        "qps": count / DEMAND_WINDOW_S,
-                    }
-                )
+                classes.append(ClassDemand(requirements, count / DEMAND_WINDOW_S))
         return classes
 
     def to_doc(self) -> dict[str, Any]:

@@ -37,12 +37,10 @@ from registry.job_io import (
 )
 from registry.job_planning import (
     ChunkPlan,
-    ChunkView,
     InputObject,
     JobNeeds,
     JobOption,
     Location,
-    batch_demand,
     choose_variant,
     chunk_priority,
     chunks_to_republish,
@@ -314,32 +312,7 @@ class JobDispatcher:
             self.publish(by_id[job_id], indices)
         for app, hardware in sorted({(j.app, j.hardware) for j in jobs if not j.finished}):
             self.ensure_consumers(app, hardware)
-        self._publish_demand(jobs, chunks)
         return {"finished": finished, "republished": due}
-
-    def _publish_demand(self, jobs: list[Job], chunks: list[ChunkView]) -> None:
-        """What each active job still needs, for the scaler (batch work is load that can
-        wait, until its deadline)."""
-        remaining: dict[str, int] = {}
-        for chunk in chunks:
-            remaining[chunk.job_id] = remaining.get(chunk.job_id, 0) + chunk.items
-        now = utcnow()
-        ttl_s = 3 * self.settings.sweep_interval_s
-        for job in jobs:
-            demand = batch_demand(
-                job_id=job.id,
-                app=job.app,
-                variant=job.variant,
-                hardware=job.hardware,
-                items_remaining=remaining.get(job.id, 0),
-                per_item_ms=float(job.estimate.get("per_item_ms", 0.0)),
-                deadline=job.deadline,
-                now=now,
-            )
-            try:
-                self._state.services.live.put_doc(f"batch-demand:{job.id}", demand.to_doc(), ttl_s)
-            except InfaasError as exc:
-                log.warning("could not publish the demand of job %s: %s", job.id, exc.message)
 
     def _ready_by_app(self, apps: set[str]) -> dict[str, int | None]:
         broker = self._state.services.broker

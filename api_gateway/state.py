@@ -17,23 +17,29 @@ from api_gateway.accounting import Accounting
 from api_gateway.jobs_dispatch import JobDispatcher
 from api_gateway.metrics import GatewayMetrics
 from api_gateway.settings import GatewaySettings
-from queues.errors import InfaasError, NotFound
+from queues.errors import (
+    DeadlineExceeded,
+    InfaasError,
+    LoadFailed,
+    NoEligibleVariant,
+    NotFound,
+    NoWorker,
+)
 from queues.heap import settle_heap
 from queues.rpc import QueryClient
 from queues.settings import BrokerSettings
+from registry import live_docs
 from registry.catalog import Catalog
-from registry.livestate import SCALER_PLAN_DOC, LiveSnapshot, LiveState, now_ms
+from registry.live_docs import DemandDoc, LoadFailure, LoadRequest, PlanHeader
+from registry.livestate import LiveSnapshot, LiveState, now_ms
 from registry.routing import Routes
 from registry.selector import Decision, Requirements, SelectorIndex, select
 from registry.store import ObjectStore
 from registry.types import CatalogSnapshot
 
 log = logging.getLogger(__name__)
-LOAD_REQUEST_TTL_S = 30.0
 PUBLISH_INTERVAL_S = 1.0
-GATEWAY_DOC_TTL_S = 3600.0  # cumulative totals outlive their gateway for an hour
-DEMAND_DOC_TTL_S = 5.0  # current demand: gone soon after its gateway
-ROUTES_MAX_AGE_S = 10.0  # a plan older than this (its scaler stopped) routes nothing
+WAIT_POLL_S = 0.05  # how often a query waiting for its variant to load looks again
 
 
 @dataclass
@@ -71,6 +77,8 @@ class GatewayState:
         self._refresh_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._load_requested: dict[str, float] = {}
+        self.load_failures: dict[str, LoadFailure] = {}
+        self.scaler_running = False
         self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.accounting = Accounting()
         self._published_at = 0.0
@@ -112,8 +120,11 @@ class GatewayState:
             try:
                 self.live_snapshot = await asyncio.to_thread(self.services.live.snapshot)
                 self.live_error = ""
-                plan = await asyncio.to_thread(self.services.live.get_doc, SCALER_PLAN_DOC)
-                self.routes = self._routes_of(plan)
+                live = self.services.live
+                header = await asyncio.to_thread(live_docs.read_plan_header, live)
+                self.scaler_running = header is not None and header.fresh(now_ms())
+                self.routes = self._routes_of(header)
+                self.load_failures = await asyncio.to_thread(live_docs.read_load_failures, live)
             except InfaasError as exc:
                 self.live_error = exc.message
             self.index = SelectorIndex(
@@ -128,66 +139,102 @@ class GatewayState:
         if self._refreshed_at - self._published_at >= PUBLISH_INTERVAL_S:
             await self.publish_accounting()
 
-    def _routes_of(self, plan: dict[str, Any] | None) -> Routes:
+    def _routes_of(self, plan: PlanHeader | None) -> Routes:
         """The split of each demand class in the scaler's last plan; none when there is
         no plan or it is stale (its scaler stopped: the selector's own rule serves)."""
-        if plan is None:
+        if plan is None or not plan.fresh(now_ms()):
             return Routes()
-        planned_ms = plan.get("now_ms")
-        if not isinstance(planned_ms, int | float):
-            return Routes()
-        if now_ms() - planned_ms > ROUTES_MAX_AGE_S * 1000:
-            return Routes()
-        if plan.get("tick") != self._routes_tick or not self.routes:
-            self._routes_tick = plan.get("tick")
-            return Routes.from_doc(plan.get("routes"))
+        if plan.tick != self._routes_tick or not self.routes:
+            self._routes_tick = plan.tick
+            return Routes.from_doc(plan.routes)
         return self.routes
 
     async def publish_accounting(self) -> None:
         """This gateway's SLO accounting and demand, for /stats and the scaler."""
         self._published_at = time.monotonic()
         now_s = time.time()
-        accounting = self.accounting.to_doc()
-        demand = {
-            "gateway": self.gateway_id,
-            "at_s": now_s,
-            "classes": self.accounting.demand(now_s),
-        }
+        totals = self.accounting.to_doc()
+        demand = DemandDoc(self.gateway_id, now_s, tuple(self.accounting.demand(now_s)))
         live = self.services.live
         try:
-            await asyncio.to_thread(
-                live.put_doc, f"gateway:{self.gateway_id}", accounting, GATEWAY_DOC_TTL_S
-            )
-            await asyncio.to_thread(
-                live.put_doc, f"demand:{self.gateway_id}", demand, DEMAND_DOC_TTL_S
-            )
+            await asyncio.to_thread(live_docs.put_gateway_totals, live, self.gateway_id, totals)
+            await asyncio.to_thread(live_docs.put_demand, live, demand)
         except InfaasError as exc:
             log.warning("could not publish accounting: %s", exc.message)
 
     async def select(self, req: Requirements, *, explain: bool = False) -> Decision:
-        """Select on the in-memory index; on an unknown name, re-read once (it may have
-        been registered since the last refresh) before answering 404."""
+        """Select on the in-memory index; on an unknown name, or an app with no ready
+        variant, re-read once (it may have been registered or profiled since the last
+        refresh) before refusing."""
         try:
             decision = select(self.index, req, explain=explain)
         except NotFound:
-            if time.monotonic() - self._refreshed_at < 0.05:
+            if time.monotonic() - self._refreshed_at < WAIT_POLL_S:
                 raise
             await self.refresh(force=True)
+            decision = select(self.index, req, explain=explain)
+        except NoEligibleVariant:
+            revision = await asyncio.to_thread(self.services.catalog.revision)
+            if revision == self.catalog_snapshot.revision:
+                raise
+            await self.refresh()
             decision = select(self.index, req, explain=explain)
         if decision.load_request is not None:
             await self._request_load(decision.load_request)
         return decision
 
     async def _request_load(self, variant_id: str) -> None:
-        """Ask the scaler to load a cold variant (at most once per TTL per variant)."""
+        """Ask for a cold variant to be loaded (at most once per TTL per variant); the
+        workers' loader, or the scaler where one runs, acts on it."""
         now = time.monotonic()
-        if now - self._load_requested.get(variant_id, -1e9) < LOAD_REQUEST_TTL_S / 2:
+        last = self._load_requested.get(variant_id, -1e9)
+        if now - last < live_docs.LOAD_REQUEST_TTL_S / 2:
+            return
+        variant = self.catalog_snapshot.variants.get(variant_id)
+        if variant is None:
             return
         self._load_requested[variant_id] = now
-        doc = {"variant": variant_id, "requested_at": time.time()}
+        request = LoadRequest(variant.id, variant.app, variant.hardware, now_ms())
         try:
-            await asyncio.to_thread(
-                self.services.live.put_doc, f"load-request:{variant_id}", doc, LOAD_REQUEST_TTL_S
-            )
+            await asyncio.to_thread(live_docs.put_load_request, self.services.live, request)
         except InfaasError as exc:
             log.warning("could not request a load of %s: %s", variant_id, exc.message)
+
+    async def until_running(
+        self, req: Requirements, decision: Decision, deadline: float
+    ) -> Decision:
+        """A query whose chosen variant runs nowhere yet waits for it to be loaded, until
+        ``deadline`` (``time.perf_counter()``): each fresh look at live state selects again,
+        so it goes to whichever eligible variant runs first. A failed load, or no worker
+        that could load it, is answered at once."""
+        while not self.live_snapshot.placements(decision.variant.id):
+            variant = decision.variant
+            failure = self.load_failures.get(decision.load_request or variant.id)
+            if failure is not None:
+                self._load_requested.pop(failure.variant, None)
+                raise LoadFailed(
+                    f"worker {failure.worker} could not load {failure.variant}: "
+                    f"{failure.message}; it is not tried again for "
+                    f"{live_docs.LOAD_FAILURE_TTL_S:g} s (fix the model, or query with "
+                    "requirements another variant meets)"
+                )
+            hardware = variant.hardware
+            if not self.scaler_running and not any(
+                w.hardware == hardware for w in self.live_snapshot.workers.values()
+            ):
+                raise NoWorker(
+                    f"{variant.id} runs on {hardware} and no {hardware} worker is live; "
+                    f"start one with `infaas worker --hardware {hardware}`",
+                    headers={"Retry-After": "1"},
+                )
+            if time.perf_counter() >= deadline:
+                raise DeadlineExceeded(
+                    f"{variant.id} was still being loaded when the query's deadline passed; "
+                    "retry shortly, or give the query a longer timeout_ms"
+                )
+            if time.monotonic() - self._refreshed_at >= WAIT_POLL_S:
+                await self.refresh()
+            else:
+                await asyncio.sleep(WAIT_POLL_S)
+            decision = await self.select(req)
+        return decision

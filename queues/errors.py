@@ -164,6 +164,13 @@ class WorkerError(InfaasError):
     code = "worker_error"
 
 
+class LoadFailed(WorkerError):
+    """A worker could not load the variant chosen for the query (artifact missing, out of
+    memory, the runtime refused it); it is not tried again for a minute."""
+
+    code = "load_failed"
+
+
 class ActuatorError(InfaasError):
     """The scaler could not add or remove a worker; the plan's other steps still run."""
 

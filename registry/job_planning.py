@@ -417,58 +417,10 @@ def online_pressure(report: WorkerReport | None, busy_limit: float) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class BatchDemand:
-    """Batch work waiting on one variant: load that can wait, but not past its deadline.
-    Gateways publish one per active job to live state (``batch-demand:<job_id>``) for
-    the scaler."""
-
-    job_id: str
-    app: str
-    variant: str
-    hardware: str
-    items_remaining: int
-    per_item_ms: float
-    deadline_s: float | None  # Unix time
-    required_items_per_s: float  # to finish by the deadline; 0 without one
-
-    def to_doc(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "app": self.app,
-            "variant": self.variant,
-            "hardware": self.hardware,
-            "items_remaining": self.items_remaining,
-            "per_item_ms": self.per_item_ms,
-            "deadline_s": self.deadline_s,
-            "required_items_per_s": self.required_items_per_s,
-        }
-
-
-def batch_demand(
-    *,
-    job_id: str,
-    app: str,
-    variant: str,
-    hardware: str,
-    items_remaining: int,
-    per_item_ms: float,
-    deadline: datetime | None,
-    now: datetime,
-) -> BatchDemand:
-    """What a job still needs: its items, and the rate that meets its deadline (a
-    deadline already past needs everything at once: the rate of one second)."""
-    required = 0.0
-    if deadline is not None and items_remaining:
-        left_s = max((deadline - now).total_seconds(), 1.0)
-        required = items_remaining / left_s
-    return BatchDemand(
-        job_id=job_id,
-        app=app,
-        variant=variant,
-        hardware=hardware,
-        items_remaining=items_remaining,
-        per_item_ms=per_item_ms,
-        deadline_s=deadline.timestamp() if deadline is not None else None,
-        required_items_per_s=round(required, 6),
-    )
+def required_items_per_s(items_remaining: int, deadline: datetime | None, now: datetime) -> float:
+    """The rate a job's remaining items need to finish by its deadline (0 without one;
+    a deadline already past needs everything at once: the rate of one second)."""
+    if deadline is None or not items_remaining:
+        return 0.0
+    left_s = max((deadline - now).total_seconds(), 1.0)
+    return round(items_remaining / left_s, 6)

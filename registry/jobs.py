@@ -58,6 +58,7 @@ from registry.job_planning import (
     claim_decision,
     next_job_status,
     output_key,
+    required_items_per_s,
 )
 from registry.types import iso, utcnow
 
@@ -303,6 +304,9 @@ def job_view(job: Job, chunks: Sequence[Chunk], now: datetime) -> dict[str, Any]
             "min_accuracy": job.min_accuracy,
             "deadline": iso(job.deadline),
             "deadline_missed": job.deadline is not None and end > job.deadline,
+            "required_items_per_s": 0.0
+            if job.finished
+            else required_items_per_s(job.items_total - progress.items_done, job.deadline, now),
             "max_cost_usd": job.max_cost_usd,
             "model_ms": round(progress.model_ms, 3),
             "estimate": job.estimate,

@@ -2,8 +2,8 @@
 
 Workers publish a report every second with a time-to-live, so a dead worker drops out
 by itself; the gateway and the scaler read snapshots. Redis in the stack, a dict in
-this process for the embedded default. Also holds small short-lived documents (the
-scaler's last plan, requests to load a variant).
+this process for the embedded default. Also holds small short-lived documents, whose kinds
+are defined in :mod:`registry.live_docs`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ OVERLOADED = "overloaded"
 INTERFERED = "interfered"
 VARIANT_STATES = (INACTIVE, LOADING, ACTIVE, OVERLOADED, INTERFERED)
 HEALTHY_STATES = frozenset({ACTIVE})
-SCALER_PLAN_DOC = "scaler:last-plan"  # the scaler's last plan, read by GET /v1/scaler
 
 
 def now_ms() -> float:
@@ -128,6 +127,8 @@ class LiveState(Protocol):
 
     def get_doc(self, name: str) -> dict[str, Any] | None: ...
 
+    def delete_doc(self, name: str) -> None: ...
+
     def list_docs(self, prefix: str) -> dict[str, dict[str, Any]]:
         """Every live document whose name starts with ``prefix``."""
         ...
@@ -171,6 +172,10 @@ class MemoryLiveState:
         if item is None or item[0] <= time.monotonic():
             return None
         return item[1]
+
+    def delete_doc(self, name: str) -> None:
+        with self._lock:
+            self._docs.pop(name, None)
 
     def list_docs(self, prefix: str) -> dict[str, dict[str, Any]]:
         now = time.monotonic()
@@ -260,6 +265,14 @@ class RedisLiveState:
             return None
         doc: dict[str, Any] = json.loads(value)
         return doc
+
+    def delete_doc(self, name: str) -> None:
+        import redis
+
+        try:
+            self._redis.delete(f"{self._prefix}:doc:{name}")
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
 
     def list_docs(self, prefix: str) -> dict[str, dict[str, Any]]:
         import redis

@@ -25,23 +25,6 @@ from typing import Any
 Route = tuple[tuple[str, float], ...]  # (variant id, planned queries per second)
 
 
-def class_key(
-    app: str,
-    latency_ms: float | None,
-    min_accuracy: float | None,
-    max_cost_per_hour: float | None,
-) -> str:
-    """The name of a demand class: the same in the scaler's plan and in the gateway."""
-    parts = [app]
-    if min_accuracy is not None:
-        parts.append(f"acc>={min_accuracy:g}")
-    if latency_ms is not None:
-        parts.append(f"lat<={latency_ms:g}ms")
-    if max_cost_per_hour is not None:
-        parts.append(f"cost<={max_cost_per_hour:g}")
-    return "|".join(parts)
-
-
 @dataclass(frozen=True)
 class Routes:
     """Per demand class, the variants the plan routes it to and at what rate."""

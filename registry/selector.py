@@ -30,8 +30,9 @@ from queues.errors import (
     UnknownModel,
     UnknownVariant,
 )
+from registry.live_docs import class_key
 from registry.livestate import HEALTHY_STATES, LOADING, OVERLOADED, LiveSnapshot
-from registry.routing import RoundRobin, Routes, class_key
+from registry.routing import RoundRobin, Routes
 from registry.types import CatalogSnapshot, Variant
 
 MS_PER_HOUR = 3_600_000.0
@@ -63,6 +64,7 @@ class Entry:
     least_loaded_worker: str | None
     latencies: tuple[float, ...]  # predicted p50 at batch b is latencies[b], b ≤ max_batch
     running: bool
+    loadable: bool = True  # a live worker of its hardware could load it now
 
     def latency_ms(self, batch: int) -> float:
         if 0 < batch < len(self.latencies):
@@ -128,13 +130,14 @@ class SelectorIndex:
             previous.latency_tables if previous is not None and reuse else {}
         )
         entries = []
+        live_hardware = frozenset(w.hardware for w in live.workers.values())
         for variant in catalog.variants.values():
             if not variant.ready:
                 continue
             table = self.latency_tables.get(variant.id)
             if table is None:
                 table = self.latency_tables[variant.id] = _latency_table(variant)
-            entries.append(_entry(variant, live, table))
+            entries.append(_entry(variant, live, table, live_hardware))
         entries.sort(key=lambda e: e.variant.id)
         self.by_id: dict[str, Entry] = {e.variant.id: e for e in entries}
         by_app: dict[str, list[Entry]] = {}
@@ -152,7 +155,12 @@ def _latency_table(variant: Variant) -> tuple[float, ...]:
     return (0.0, *(profile.predict_latency_ms(b) for b in range(1, profile.max_batch + 1)))
 
 
-def _entry(variant: Variant, live: LiveSnapshot, latencies: tuple[float, ...]) -> Entry:
+def _entry(
+    variant: Variant,
+    live: LiveSnapshot,
+    latencies: tuple[float, ...],
+    live_hardware: frozenset[str],
+) -> Entry:
     assert variant.profile is not None
     placements = live.placements(variant.id)
     healthy = [p for p in placements if p.load.state in HEALTHY_STATES]
@@ -174,6 +182,7 @@ def _entry(variant: Variant, live: LiveSnapshot, latencies: tuple[float, ...]) -
         least_loaded_worker=least.worker.worker_id if least else None,
         latencies=latencies,
         running=healthy_replicas > 0,
+        loadable=variant.hardware in live_hardware,
     )
 
 
@@ -266,7 +275,7 @@ def _rank(
     best_running: Entry | None = None
     best_running_key: tuple[float, float, str] | None = None
     best_cold: Entry | None = None
-    best_cold_key: tuple[float, float, str] | None = None
+    best_cold_key: tuple[bool, float, float, str] | None = None
     for entry in entries:
         if (
             batch > entry.max_batch
@@ -283,7 +292,13 @@ def _rank(
             if best_running_key is None or key < best_running_key:
                 best_running, best_running_key = entry, key
         else:
-            cold_key = (entry.load_ms + latency, entry.cost_per_hour, entry.variant.id)
+            # a variant some live worker could load first, then the soonest to answer
+            cold_key = (
+                not entry.loadable,
+                entry.load_ms + latency,
+                entry.cost_per_hour,
+                entry.variant.id,
+            )
             if best_cold_key is None or cold_key < best_cold_key:
                 best_cold, best_cold_key = entry, cold_key
     verdicts = {e.variant.id: _verdict(e, req, overhead_ms) for e in entries} if explain else {}

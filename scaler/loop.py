@@ -24,8 +24,9 @@ from queues import topology
 from queues.depth import QueueProbe
 from queues.errors import InfaasError, WorkerError
 from queues.settings import BrokerSettings
+from registry import live_docs
 from registry.catalog import Catalog
-from registry.livestate import SCALER_PLAN_DOC, LiveSnapshot, LiveState
+from registry.livestate import LiveSnapshot, LiveState
 from registry.pricing import PriceTable
 from registry.types import CatalogSnapshot
 from scaler.actuators import Actuator, WorkerRef
@@ -45,7 +46,6 @@ from scaler.settings import ScalerSettings
 from scaler.snapshot import Demand, build_snapshot
 
 log = logging.getLogger(__name__)
-PLAN_DOC_TTL_S = 300.0
 BACKOFF_FIRST_S = 2.0
 BACKOFF_MAX_S = 60.0
 CONTROL_TIMEOUT_S = 30.0
@@ -126,17 +126,18 @@ class ScalerLoop:
         """The gateways' demand documents; classes of apps the catalog no longer has
         (deleted since) are left out, not allowed to fail the tick."""
         demands = []
-        for doc in self.live.list_docs("demand:").values():
-            for c in doc.get("classes", []):
-                if c.get("app") not in catalog.apps or float(c.get("qps", 0)) <= 0:
+        for doc in live_docs.read_demands(self.live):
+            for c in doc.classes:
+                r = c.requirements
+                if r.app not in catalog.apps or c.qps <= 0:
                     continue
                 demands.append(
                     Demand(
-                        app=str(c["app"]),
-                        qps=float(c["qps"]),
-                        latency_ms=c.get("latency_ms"),
-                        min_accuracy=c.get("min_accuracy"),
-                        max_cost_per_hour=c.get("max_cost_per_hour"),
+                        app=r.app,
+                        qps=c.qps,
+                        latency_ms=r.latency_ms,
+                        min_accuracy=r.min_accuracy,
+                        max_cost_per_hour=r.max_cost_per_hour,
                     )
                 )
         return demands
@@ -197,7 +198,7 @@ class ScalerLoop:
                 if b.failures
             ]
         try:
-            self.live.put_doc(SCALER_PLAN_DOC, doc, PLAN_DOC_TTL_S)
+            live_docs.put_plan(self.live, doc)
         except InfaasError as exc:
             log.warning("could not publish the plan: %s", exc.message)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from queues.errors import InvalidRequest
 from registry.livestate import INTERFERED, OVERLOADED, LiveSnapshot, VariantLoad, WorkerReport
 from registry.pricing import PriceTable
-from registry.routing import class_key
+from registry.live_docs import class_key
 from registry.types import CatalogSnapshot, Variant
 from scaler.settings import ScalerSettings, check_price_table
 

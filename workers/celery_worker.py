@@ -29,6 +29,7 @@ from registry.catalog import Catalog
 from registry.livestate import LiveState
 from registry.store import ObjectStore
 from registry.types import READY
+from workers.loader import Loader
 from workers.metrics import MetricsServer, start_metrics_server
 from workers.monitor import Monitor
 from workers.server import VariantServer
@@ -83,6 +84,7 @@ class VariantServerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.settings = infaas_settings
         self.worker_id = infaas_worker_id
         self.monitor: Monitor | None = None
+        self.loader: Loader | None = None
 
     def start(self, worker: Any) -> None:
         if self.services is None or self.settings is None:
@@ -125,8 +127,20 @@ class VariantServerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         )
         self.monitor.start()
         worker.infaas_monitor = self.monitor
+        if settings.load_on_demand:
+            self.loader = Loader(
+                worker_id=self.worker_id,
+                hardware=settings.hardware,
+                live=services.live,
+                load=server.load,
+                report_now=self.monitor.report_soon,
+            )
+            self.loader.start()
 
     def stop(self, worker: Any) -> None:
+        if self.loader is not None:
+            self.loader.stop()
+            self.loader = None
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None

@@ -53,14 +53,21 @@ class Monitor:
         self._process.cpu_percent()  # start the CPU-time window
         self._started_ms = now_ms()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="infaas-monitor", daemon=True)
 
     def start(self) -> None:
         self.publish()
         self._thread.start()
 
+    def report_soon(self) -> None:
+        """Publish the next report now rather than at the end of the interval (a variant
+        was just loaded: the queries waiting for it see it at once)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(5)
         self._probe.close()
@@ -193,5 +200,9 @@ class Monitor:
             log.warning("could not publish to live state: %s", exc.message)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        while True:
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self.publish()

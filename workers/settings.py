@@ -21,6 +21,11 @@ class WorkerSettings(BaseSettings):
         description="variants to load at start; unset: every ready variant of this hardware",
     )
     replicas: int = Field(default=1, ge=1, le=64, description="replicas per variant at start")
+    load_on_demand: bool = Field(
+        default=True,
+        description="load a variant that a query chose and no worker runs (where no scaler "
+        "runs; workers.loader); off: only what it is told to load",
+    )
     monitor_interval_s: float = Field(default=1.0, gt=0, le=60)
     cache_dir: Path | None = Field(default=None, description="local artifact cache")
     max_prefetch: int = Field(default=256, ge=1, le=10_000)

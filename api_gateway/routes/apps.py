@@ -11,6 +11,7 @@ from api_gateway.accounting import merged_view
 from api_gateway.deps import State, Tenant
 from api_gateway.responses import JSONResponse
 from queues.errors import UnknownApp
+from registry import live_docs
 from registry.livestate import ACTIVE, INACTIVE, LiveSnapshot
 from registry.types import App, Variant
 
@@ -108,5 +109,5 @@ async def app_stats(app: str, state: State, _tenant: Tenant) -> JSONResponse:
         if app not in state.catalog_snapshot.apps:
             raise UnknownApp(f"no app named {app!r}; GET /v1/apps lists the apps")
     await state.publish_accounting()  # this gateway's newest figures
-    docs = await asyncio.to_thread(state.services.live.list_docs, "gateway:")
-    return JSONResponse(merged_view(list(docs.values()), app))
+    docs = await asyncio.to_thread(live_docs.read_gateway_totals, state.services.live)
+    return JSONResponse(merged_view(docs, app))

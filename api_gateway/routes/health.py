@@ -11,7 +11,7 @@ from starlette.responses import Response
 from api_gateway.deps import State
 from api_gateway.responses import JSONResponse
 from queues.errors import NotFound
-from registry.livestate import SCALER_PLAN_DOC
+from registry import live_docs
 
 router = APIRouter(tags=["health"])
 
@@ -41,7 +41,7 @@ async def readyz(state: State) -> JSONResponse:
 
 @router.get("/v1/scaler", summary="The scaler's last plan: actions with reasons, timings")
 async def scaler_plan(state: State) -> JSONResponse:
-    doc = await asyncio.to_thread(state.services.live.get_doc, SCALER_PLAN_DOC)
+    doc = await asyncio.to_thread(live_docs.read_plan, state.services.live)
     if doc is None:
         raise NotFound(
             "no scaler has published a plan in the last 5 minutes; start one with `infaas scaler`"

@@ -18,7 +18,7 @@ from api_gateway.inputs import check_batch_size, to_batch
 from api_gateway.responses import JSONResponse
 from api_gateway.state import GatewayState
 from queues import topology
-from queues.errors import InfaasError, NoWorker, error_from_code
+from queues.errors import InfaasError, error_from_code
 from queues.messages import Query as QueryMessage
 from queues.messages import now_ms
 from registry.selector import Decision, Requirements
@@ -133,19 +133,16 @@ async def _serve(
         )
         signature = state.catalog_snapshot.apps[app].signature
         batch = to_batch(raw_inputs, signature, state.settings.max_batch)
+        deadline_ms = state.settings.timeout_ms(req.latency_ms, timeout_ms)
         if not state.live_snapshot.placements(decision.variant.id):
-            raise NoWorker(
-                f"no live worker serves {decision.variant.id}"
-                + (" (a load was requested)" if decision.load_request else "")
-                + "; retry shortly or start a worker",
-                headers={"Retry-After": "1"},
-            )
+            decision = await state.until_running(req, decision, started + deadline_ms / 1000)
     except InfaasError as exc:
         state.metrics.rejected.labels(app, exc.code).inc()
         if app in state.catalog_snapshot.apps:
             state.accounting.failed(app, exc.code)
         raise
-    return await _dispatch(state, decision, req, batch, started, timeout_ms, explain)
+    left_ms = deadline_ms - (time.perf_counter() - started) * 1000
+    return await _dispatch(state, decision, req, batch, started, left_ms, explain)
 
 
 async def _dispatch(
@@ -154,13 +151,14 @@ async def _dispatch(
     req: Requirements,
     batch: np.ndarray,
     started: float,
-    timeout_ms: float | None,
+    deadline_ms: float,
     explain: bool,
 ) -> JSONResponse:
+    """Send the query to its variant's queue and answer; ``deadline_ms`` is what is left
+    of its deadline (time spent waiting for a load is already spent)."""
     variant = decision.variant
     latency_ms = req.latency_ms
     request_id = uuid.uuid4().hex
-    deadline_ms = state.settings.timeout_ms(latency_ms, timeout_ms)
     sent = now_ms()
     message = QueryMessage(
         request_id=request_id,

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from api_gateway.accounting import Accounting, Tally, demand_class, merged_view
+from api_gateway.accounting import Accounting, Tally, merged_view
+from registry.live_docs import ClassDemand, RequirementClass
 
 
 def _fill(acc: Accounting, latencies: list[float], *, variant: str = "v1", hw: str = "cpu") -> None:
@@ -70,20 +71,6 @@ def test_unknown_app_has_empty_stats() -> None:
     assert view["p50_ms"] is None
 
 
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ((23.4, 0.9876, 0.0512), (23.0, 0.987, 0.051)),
-        ((None, None, None), (None, None, None)),
-        ((150.0, 0.95, None), (150.0, 0.95, None)),
-    ],
-)
-def test_demand_classes_round_requirements(
-    given: tuple[float | None, ...], expected: tuple[float | None, ...]
-) -> None:
-    assert demand_class(*given) == expected
-
-
 def test_demand_is_a_rate_over_complete_seconds() -> None:
     acc = Accounting()
     for second in range(100, 106):
@@ -91,10 +78,16 @@ def test_demand_is_a_rate_over_complete_seconds() -> None:
             acc.arrival("digits", second + 0.5, 20.0, 0.97, None)
     acc.arrival("other", 105.2, None, None, None)
     classes = acc.demand(106.0)  # seconds 101..105 complete
-    digits = [c for c in classes if c["app"] == "digits"]
-    assert digits == [
-        {"app": "digits", "latency_ms": 20.0, "min_accuracy": 0.97,
-         "max_cost_per_hour": None, "qps": 10.0}
-    ]  # fmt: skip
-    assert [c["qps"] for c in classes if c["app"] == "other"] == [0.2]
+    digits = [c for c in classes if c.requirements.app == "digits"]
+    assert digits == [ClassDemand(RequirementClass("digits", 20.0, 0.97, None), 10.0)]
+    assert [c.qps for c in classes if c.requirements.app == "other"] == [0.2]
     assert acc.demand(200.0) == []  # old arrivals age out
+
+
+def test_similar_queries_count_as_one_class() -> None:
+    acc = Accounting()
+    acc.arrival("digits", 100.5, 123.0, 0.9755, None)
+    acc.arrival("digits", 100.6, 128.0, 0.976, None)
+    (only,) = acc.demand(102.0)
+    assert only.qps == pytest.approx(2 / 5)
+    assert only.requirements == RequirementClass("digits", 120.0, 0.976, None)

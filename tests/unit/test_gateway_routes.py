@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from api_gateway.settings import GatewaySettings
-from api_gateway.state import ROUTES_MAX_AGE_S, GatewayState
-from registry.livestate import SCALER_PLAN_DOC, now_ms
+from api_gateway.state import GatewayState
+from registry.live_docs import PLAN_MAX_AGE_S, SCALER_PLAN_DOC
+from registry.livestate import now_ms
 from tests import factories as f
 
 KEY = "digits|acc>=0.9"
@@ -22,7 +23,7 @@ def gateway(tmp_path: Path) -> GatewayState:
 
 @pytest.mark.parametrize(
     ("age_s", "routed"),
-    [(0.0, True), (ROUTES_MAX_AGE_S + 5, False), (None, False)],
+    [(0.0, True), (PLAN_MAX_AGE_S + 5, False), (None, False)],
     ids=["fresh", "stale", "no-plan"],
 )
 def test_the_index_follows_a_fresh_plan_only(

@@ -30,7 +30,6 @@ from registry.job_planning import (
     InputObject,
     JobNeeds,
     Location,
-    batch_demand,
     choose_variant,
     chunk_priority,
     chunks_to_republish,
@@ -43,6 +42,7 @@ from registry.job_planning import (
     parse_location,
     plan_chunks,
     request_fingerprint,
+    required_items_per_s,
 )
 from registry.job_settings import JobSettings
 from registry.livestate import ACTIVE, INTERFERED, OVERLOADED, VariantLoad, WorkerReport
@@ -351,16 +351,8 @@ def test_batch_work_pauses_while_online_variants_are_under_pressure() -> None:
     assert not online_pressure(_report(v=load(backlog=9, replicas=2, max_batch=8)), 0.8)
 
 
-def test_batch_demand_says_the_rate_a_deadline_needs() -> None:
-    kwargs = {"job_id": "j1", "app": "digits", "variant": "v", "hardware": "cpu"}
-    due = batch_demand(
-        **kwargs, items_remaining=3600, per_item_ms=2.0, deadline=NOW + timedelta(hours=1), now=NOW
-    )
-    assert due.required_items_per_s == pytest.approx(1.0)
-    assert due.to_doc()["deadline_s"] == (NOW + timedelta(hours=1)).timestamp()
-    relaxed = batch_demand(**kwargs, items_remaining=3600, per_item_ms=2.0, deadline=None, now=NOW)
-    assert (relaxed.required_items_per_s, relaxed.deadline_s) == (0.0, None)
-    late = batch_demand(
-        **kwargs, items_remaining=50, per_item_ms=2.0, deadline=NOW - timedelta(1), now=NOW
-    )
-    assert late.required_items_per_s == 50.0
+def test_the_rate_a_deadline_needs() -> None:
+    assert required_items_per_s(3600, NOW + timedelta(hours=1), NOW) == pytest.approx(1.0)
+    assert required_items_per_s(3600, None, NOW) == 0.0
+    assert required_items_per_s(0, NOW + timedelta(hours=1), NOW) == 0.0
+    assert required_items_per_s(50, NOW - timedelta(1), NOW) == 50.0  # past: all at once

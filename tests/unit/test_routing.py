@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
+from registry.live_docs import class_key
 from registry.livestate import OVERLOADED
-from registry.routing import RoundRobin, Routes, class_key
+from registry.routing import RoundRobin, Routes
 from registry.selector import Requirements, SelectorIndex, select
 from scaler.snapshot import Demand
 from tests import factories as f

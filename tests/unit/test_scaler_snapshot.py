@@ -9,9 +9,9 @@ import math
 import pytest
 
 from queues.errors import ConfigError, InvalidRequest
+from registry.live_docs import class_key
 from registry.livestate import INTERFERED, OVERLOADED, VariantLoad, WorkerReport
 from registry.pricing import DEFAULT_INSTANCES, Instance, PriceTable
-from registry.routing import class_key
 from registry.types import CatalogSnapshot
 from scaler.settings import ScalerSettings
 from scaler.snapshot import (

@@ -188,9 +188,20 @@ def test_an_unhealthy_variant_fills_in_rather_than_no_answer() -> None:
 
 
 def test_a_loading_variant_does_not_fill_in() -> None:
+    live = f.live(f.worker("w1", {SLOW.id: "loading"}), f.worker("g1", hardware="gpu"))
+    idx = SelectorIndex(f.catalog(*ALL), live, overhead_ms=0.0)
+    decision = select(idx, Requirements(app="digits", min_accuracy=0.985, latency_ms=50))
+    # nothing can answer now: the fastest to load is chosen (the query waits for it)
+    assert decision.variant == GPU
+    assert decision.load_request == GPU.id
+
+
+def test_a_cold_variant_no_live_worker_could_load_comes_last() -> None:
+    """Only CPU workers are live: a CPU variant is asked for, not the faster GPU one."""
     live = f.live(f.worker("w1", {SLOW.id: "loading"}))
     idx = SelectorIndex(f.catalog(*ALL), live, overhead_ms=0.0)
     decision = select(idx, Requirements(app="digits", min_accuracy=0.985, latency_ms=50))
-    # nothing can answer now: the fastest to load is chosen (the gateway then says 503)
-    assert decision.variant == GPU
-    assert decision.load_request == GPU.id
+    assert decision.variant.hardware == "cpu"
+    assert decision.load_request == decision.variant.id
+    nothing_live = SelectorIndex(f.catalog(*ALL), f.live(), overhead_ms=0.0)
+    assert select(nothing_live, Requirements(app="digits", min_accuracy=0.985)).variant == GPU
