@@ -59,6 +59,7 @@ class InfaasClient:
         latency_ms: float | None = None,
         min_accuracy: float | None = None,
         max_cost_per_hour: float | None = None,
+        timeout_ms: float | None = None,
         explain: bool = False,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"inputs": np.asarray(inputs).tolist()}
@@ -66,6 +67,7 @@ class InfaasClient:
             ("latency_ms", latency_ms),
             ("min_accuracy", min_accuracy),
             ("max_cost_per_hour", max_cost_per_hour),
+            ("timeout_ms", timeout_ms),
         ):
             if value is not None:
                 body[key] = value
@@ -140,9 +142,16 @@ class InfaasClient:
         batch_sizes: Sequence[int] | None = None,
         output: str | None = None,
         model_format: str | None = None,
+        create_app: bool = False,
+        num_classes: int | None = None,
+        description: str | None = None,
     ) -> dict[str, Any]:
         """Upload a model and its validation set; answers at once (202) with the
-        registration to follow with :meth:`registration` or :meth:`wait_for_registration`."""
+        registration to follow with :meth:`registration` or :meth:`wait_for_registration`.
+
+        ``create_app``: when the app does not exist, the gateway makes it from the
+        model's input (``num_classes``, ``description`` for it) together with the model,
+        so a refused upload leaves no app behind; ``app_created`` in the answer says so."""
         optional: dict[str, Any] = {
             "id": model_id,
             "metadata": json.dumps(metadata) if metadata is not None else None,
@@ -151,6 +160,8 @@ class InfaasClient:
             "batch_sizes": ",".join(str(b) for b in batch_sizes) if batch_sizes else None,
             "output": output,
             "format": model_format,
+            "num_classes": num_classes,
+            "description": description or None,
         }
         fields = {key: str(value) for key, value in optional.items() if value is not None}
         model_file, validation_file = Path(model_path), Path(validation_path)
@@ -158,6 +169,7 @@ class InfaasClient:
             result: dict[str, Any] = self._call(
                 "POST",
                 f"/v1/apps/{app}/models",
+                params={"create_app": "true"} if create_app else None,
                 data=fields,
                 files={
                     "model": (model_file.name, model_data, "application/octet-stream"),

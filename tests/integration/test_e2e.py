@@ -199,13 +199,6 @@ def test_app_views(stack: Stack) -> None:
             "no_eligible_variant",
             "fastest latency",
         ),
-        (
-            f"/v1/variants/{UNSERVED}/infer",
-            {"inputs": [[0] * 64]},
-            503,
-            "no_worker",
-            "no live worker",
-        ),
     ],
 )
 def test_bad_requests_get_clear_errors_and_change_nothing(
