@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export INFAAS_HOME ?= $(CURDIR)/.infaas
+# INFAAS_HOME: as for `infaas` by hand, ~/.infaas unless set (`infaas home` prints it)
 
 .PHONY: venv demo serve test unit integration lint typecheck bench clean
 

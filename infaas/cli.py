@@ -34,10 +34,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from infaas.services import open_services
 
     services = open_services()
+    print(services.registry.describe_home())
     print(f"catalog: {services.catalog!r}")
     print(f"object store: {services.store.describe()}")
     print(f"broker: {services.broker.redacted_url()}")
-    demo = ensure_demo_app(services)
+    demo = ensure_demo_app(services, verbose=args.verbose)
     gateway = GatewaySettings(host=args.host, port=args.port if args.serve else 0)
     with LocalStack(services, gateway=gateway) as stack:
         print(f"gateway at {stack.url} with one CPU worker ({stack.worker_settings.hardware})")
@@ -127,6 +128,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         overrides["replicas"] = args.replicas
     settings = WorkerSettings(**overrides)
     services = open_services(*_require_services("worker"))
+    print(services.registry.describe_home())
     cache = services.registry.home / "cache" / "artifacts"
     run_worker(
         services.broker,
@@ -134,6 +136,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         WorkerServices(services.broker, services.catalog, services.store, services.live, cache),
         loglevel=args.loglevel,
     )
+    return 0
+
+
+def cmd_home(args: argparse.Namespace) -> int:
+    """Where the embedded default keeps its catalog, store, demo models and cache."""
+    from registry.settings import RegistrySettings
+
+    registry = RegistrySettings()
+    print(registry.describe_home() if args.explain else registry.home)
     return 0
 
 
@@ -204,7 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080, help="port with --serve (default 8080)")
     demo.add_argument("--queries", type=int, default=100, help="queries per scenario")
+    demo.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show onnxruntime's warnings while the variants are built (hidden by default)",
+    )
     demo.set_defaults(handler=cmd_demo)
+
+    home = sub.add_parser(
+        "home", help="print the folder of the embedded default ($INFAAS_HOME, or ~/.infaas)"
+    )
+    home.add_argument("--explain", action="store_true", help="say where the setting came from")
+    home.set_defaults(handler=cmd_home)
 
     gateway = sub.add_parser("gateway", help="run the HTTP gateway")
     gateway.add_argument("--host", default=None, help="default $INFAAS_HOST or 127.0.0.1")

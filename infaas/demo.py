@@ -36,11 +36,13 @@ def ensure_demo_app(
     models_dir: Path | None = None,
     budget_s_per_batch: float = 0.4,
     min_runs_per_batch: int = MIN_RUNS,
+    verbose: bool = False,
 ) -> DemoSet:
     """Train (or reuse) the demo models and register any that are not ready yet.
 
     ``budget_s_per_batch`` is the profiler's time per batch size after its first
-    ``min_runs_per_batch`` runs (tests use less of both)."""
+    ``min_runs_per_batch`` runs (tests use less of both); ``verbose`` lets onnxruntime's
+    warnings through while the variants are built."""
     started = time.perf_counter()
     demo = prepare_demo_models(models_dir or services.registry.home / "demo-models", progress=say)
     catalog, store = services.catalog, services.store
@@ -63,6 +65,7 @@ def ensure_demo_app(
         prices=services.prices,
         budget_s_per_batch=budget_s_per_batch,
         min_runs_per_batch=min_runs_per_batch,
+        verbose=verbose,
     )
     options = RegistrationOptions(budget_s_per_batch=budget_s_per_batch)
     for demo_model in demo.models:

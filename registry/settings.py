@@ -13,13 +13,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry.pricing import PriceTable
 
+DEFAULT_HOME = "~/.infaas"
+
 
 class RegistrySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFAAS_", extra="ignore")
 
+    # One default for every way in (`infaas` by hand, `make demo`, tests pass their own):
+    # the user's home, so a second run from anywhere reuses what the first one built.
     home: Path = Field(
-        default=Path("~/.infaas"),
-        description="folder of the embedded default (SQLite catalog, local object store)",
+        default=Path(DEFAULT_HOME),
+        description="folder of the embedded default (SQLite catalog, local object store, "
+        "demo models, artifact cache)",
     )
     catalog_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the catalog; unset: SQLite in INFAAS_HOME"
@@ -49,6 +54,15 @@ class RegistrySettings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"INFAAS_STATE_URL must be a redis:// URL, got {value!r}")
         return value or None
+
+    def describe_home(self) -> str:
+        """The line the CLI starts with, so nobody wonders where things went."""
+        origin = (
+            "from INFAAS_HOME"
+            if "home" in self.model_fields_set
+            else f"the default {DEFAULT_HOME}; set INFAAS_HOME to move it"
+        )
+        return f"home: {self.home} ({origin})"
 
     @property
     def resolved_catalog_url(self) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 from queues.errors import WorkerError
 from registry.names import variant_id
 from registry.uploads import ONNX, TORCH
+from workers.quiet import quiet_onnxruntime
 
 # recipes: how an artifact is made; several variants may share one
 ONNX_FP32 = "onnx-fp32"
@@ -307,8 +308,30 @@ def build_artifact(
     input_name: str,
     calibration: np.ndarray | None = None,
     max_batch: int = 64,
+    verbose: bool = False,
 ) -> Path:
-    """Make the artifact of ``recipe`` from the uploaded ``source`` in ``out_dir``."""
+    """Make the artifact of ``recipe`` from the uploaded ``source`` in ``out_dir``;
+    onnxruntime's warnings (the quantiser's above all) are shown only when ``verbose``."""
+    with quiet_onnxruntime(verbose=verbose):
+        return _build_artifact(
+            recipe,
+            source,
+            out_dir,
+            input_name=input_name,
+            calibration=calibration,
+            max_batch=max_batch,
+        )
+
+
+def _build_artifact(
+    recipe: str,
+    source: Path,
+    out_dir: Path,
+    *,
+    input_name: str,
+    calibration: np.ndarray | None,
+    max_batch: int,
+) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / f"{recipe}{RECIPE_SUFFIX[recipe]}"
     if recipe == ONNX_FP32:

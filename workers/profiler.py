@@ -11,6 +11,9 @@ they can be tested without running any model.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import gc
 import os
 import platform
 import time
@@ -141,10 +144,53 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _rss_bytes() -> int:
+# loads of a variant whose memory is measured (the median counts); see loaded_bytes
+MEMORY_LOADS = 3
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, which hands freed heap pages back to the system; None
+    where the C library has none (musl, macOS)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
+    return trim
+
+
+def _settled_rss_bytes() -> int:
+    """Resident memory once garbage is collected and freed heap pages are handed back,
+    so that what is measured next cannot hide in memory an earlier load freed."""
     import psutil
 
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
     return int(psutil.Process(os.getpid()).memory_info().rss)
+
+
+def loaded_bytes(
+    load: Callable[[], Runtime], sample: np.ndarray, *, loads: int = MEMORY_LOADS
+) -> int:
+    """The resident memory one loaded copy of a variant holds once it has run ``sample``
+    (its weights, the session's buffers and its arena at that batch): the median over
+    ``loads`` loads of the growth from a settled state, each copy closed before the next.
+
+    Call it in a process that has loaded a variant before: what the first load of a
+    process pays once (thread pools, kernel registries) is no variant's memory."""
+    growth: list[int] = []
+    for _ in range(max(1, loads)):
+        before = _settled_rss_bytes()
+        runtime = load()
+        try:
+            runtime.predict(sample)
+            growth.append(max(0, _settled_rss_bytes() - before))
+        finally:
+            runtime.close()
+            del runtime
+    return int(np.median(growth))
 
 
 def _batch_sample(inputs: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -166,8 +212,10 @@ def profile_variant(
     """Load a variant with ``load`` and measure it on the validation set.
 
     ``load_ms`` is the time of ``load()`` plus one warm-up prediction; ``memory_mb`` is the
-    larger of the RSS growth around that and what the runtime reports (at least the
-    artifact's size); ``accuracy`` is top-1 over the whole validation set; latency is
+    resident memory a loaded copy holds after a batch of the largest size
+    (:func:`loaded_bytes`, measured after the profiled copy is closed), never less than
+    the weights the runtime holds or the artifact's size; ``accuracy`` is top-1 over the
+    whole validation set; latency is
     p50/p99 per batch size on rows drawn from the validation inputs, from at least
     ``min_runs_per_batch`` runs and then as many as ``budget_s_per_batch`` allows.
     """
@@ -178,14 +226,12 @@ def profile_variant(
         raise ValueError(f"batch sizes must be positive, got {list(batch_sizes)}")
     rng = np.random.default_rng(0)
 
-    rss_before = _rss_bytes()
     t0 = time.perf_counter_ns()
     runtime = load()
     try:
         runtime.predict(_batch_sample(inputs, 1, rng))
         load_ms = (time.perf_counter_ns() - t0) / _NS_PER_MS
-        rss_growth = max(0, _rss_bytes() - rss_before)
-        memory_bytes = max(rss_growth, int(runtime.memory_bytes()), int(artifact_bytes))
+        weights_bytes = int(runtime.memory_bytes())
 
         accuracy = top1_accuracy(runtime.predict, inputs, labels)
 
@@ -202,6 +248,11 @@ def profile_variant(
             p99[size] = stats.p99_ms
     finally:
         runtime.close()
+        del runtime
+    # the profiled copy is closed, so a GPU's peak is one copy's; this process has paid
+    # its one-time costs with it, so they are not counted
+    resident = loaded_bytes(load, _batch_sample(inputs, sizes[-1], rng))
+    memory_bytes = max(resident, weights_bytes, int(artifact_bytes))
 
     slope, intercept = fit_latency(p50)
     saturation_qps = max(1000.0 * b / max(lat, 1e-9) for b, lat in p50.items())

@@ -64,6 +64,7 @@ class ProfileSettings:
     int8_speed_tolerance: float = 0.05
     calibration_rows: int = 128
     min_calibration_rows: int = 16
+    verbose: bool = False  # show onnxruntime's warnings while building
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def _artifact(
                 input_name=source.input_name,
                 calibration=calibration_slice(source.inputs, settings.calibration_rows),
                 max_batch=max(settings.batch_sizes),
+                verbose=settings.verbose,
             )
         except InfaasError as exc:
             artifacts[plan.recipe] = exc.message
@@ -302,6 +304,7 @@ class BuildContext:
     # the demo's tests lower it: a slow variant's minimum runs, not the budget, set their time
     min_runs_per_batch: int = MIN_RUNS
     worker: str = "in-process"
+    verbose: bool = False  # show onnxruntime's warnings while building
 
     def settings(self, batch_sizes: Sequence[int], budget_s_per_batch: float) -> ProfileSettings:
         return ProfileSettings(
@@ -310,6 +313,7 @@ class BuildContext:
             batch_sizes=tuple(batch_sizes),
             budget_s_per_batch=budget_s_per_batch,
             min_runs_per_batch=self.min_runs_per_batch,
+            verbose=self.verbose,
         )
 
 

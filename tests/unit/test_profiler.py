@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from queues.errors import WorkerError
 from workers.profiler import (
+    MEMORY_LOADS,
     LatencyStats,
     choose_best_batch,
     fit_latency,
@@ -184,10 +185,11 @@ def test_profile_variant_on_a_tiny_onnx_model(
     assert profile.load_ms > 0
     assert profile.cores >= 1
     assert profile.profiled_on
-    # The runtime it loaded is closed at the end.
-    assert len(loaded) == 1
-    with pytest.raises(WorkerError, match="closed"):
-        loaded[0].predict(x[:1])
+    # The profiled copy and the copies its memory is measured on are closed at the end.
+    assert len(loaded) == 1 + MEMORY_LOADS
+    for runtime in loaded:
+        with pytest.raises(WorkerError, match="closed"):
+            runtime.predict(x[:1])
 
 
 def test_profile_variant_with_fewer_rows_than_the_batch(
@@ -235,7 +237,8 @@ def test_profile_variant_runs_each_batch_size_at_least_min_runs_times(
         return {b: calls[b] for b in (4, 16)}
 
     warmup = 3  # measure_latency's untimed calls before timing
-    assert runs_per_size(2) == {4: 2 + warmup, 16: 2 + warmup}
-    assert runs_per_size(9) == {4: 9 + warmup, 16: 9 + warmup}
+    memory = MEMORY_LOADS  # the largest size once per copy its memory is measured on
+    assert runs_per_size(2) == {4: 2 + warmup, 16: 2 + warmup + memory}
+    assert runs_per_size(9) == {4: 9 + warmup, 16: 9 + warmup + memory}
     with pytest.raises(ValueError, match="min_runs"):
         runs_per_size(0)

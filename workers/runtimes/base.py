@@ -62,7 +62,9 @@ class Runtime(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
     def memory_bytes(self) -> int:
-        """Memory this loaded variant holds (device memory on a GPU), best effort."""
+        """Memory this loaded variant holds at the least, known without measuring: its
+        weights (device memory on a GPU). The profiler's ``memory_mb`` measures the rest
+        and never reports less than this."""
         ...
 
     def close(self) -> None: ...

@@ -7,7 +7,6 @@ no busy-spinning of idle threads (spinning would burn the CPU time other replica
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,24 @@ _ORT_DTYPES: dict[str, np.dtype[Any]] = {
 _FLOAT_TYPES = ("tensor(float)", "tensor(double)", "tensor(float16)", "tensor(bfloat16)")
 
 
-def _rss_bytes() -> int:
-    try:
-        import psutil
+def initializer_bytes(artifact: Path) -> int:
+    """The bytes of an ONNX graph's weights (its initializers, wherever their data is
+    kept), from their shapes and element types."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
 
-        return int(psutil.Process(os.getpid()).memory_info().rss)
-    except Exception:  # pragma: no cover - psutil is a dependency, but stay best effort
-        return 0
+    model = onnx.load(str(artifact), load_external_data=False)
+    total = 0
+    for tensor in model.graph.initializer:
+        count = 1
+        for dim in tensor.dims:
+            count *= int(dim)
+        try:
+            itemsize = np.dtype(tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+        except (KeyError, TypeError):  # a type numpy has no dtype for (e.g. 4-bit)
+            itemsize = 1
+        total += count * itemsize
+    return total
 
 
 def _providers(hardware: str, available: list[str]) -> list[str]:
@@ -85,7 +95,6 @@ class OnnxRuntime:
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3
 
-        rss_before = _rss_bytes()
         try:
             self._session: Any = ort.InferenceSession(
                 str(self.artifact), sess_options=options, providers=providers
@@ -94,7 +103,7 @@ class OnnxRuntime:
             raise WorkerError(
                 f"could not load {self.artifact.name} as an ONNX model: {type(exc).__name__}: {exc}"
             ) from exc
-        self._memory_bytes = max(0, _rss_bytes() - rss_before)
+        self._weights_bytes: int | None = None  # read from the graph when first asked
         self._input = self._pick_input()
         input_dtype = _ORT_DTYPES.get(self._input.type)
         if input_dtype is None:
@@ -183,8 +192,11 @@ class OnnxRuntime:
         return out
 
     def memory_bytes(self) -> int:
-        """RSS growth measured around session creation (best effort)."""
-        return self._memory_bytes
+        """The bytes of the graph's weights: what the session holds at the least (the
+        profiler measures the rest, :func:`workers.profiler.loaded_bytes`)."""
+        if self._weights_bytes is None:
+            self._weights_bytes = initializer_bytes(self.artifact)
+        return self._weights_bytes
 
     def close(self) -> None:
         self._session = None
