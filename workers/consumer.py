@@ -5,7 +5,10 @@ only ever touched by the thread that owns it. The loop takes whatever is waiting
 queue (up to the variant's batch limit, as prefetched by the broker), drops queries
 whose deadline has passed (answering them with a deadline error), runs the rest as one
 model batch, replies to each query through its ``reply_to`` and only then acknowledges,
-so a worker that dies mid-batch loses nothing: the broker redelivers.
+so a worker that dies mid-batch loses nothing: the broker redelivers. Told to stop, a
+replica cancels its consumer, answers the batch it is running and puts back on the queue
+what it holds and has not started, so a stopping worker ends within a batch's time and
+another worker serves the rest.
 """
 
 from __future__ import annotations
@@ -105,8 +108,14 @@ class Replica:
         """True once the replica consumes its queue (the queue then exists)."""
         return self._consuming.wait(timeout_s)
 
+    def request_stop(self) -> None:
+        """Ask the replica to stop and return at once (:meth:`stop` waits for it): it
+        cancels its consumer, answers the batch it is running and puts back on the queue
+        what it holds and has not started, for another worker to serve."""
+        self._stop.set()
+
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Finish the batch in hand, then stop; unacknowledged messages go back to the queue."""
+        """:meth:`request_stop`, then wait until the replica has closed its connection."""
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
@@ -169,14 +178,21 @@ class Replica:
                 self._wait_for_more(conn)
                 messages, self._pending = self._pending, []
                 self._track_rate(len(messages))
-                self._process(messages, producer)
-                self._ack(channel, messages, multiple=multiple_ack)
-            # stop: cancel first so the broker sends nothing more, then answer what we hold
+                unstarted = self._process(messages, producer)
+                if unstarted:  # told to stop mid-round: the rest is put back below
+                    held = {id(message) for message in unstarted}
+                    messages = [m for m in messages if id(m) not in held]
+                    self._pending = unstarted + self._pending
+                self._ack(channel, messages, multiple=multiple_ack and not unstarted)
+            # Stop: the batches already run were answered above. Cancel first so the broker
+            # sends nothing more (deliveries that raced the cancel arrive before its reply
+            # and join the pending), then put back what was prefetched and not started:
+            # another worker serves it now rather than after this one worked through it.
             consumer.cancel()
             messages, self._pending = self._pending, []
-            if messages:
-                self._process(messages, producer)
-                self._ack(channel, messages, multiple=multiple_ack)
+            for message in messages:  # basic.reject with requeue (py-amqp has no nack)
+                message.requeue()
+            log.info("replica of %s stopped; put back %d queries", cfg.variant, len(messages))
 
     def _on_message(self, message: Message) -> None:
         self._pending.append(message)
@@ -245,7 +261,9 @@ class Replica:
 
     # -- one round ------------------------------------------------------------------
 
-    def _process(self, messages: list[Message], producer: Producer) -> None:
+    def _process(self, messages: list[Message], producer: Producer) -> list[Message]:
+        """Answer ``messages``, batch by batch; returns those of the batches not started
+        because the replica was told to stop meanwhile (empty when all were run)."""
         self._stats.arrived(len(messages))
         now = now_ms()
         ready: list[tuple[Message, Query]] = []
@@ -279,7 +297,10 @@ class Replica:
             ready.append((message, query))
         sizes = [len(query.inputs) for _, query in ready]
         for group in group_rows(sizes, self.config.max_batch):
+            if self._stop.is_set():
+                return [message for message, _ in ready[group.start :]]
             self._run_batch(ready[group], producer)
+        return []
 
     def _run_batch(self, items: list[tuple[Message, Query]], producer: Producer) -> None:
         arrays = [query.inputs for _, query in items]

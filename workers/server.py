@@ -188,6 +188,17 @@ class VariantServer:
         with self._lock:
             return dict(self._loaded)
 
+    def stop_consuming(self) -> None:
+        """Ask every replica to stop (:meth:`Replica.request_stop`) and return at once:
+        the first step of a worker's shutdown, so that the broker stops delivering here
+        while the rest of the worker closes."""
+        with self._lock:
+            replicas = [r for loaded in self._loaded.values() for r in loaded.replicas]
+        for replica in replicas:
+            replica.request_stop()
+
     def stop(self) -> None:
+        # every replica is told first, so that they stop together rather than one by one
+        self.stop_consuming()
         for variant_id in list(self.loaded()):
             self.unload(variant_id)
