@@ -1,12 +1,80 @@
-"""Shared fixtures: the real services, isolated per test session."""
+"""Shared fixtures: the real services, isolated per test session; the demo models,
+trained once per code version; and CI's rule that a test skips only for hardware that CI
+cannot have (tests/hardware.py)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
 from tests import services
+from tests.demo_build import DemoBuild, ensure_demo_models
+from tests.hardware import ALLOWED_SKIP_REASONS
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+@dataclass(frozen=True)
+class Skip:
+    nodeid: str
+    reason: str
+
+
+class SkipAccount:
+    """Every skip of the run with its reason; in CI, any reason that is not in
+    ``ALLOWED_SKIP_REASONS`` fails the run (exit status 1) and is listed at the end.
+
+    Under pytest-xdist the controller sees every worker's reports, so this runs there."""
+
+    def __init__(self) -> None:
+        self.skips: list[Skip] = []
+
+    def _record(self, report: pytest.CollectReport | pytest.TestReport) -> None:
+        # an expected failure is reported as skipped too; it is not a skip
+        if not report.skipped or hasattr(report, "wasxfail"):
+            return
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        self.skips.append(Skip(report.nodeid, reason.removeprefix("Skipped: ")))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._record(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._record(report)
+
+    def unexpected(self) -> list[Skip]:
+        return [s for s in self.skips if s.reason not in ALLOWED_SKIP_REASONS]
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if in_ci() and self.unexpected() and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        unexpected = self.unexpected()
+        if not unexpected:
+            return
+        verdict = "fails the run (CI=true)" if in_ci() else "would fail the run in CI"
+        terminalreporter.section(f"skips not allowed in CI: {len(unexpected)}, {verdict}")
+        for skip in unexpected:
+            terminalreporter.line(f"{skip.nodeid}: {skip.reason}")
+        terminalreporter.line("only the reasons in tests/hardware.py ALLOWED_SKIP_REASONS may skip")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        config.pluginmanager.register(SkipAccount(), "infaas-skip-account")
+
+
+@pytest.fixture(scope="session")
+def demo_build() -> DemoBuild:
+    """The demo models, trained at most once per version of the code that trains them."""
+    return ensure_demo_models()
 
 
 @pytest.fixture(scope="session")

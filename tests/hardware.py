@@ -25,6 +25,13 @@ def cuda_available() -> bool:
 
 NO_CUDA = "needs a CUDA GPU; CPU-only machines (CI's among them) cannot run it"
 NO_ORT_GPU = "onnxruntime-gpu is not installed (it cannot be on CPU-only machines)"
+NO_TENSORRT = "TensorRT is not installed (its wheels install only on a CUDA host)"
+TENSORRT_NO_CUDA = f"TensorRT {NO_CUDA}"
+
+# The only reasons a test may skip with in CI (CI=true): tests/conftest.py fails the run
+# when any other skip happened there, so a missing service, package or fixture that turns
+# into a skip cannot pass unseen. Add a reason here only for hardware CI cannot have.
+ALLOWED_SKIP_REASONS = frozenset({NO_CUDA, NO_ORT_GPU, NO_TENSORRT, TENSORRT_NO_CUDA})
 
 # May skip, in CI too (CI=true): a test of a GPU code path runs on a CUDA machine and
 # skips elsewhere with NO_CUDA as its reason, because CI's CPU-only machines have no CUDA

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from queues.errors import WorkerError
-from tests.hardware import NO_CUDA, NO_ORT_GPU, cuda_available, needs_cuda
+from tests.hardware import (
+    NO_ORT_GPU,
+    NO_TENSORRT,
+    TENSORRT_NO_CUDA,
+    cuda_available,
+    needs_cuda,
+)
 from tests.registration_models import Trained, sklearn_onnx, torch_program
 from workers.builders import (
     ONNX_FP32,
@@ -199,7 +205,7 @@ def test_static_int8_needs_calibration_rows(mlp: Trained, tmp_path: Path) -> Non
 
 
 def test_torch_program_artifact_is_the_sanitized_program(tmp_path: Path) -> None:
-    trained = torch_program(tmp_path / "src", "wine-torch", "wine", epochs=30)
+    trained = torch_program(tmp_path / "src", "wine-torch", "wine", epochs=5)
     artifact = build_artifact(TORCH_PROGRAM, trained.path, tmp_path / "out", input_name="x")
     assert artifact.suffix == ".pt2"
     spec = RuntimeSpec("torch", "fp32", "cpu", 1)
@@ -223,9 +229,9 @@ def test_gpu_capabilities_see_the_device(mlp: Trained) -> None:
 
 def test_tensorrt_engine_matches_onnx(mlp: Trained, tmp_path: Path) -> None:
     # may skip, in CI too: TensorRT's wheels install only on a CUDA host (tests/hardware.py)
-    pytest.importorskip("tensorrt")
+    pytest.importorskip("tensorrt", reason=NO_TENSORRT)
     if not cuda_available():
-        pytest.skip(f"TensorRT {NO_CUDA}")  # may skip in CI: no CUDA device (tests/hardware.py)
+        pytest.skip(TENSORRT_NO_CUDA)  # may skip in CI: no CUDA device (tests/hardware.py)
     engine = build_artifact(TENSORRT_FP16, mlp.path, tmp_path, input_name="input", max_batch=64)
     spec = RuntimeSpec("tensorrt", "fp16", "gpu", input_name="input", output_name="probabilities")
     runtime = load_runtime(spec, engine)

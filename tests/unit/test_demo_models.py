@@ -1,11 +1,12 @@
-"""The demo app's models, built once for the module (about half a minute on two cores)."""
+"""The demo app's models, as the run's one build made them (tests/demo_build.py: trained
+at most once per version of their code, about half a minute on two cores). How long the
+build takes is a figure for a benchmark, not a test."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from infaas import demo_models
 from infaas.demo_models import DemoSet, load_validation, prepare_demo_models
+from tests.demo_build import DemoBuild
 from workers.profiler import measure_latency, top1_accuracy
 from workers.runtimes.base import RuntimeSpec
 from workers.runtimes.onnx_backend import OnnxRuntime
@@ -33,14 +35,9 @@ CPU1 = RuntimeSpec("onnx", "fp32", "cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoSet, Path, float]:
-    out = tmp_path_factory.mktemp("demo")
-    messages: list[str] = []
-    started = time.perf_counter()
-    demo = prepare_demo_models(out, progress=messages.append)
-    elapsed = time.perf_counter() - started
-    assert any("digits-cnn" in m for m in messages)
-    return demo, out, elapsed
+def built(demo_build: DemoBuild) -> tuple[DemoSet, Path, float]:
+    assert any("digits-cnn" in m for m in demo_build.messages)
+    return demo_build.demo, demo_build.folder, demo_build.build_s
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +52,17 @@ def accuracies(built: tuple[DemoSet, Path, float]) -> dict[str, float]:
     return result
 
 
-def test_build_time(built: tuple[DemoSet, Path, float]) -> None:
-    _, _, elapsed = built
-    assert elapsed < 180.0  # about 30 s on the 2-core development machine
+def test_build_trains_every_model_and_says_so(
+    built: tuple[DemoSet, Path, float], demo_build: DemoBuild
+) -> None:
+    demo, out, elapsed = built
+    assert elapsed > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["build_seconds"] >= 0
+    messages = demo_build.messages
+    for model in demo.models:
+        assert any(m.startswith(f"{model.id}: trained and exported") for m in messages), model.id
+    assert any(m.startswith("demo models ready in") for m in messages), messages
 
 
 def test_models_are_valid_onnx(built: tuple[DemoSet, Path, float]) -> None:
@@ -118,7 +123,7 @@ def test_latencies_span_two_orders_of_magnitude(built: tuple[DemoSet, Path, floa
         runtime = OnnxRuntime(CPU1, model.path)
         p50[model.id] = measure_latency(runtime.predict, inputs[:1], budget_s=0.2).p50_ms
         runtime.close()
-    assert max(p50.values()) > 5.0, p50
+    # medians, so a busy machine moves both ends alike; no absolute figure
     assert min(p50.values()) / max(p50.values()) <= 1 / 100, p50
     assert max(p50, key=lambda k: p50[k]) == "digits-cnn"
 
@@ -126,9 +131,9 @@ def test_latencies_span_two_orders_of_magnitude(built: tuple[DemoSet, Path, floa
 def test_second_call_is_cached(built: tuple[DemoSet, Path, float]) -> None:
     demo, out, _ = built
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    started = time.perf_counter()
-    again = prepare_demo_models(out)
-    assert time.perf_counter() - started < 2.0
+    messages: list[str] = []
+    again = prepare_demo_models(out, progress=messages.append)
+    assert messages == [f"demo models in {out} are up to date"]  # trained nothing
     assert again == demo
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
 

@@ -1,0 +1,90 @@
+"""The demo models for the tests, trained at most once per version of the code that trains
+them, however many stacks, test modules or pytest-xdist workers ask.
+
+The cache folder's name is a hash of ``infaas/demo_models.py`` and of the versions of the
+packages that train and export the models, so a change to either trains afresh and a
+stale build is never reused; ``make clean`` (or ``INFAAS_TEST_CACHE`` pointing elsewhere)
+starts from nothing. The build that filled the folder left its progress messages and its
+time in ``test-build.json`` beside the models, which tests/unit/test_demo_models.py reads
+instead of training a second copy.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from infaas import demo_models
+from infaas.demo_models import DemoSet, prepare_demo_models
+
+REPO = Path(__file__).resolve().parent.parent
+# what decides the trained bytes besides the module itself
+TRAINING_PACKAGES = ("numpy", "scikit-learn", "skl2onnx", "torch", "onnx", "onnxruntime")
+BUILD_RECORD = "test-build.json"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def demo_models_key() -> str:
+    digest = hashlib.sha256(Path(demo_models.__file__).read_bytes())
+    digest.update(f"python {sys.version_info[:2]}".encode())
+    for package in TRAINING_PACKAGES:
+        digest.update(f"\n{package}=={_version(package)}".encode())
+    return digest.hexdigest()[:16]
+
+
+TEST_CACHE = Path(os.environ.get("INFAAS_TEST_CACHE") or REPO / ".infaas" / "test-cache")
+DEMO_CACHE = TEST_CACHE / f"demo-models-{demo_models_key()}"
+
+
+@dataclass(frozen=True)
+class DemoBuild:
+    demo: DemoSet
+    folder: Path
+    messages: tuple[str, ...]  # the progress messages of the build that filled ``folder``
+    build_s: float
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One trainer at a time across processes (xdist workers, parallel runs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_demo_models(folder: Path = DEMO_CACHE) -> DemoBuild:
+    """Train the demo models into ``folder`` unless a complete build is there already."""
+    record_path = folder / BUILD_RECORD
+    with _locked(folder.with_name(f".{folder.name}.lock")):
+        if not (demo_models._cached(folder, 0) and record_path.exists()):
+            # a build without its record (made outside the tests) is made again, recorded
+            (folder / demo_models.MANIFEST_FILE).unlink(missing_ok=True)
+            messages: list[str] = []
+            started = time.perf_counter()
+            prepare_demo_models(folder, progress=messages.append)
+            record = {"messages": messages, "build_s": round(time.perf_counter() - started, 2)}
+            tmp = record_path.with_name(f".{BUILD_RECORD}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, record_path)
+        record = json.loads(record_path.read_text())
+        demo = prepare_demo_models(folder)  # checks the files again and names them
+    return DemoBuild(demo, folder, tuple(record["messages"]), float(record["build_s"]))
