@@ -11,11 +11,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from kombu import Connection
+from kombu import Connection, Producer
 from kombu import Queue as KombuQueue
 
 from api_gateway.settings import GatewaySettings
@@ -77,10 +78,15 @@ def _stalled_worker(stack: Stack, variant_id: str) -> WorkerReport:
 
 
 def test_full_queue_is_a_429_and_expired_queries_are_answered(services_e2e: Stack) -> None:
+    """Two steps, so neither depends on how fast a busy machine publishes: the queue is
+    filled to its length by messages nobody waits for and the extra queries are refused;
+    then, emptied, it takes exactly its length of queries that all expire in it and are
+    answered."""
     stack = services_e2e
     broker = stack.services.broker
     queue = topology.variant_queue(broker.queue_prefix, DEMO_APP, UNSERVED)
     with Connection(broker.url) as conn:
+        channel = conn.default_channel
         KombuQueue(
             queue,
             routing_key=queue,
@@ -88,31 +94,48 @@ def test_full_queue_is_a_429_and_expired_queries_are_answered(services_e2e: Stac
             queue_arguments=topology.variant_queue_arguments(
                 broker.queue_prefix, broker.queue_max_length
             ),
-        )(conn.default_channel).declare()
+        )(channel).declare()
         stack.services.live.put_worker(_stalled_worker(stack, UNSERVED))
         try:
             time.sleep(1.0)  # the gateway sees the stalled worker
+            # full: the queue's length in messages that never expire, then the extra queries
+            producer = Producer(channel)
+            for i in range(broker.queue_max_length):
+                producer.publish({"filler": i}, routing_key=queue)
+            assert _depth(channel, queue) == broker.queue_max_length
             extra = 6
+            refused = _fire(
+                stack.url,
+                f"/v1/variants/{UNSERVED}/infer",
+                [{"inputs": [[0.0] * 64], "timeout_ms": 60_000} for _ in range(extra)],
+            )
+            channel.queue_purge(queue)
+            # expiring: exactly the queue's length of queries, none refused, all expire
             bodies: list[dict[str, object]] = [
                 {"inputs": [[0.0] * 64], "timeout_ms": 2_000}
-                for _ in range(broker.queue_max_length + extra)
+                for _ in range(broker.queue_max_length)
             ]
             responses = _fire(stack.url, f"/v1/variants/{UNSERVED}/infer", bodies)
         finally:
             stack.services.live.remove_worker("stalled-test-worker")
-            conn.default_channel.queue_delete(queue)
+            channel.queue_delete(queue)
+    assert [r.status_code for r in refused] == [429] * extra, [r.text for r in refused]
+    for full in refused:
+        assert full.json()["error"]["code"] == "queue_full"
+        assert full.headers["Retry-After"] == "1"
     codes = sorted(r.status_code for r in responses)
-    assert codes.count(429) == extra
-    assert codes.count(504) == broker.queue_max_length
-    full = next(r for r in responses if r.status_code == 429)
-    assert full.json()["error"]["code"] == "queue_full"
-    assert full.headers["Retry-After"] == "1"
+    assert codes.count(504) == broker.queue_max_length, codes
     late = [r.json()["error"] for r in responses if r.status_code == 504]
     assert {e["code"] for e in late} == {"deadline_exceeded"}
     assert any("expired in its queue" in e["message"] for e in late)
     metrics = httpx.get(f"{stack.url}/metrics").text
     expired = [line for line in metrics.splitlines() if line.startswith("infaas_expired_in_queue")]
     assert float(expired[0].split()[-1]) >= 1
+
+
+def _depth(channel: Any, queue: str) -> int:
+    """Messages waiting in ``queue`` (a passive declare)."""
+    return int(channel.queue_declare(queue=queue, passive=True).message_count)
 
 
 def test_unreachable_broker_is_a_503(services_e2e: Stack) -> None:

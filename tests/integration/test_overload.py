@@ -21,6 +21,10 @@ from tests.e2e_support import DEDICATED, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 OTHER = "digits-cnn.onnx-fp32.cpu-t2"  # the main worker serves it
+# generous waits, the benchmark's (``--timeout-s 30``): a test on a busy machine waits for
+# the behaviour; how fast it comes (median 1.71 s in the README) is the benchmark's figure
+OVERLOAD_WITHIN_S = 30.0
+RECOVER_WITHIN_S = 60.0
 
 
 def _state_of(stack: Stack, variant: str) -> str | None:
@@ -56,7 +60,7 @@ def test_overloaded_variant_is_avoided_then_recovers(services_e2e: Stack, tmp_pa
             thread.start()
         timeline: list[tuple[float, str | None]] = []
         try:
-            while time.monotonic() - started < 6:
+            while time.monotonic() - started < OVERLOAD_WITHIN_S:
                 timeline.append((time.monotonic() - started, _state_of(stack, DEDICATED)))
                 if timeline[-1][1] == OVERLOADED:
                     break
@@ -71,7 +75,7 @@ def test_overloaded_variant_is_avoided_then_recovers(services_e2e: Stack, tmp_pa
                 thread.join(30)
         ended = time.monotonic()
         recovered_after_s = None
-        while time.monotonic() - ended < 20:
+        while time.monotonic() - ended < RECOVER_WITHIN_S:
             if _state_of(stack, DEDICATED) == ACTIVE:
                 recovered_after_s = time.monotonic() - ended
                 break

@@ -71,7 +71,7 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 @pytest.fixture(scope="module")
 def program(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return torch_program(
-        tmp_path_factory.mktemp("torch"), "wine-torch", "wine", epochs=100, hidden=512
+        tmp_path_factory.mktemp("torch"), "wine-torch", "wine", epochs=20, hidden=512
     )
 
 
