@@ -8,6 +8,8 @@ refuses a redeclaration with other arguments). Names follow DESIGN.md:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -40,6 +42,11 @@ def batch_queue(prefix: str, app: str) -> str:
     return f"{prefix}.{_check_part('app', app)}.{BATCH_SUFFIX}"
 
 
+def batch_exchange(prefix: str, app: str) -> str:
+    """The direct exchange the app's batch chunks are published to (named as its queue)."""
+    return batch_queue(prefix, app)
+
+
 def control_queue(prefix: str, hardware: str) -> str:
     """Celery tasks that need one kind of hardware (variant generation, profiling)."""
     return f"{prefix}.control.{_check_part('hardware', hardware)}"
@@ -52,6 +59,27 @@ def dead_letter_exchange(prefix: str) -> str:
 def dead_letter_queue(prefix: str) -> str:
     """Where expired online queries land; the gateway answers them with a deadline error."""
     return f"{prefix}.expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """What the system declares on the broker for some variants or for one app, so that
+    deleting them removes it. The dead-letter exchange and queue and the control queues
+    are shared by every app and stay."""
+
+    queues: tuple[str, ...] = ()
+    exchanges: tuple[str, ...] = ()
+
+
+def declared_for_variants(prefix: str, app: str, variants: Iterable[str]) -> Declared:
+    """Each variant's online queue (on the default exchange: no exchange of its own)."""
+    return Declared(queues=tuple(variant_queue(prefix, app, v) for v in sorted(variants)))
+
+
+def declared_for_app(prefix: str, app: str) -> Declared:
+    """The app's batch queue and the exchange it is bound to (its variants' queues go
+    with its models)."""
+    return Declared(queues=(batch_queue(prefix, app),), exchanges=(batch_exchange(prefix, app),))
 
 
 def parse_variant_queue(prefix: str, name: str) -> tuple[str, str] | None:

@@ -439,11 +439,23 @@ class Catalog:
 
     # -- models
 
-    def add_model(self, model: Model, *, with_rows: Sequence[Base] = ()) -> Model:
+    def add_model(
+        self, model: Model, *, with_rows: Sequence[Base] = (), new_app: App | None = None
+    ) -> Model:
         """Add the model; ``with_rows`` (rows of later tables, e.g. its registration) are
-        inserted in the same transaction, so either all of them exist or none does."""
+        inserted in the same transaction, so either all of them exist or none does.
+        ``new_app`` is created in that transaction too (Conflict if it exists): a model
+        refused here leaves no empty app behind."""
         _check_status(model.status)
         with self.write_session() as session:
+            if new_app is not None:
+                if session.get(AppRow, new_app.id) is not None:
+                    raise Conflict(
+                        f"app {new_app.id!r} was created meanwhile; register the model "
+                        "again to add it to that app"
+                    )
+                session.add(_app_row(new_app))
+                session.flush()
             _require_app(session, model.app)
             taken = session.get(ModelRow, model.id)
             if taken is not None:

@@ -4,8 +4,9 @@ All checks run before anything is written, so a refused upload leaves the catalo
 the object store exactly as they were. Files go under a key that includes the
 registration id (two uploads racing for one model id never touch each other's files);
 the model and its registration are inserted in one transaction; if that fails, the
-files just stored are removed again.
-"""
+files just stored are removed again. An upload may ask for its app to be made from the
+model's input: that app is inserted in the model's transaction, after every check, so
+a refused registration never leaves an empty app behind."""
 
 from __future__ import annotations
 
@@ -17,7 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from queues.errors import Conflict, InfaasError, InvalidRequest, UnknownModel
+import numpy as np
+
+from queues.errors import (
+    Conflict,
+    InfaasError,
+    InvalidModel,
+    InvalidRequest,
+    UnknownApp,
+    UnknownModel,
+)
 from registry.catalog import Catalog
 from registry.names import HARDWARE, check_id
 from registry.registrations import (
@@ -28,10 +38,11 @@ from registry.registrations import (
     new_registration_rows,
 )
 from registry.store import ObjectStore
-from registry.types import QUEUED, Model, Variant
+from registry.types import QUEUED, App, InputSignature, Model, Variant
 from registry.uploads import (
     DEFAULT_MAX_UNPACKED_BYTES,
     TORCH,
+    ModelInfo,
     check_model_fits_app,
     check_validation_set,
     inspect_model,
@@ -39,6 +50,14 @@ from registry.uploads import (
 
 log = logging.getLogger(__name__)
 MAX_METADATA_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NewApp:
+    """An app to create from the uploaded model's own input (it must not exist yet)."""
+
+    num_classes: int | None = None  # default: the width of the model's output
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,6 +71,7 @@ class Upload:
     options: RegistrationOptions = field(default_factory=RegistrationOptions)
     declared_format: str | None = None
     output: str | None = None
+    new_app: NewApp | None = None  # create ``app`` with the model, in one transaction
 
 
 def model_prefix(model_id: str) -> str:
@@ -88,6 +108,42 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
     return metadata
 
 
+def app_from_model(app_id: str, info: ModelInfo, new: NewApp) -> App:
+    """The app a model's input defines: its input name, dtype and fixed item shape."""
+    shape = list(info.input.shape)
+    if any(d < 1 for d in shape[1:]):
+        raise InvalidModel(
+            f"the model's input {info.input.name!r} has shape {shape}, with dynamic "
+            "dimensions after the batch, so no app can be made from it; create the app "
+            "first with POST /v1/apps and a fixed input shape"
+        )
+    if np.dtype(info.input.dtype).kind not in "fiu":
+        raise InvalidModel(
+            f"the model's input {info.input.name!r} is {info.input.dtype}; an app takes "
+            "numbers (float or integer inputs)"
+        )
+    if new.num_classes is not None and new.num_classes < 2:
+        raise InvalidRequest(f"num_classes must be at least 2, got {new.num_classes}")
+    return App(
+        id=check_id("app", app_id),
+        task="classification",
+        signature=InputSignature(info.input.name, info.input.dtype, (-1, *shape[1:])),
+        num_classes=new.num_classes or info.output_width,
+        description=new.description,
+    )
+
+
+def _require_no_app(catalog: Catalog, app_id: str) -> None:
+    check_id("app", app_id)
+    try:
+        catalog.get_app(app_id)
+    except UnknownApp:
+        return
+    raise Conflict(
+        f"app {app_id!r} already exists; register the model into it without asking for a new app"
+    )
+
+
 def require_free_model_id(catalog: Catalog, model_id: str) -> None:
     check_id("model", model_id)
     try:
@@ -109,12 +165,20 @@ def accept_upload(
 ) -> Registration:
     """Check ``upload`` against its app, then store and record it (model status queued,
     one queued task per hardware). Raises a 4xx :class:`InfaasError` and changes nothing
-    when the upload is refused."""
-    app = catalog.get_app(upload.app)
+    when the upload is refused. With ``upload.new_app`` the app must not exist yet; it is
+    made from the model's input and recorded with the model, or not at all."""
+    if upload.new_app is None:
+        catalog.get_app(upload.app)  # unknown app: refused before anything is read
+    else:
+        _require_no_app(catalog, upload.app)
     require_free_model_id(catalog, upload.model_id)
     hardware = check_hardware(upload.hardware)
     metadata = check_metadata(upload.metadata)
     info = inspect_model(upload.model_path, declared=upload.declared_format, output=upload.output)
+    new_app = None
+    if upload.new_app is not None:
+        new_app = app_from_model(upload.app, info, upload.new_app)
+    app = new_app or catalog.get_app(upload.app)
     check_model_fits_app(info, app)
     check_validation_set(
         upload.validation_path,
@@ -148,6 +212,7 @@ def accept_upload(
                 with_rows=new_registration_rows(
                     registration_id, app.id, upload.model_id, hardware, upload.options
                 ),
+                new_app=new_app,
             )
         except BaseException:
             _delete_quietly(store, [model_key, validation_key])

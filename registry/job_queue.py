@@ -24,7 +24,7 @@ def batch_queue_options(prefix: str, app: str) -> dict[str, Any]:
     and ``Consumer.add_task_queue`` take them)."""
     name = topology.batch_queue(prefix, app)
     return {
-        "exchange": name,
+        "exchange": topology.batch_exchange(prefix, app),
         "exchange_type": "direct",
         "routing_key": name,
         "queue_arguments": topology.batch_queue_arguments(),
@@ -36,7 +36,7 @@ def batch_kombu_queue(prefix: str, app: str) -> Queue:
     name = topology.batch_queue(prefix, app)
     return Queue(
         name,
-        Exchange(name, type="direct", durable=True),
+        Exchange(topology.batch_exchange(prefix, app), type="direct", durable=True),
         routing_key=name,
         durable=True,
         queue_arguments=topology.batch_queue_arguments(),

@@ -2,7 +2,8 @@
 delete a model once no query uses it.
 
 The upload is checked completely before anything is written (a refused upload changes
-nothing); then its files are stored, model and registration recorded in one transaction,
+nothing); then its files are stored, model and registration recorded in one transaction
+(with the app, when ``?create_app=true`` asks for it to be made from the model's input),
 and one task per hardware is sent to that hardware's control queue, where a worker of
 that hardware generates and profiles the variants.
 """
@@ -10,15 +11,16 @@ that hardware generates and profiles the variants.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import FormData, UploadFile
 
@@ -28,14 +30,16 @@ from api_gateway.routes.apps import app_view
 from api_gateway.state import GatewayState
 from api_gateway.upload_limits import MB, UploadLimit
 from queues import topology
+from queues.broker_admin import Removal, broker_connection, remove_declared
 from queues.errors import (
     BrokerUnavailable,
     Conflict,
     InvalidRequest,
     Unavailable,
+    UnknownApp,
     UnknownModel,
 )
-from registry.intake import Upload, accept_upload, check_hardware, remove_model
+from registry.intake import NewApp, Upload, accept_upload, check_hardware, remove_model
 from registry.names import check_id
 from registry.registrations import (
     REGISTER_TASK,
@@ -59,8 +63,19 @@ FORM_FIELDS = (
     "output",
     "budget_s_per_batch",
     "batch_sizes",
+    "num_classes",
+    "description",
 )
+NEW_APP_FIELDS = ("num_classes", "description")
+CreateApp = Annotated[
+    bool,
+    Query(
+        description="when the app does not exist, make it from the model's input, with "
+        "the model in one step: a refused upload creates no app"
+    ),
+]
 FORM_FILES = ("model", "validation")
+UNLOAD_REPLY_S = 3.0  # how long workers get to answer an unload or a consumer cancel
 
 
 class InputSpec(BaseModel):
@@ -122,11 +137,18 @@ async def create_app(body: CreateAppRequest, state: State, _tenant: Tenant) -> J
     return JSONResponse(app_view(created), status_code=201)
 
 
-@router.delete("/v1/apps/{app}", summary="Delete an app that has no models")
+@router.delete("/v1/apps/{app}", summary="Delete an app that has no models, and its batch queue")
 async def delete_app(app: str, state: State, _tenant: Tenant) -> JSONResponse:
-    await asyncio.to_thread(state.services.catalog.delete_app, app)
+    await asyncio.to_thread(state.services.catalog.delete_app, app)  # 404/409 change nothing
     await state.refresh(force=True)
-    return JSONResponse({"deleted": app})
+    prefix = state.services.broker.queue_prefix
+    removal = await asyncio.to_thread(
+        _remove_from_broker,
+        state,
+        topology.declared_for_app(prefix, app),
+        cancel=topology.batch_queue(prefix, app),
+    )
+    return JSONResponse({"deleted": app, "broker": removal.to_dict()})
 
 
 # ----------------------------------------------------------------------------- upload
@@ -146,6 +168,8 @@ _UPLOAD_FIELDS = {
     "output": _form_property("string", "the output to serve (default: scores per class)"),
     "budget_s_per_batch": _form_property("number", "profiling time per batch size (0.4)"),
     "batch_sizes": _form_property("string", "batch sizes to profile (1,4,8,16,32,64)"),
+    "num_classes": _form_property("integer", "with create_app: the new app's classes"),
+    "description": _form_property("string", "with create_app: the new app's description"),
 }
 _UPLOAD_DOC = {
     "requestBody": {
@@ -240,12 +264,37 @@ def _hardware(state: GatewayState, raw: str | None) -> tuple[str, ...]:
     return tuple(sorted(live)) or ("cpu",)
 
 
-def _upload(app: str, form: FormData, tmp: Path, state: GatewayState) -> Upload:
+def _new_app(form: FormData, *, create_app: bool, app_exists: bool) -> NewApp | None:
+    """The app to create with the model; None when it exists (its fields then go unused,
+    as ``create_app`` means "create it if missing")."""
+    given = [name for name in NEW_APP_FIELDS if _field(form, name) is not None]
+    if given and not create_app:
+        raise InvalidRequest(
+            f"{', '.join(given)} describe(s) a new app; add ?create_app=true to create "
+            "the app from the model, or leave them out for an existing app"
+        )
+    if app_exists:
+        return None
+    raw = _field(form, "num_classes")
+    try:
+        num_classes = int(raw) if raw is not None else None
+    except ValueError as exc:
+        raise InvalidRequest(f"num_classes must be an integer of at least 2, not {raw!r}") from exc
+    description = _field(form, "description") or ""
+    if len(description) > 2000:
+        raise InvalidRequest("the app's description may hold at most 2000 characters")
+    return NewApp(num_classes=num_classes, description=description)
+
+
+def _upload(
+    app: str, form: FormData, tmp: Path, state: GatewayState, *, create_app: bool, app_exists: bool
+) -> Upload:
     unknown = sorted(set(form.keys()) - set(FORM_FIELDS) - set(FORM_FILES))
     if unknown:
         raise InvalidRequest(
             f"unknown form field(s) {unknown}; known: {list(FORM_FILES + FORM_FIELDS)}"
         )
+    new_app = _new_app(form, create_app=create_app, app_exists=app_exists)
     model_path, filename = _save(form, "model", tmp / "model.upload")
     validation_path, _ = _save(form, "validation", tmp / "validation.npz")
     model_id = _field(form, "id") or _default_model_id(filename)
@@ -259,6 +308,7 @@ def _upload(app: str, form: FormData, tmp: Path, state: GatewayState) -> Upload:
         options=_options(form),
         declared_format=_field(form, "format"),
         output=_field(form, "output"),
+        new_app=new_app,
     )
 
 
@@ -279,14 +329,27 @@ def _send_tasks(state: GatewayState, registration: Registration) -> None:
     "and profiled asynchronously",
     openapi_extra=_UPLOAD_DOC,
 )
-async def register_model(app: str, request: Request, state: State, _tenant: Tenant) -> JSONResponse:
+async def register_model(
+    app: str,
+    request: Request,
+    state: State,
+    _tenant: Tenant,
+    create_app: CreateApp = False,
+) -> JSONResponse:
     services = state.services
     if services.store is None or services.celery is None:
         raise Unavailable(
             "this gateway has no object store or task queue to register models with; "
             "start it with `infaas gateway` or `infaas demo`"
         )
-    await asyncio.to_thread(services.catalog.get_app, app)  # 404 before reading the body
+    try:
+        await asyncio.to_thread(services.catalog.get_app, app)  # 404 before reading the body
+        app_exists = True
+    except UnknownApp:
+        if not create_app:
+            raise
+        check_id("app", app)
+        app_exists = False
     limit = UploadLimit(
         int(state.settings.max_upload_mb * MB),
         "INFAAS_MAX_UPLOAD_MB",
@@ -295,7 +358,17 @@ async def register_model(app: str, request: Request, state: State, _tenant: Tena
     with tempfile.TemporaryDirectory(prefix="infaas-upload-") as tmp:
         form = await _read_form(request, limit)
         try:
-            upload = await asyncio.to_thread(_upload, app, form, Path(tmp), state)
+            upload = await asyncio.to_thread(
+                functools.partial(
+                    _upload,
+                    app,
+                    form,
+                    Path(tmp),
+                    state,
+                    create_app=create_app,
+                    app_exists=app_exists,
+                )
+            )
         finally:
             await form.close()
         registration = await asyncio.to_thread(
@@ -305,12 +378,15 @@ async def register_model(app: str, request: Request, state: State, _tenant: Tena
         await asyncio.to_thread(_send_tasks, state, registration)
     except Exception as exc:
         await asyncio.to_thread(remove_model, services.catalog, services.store, registration.model)
+        if upload.new_app is not None:  # the app came with the model: it goes with it
+            await asyncio.to_thread(services.catalog.delete_app, app)
         raise BrokerUnavailable(
             f"the registration could not be queued ({type(exc).__name__}: {exc}); nothing was "
             "kept, retry when the broker is reachable"
         ) from exc
     await state.refresh(force=True)
     body = registration.to_dict()
+    body["app_created"] = upload.new_app is not None
     body["status_url"] = f"/v1/registrations/{registration.id}"
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 
@@ -360,9 +436,42 @@ async def delete_model(app: str, model: str, state: State, _tenant: Tenant) -> J
     deleted = await asyncio.to_thread(remove_model, catalog, services.store, model)
     await state.refresh(force=True)
     unloaded = await _drain_and_unload(state, loaded)
-    return JSONResponse(
-        {"deleted": model, "app": app, "variants": [v.id for v in deleted], "unloaded": unloaded}
+    # unloaded, the variants' queues have no consumer left: remove them from the broker
+    declared = topology.declared_for_variants(
+        services.broker.queue_prefix, app, [v.id for v in deleted]
     )
+    removal = await asyncio.to_thread(_remove_from_broker, state, declared)
+    return JSONResponse(
+        {
+            "deleted": model,
+            "app": app,
+            "variants": [v.id for v in deleted],
+            "unloaded": unloaded,
+            "broker": removal.to_dict(),
+        }
+    )
+
+
+def _remove_from_broker(
+    state: GatewayState, declared: topology.Declared, *, cancel: str | None = None
+) -> Removal:
+    """Delete what was declared for deleted variants or a deleted app; ``cancel``: a
+    queue that workers consume through Celery, whom they are asked to stop first. The
+    records are gone already, so a broker that fails here is logged and reported, and
+    the delete still succeeds."""
+    celery = state.services.celery
+    try:
+        if cancel is not None and celery is not None:
+            celery.control.cancel_consumer(cancel, reply=True, timeout=UNLOAD_REPLY_S)
+        return remove_declared(
+            lambda: broker_connection(state.services.broker),
+            declared,
+            wait_unused_s=UNLOAD_REPLY_S,
+        )
+    except Exception as exc:
+        log.warning("could not remove %s from the broker: %s", declared, exc)
+        reason = f"the broker could not be reached ({type(exc).__name__}: {exc})"
+        return Removal(kept=dict.fromkeys(declared.queues + declared.exchanges, reason))
 
 
 async def _drain_and_unload(state: GatewayState, loaded: dict[str, int]) -> list[str]:
@@ -393,6 +502,10 @@ def _unload(state: GatewayState, variant: str, workers: int) -> list[Any]:
     if celery is None:
         return []
     replies: list[Any] = celery.control.broadcast(
-        "infaas_unload", arguments={"variant": variant}, reply=True, timeout=3.0, limit=workers
+        "infaas_unload",
+        arguments={"variant": variant},
+        reply=True,
+        timeout=UNLOAD_REPLY_S,
+        limit=workers,
     )
     return replies

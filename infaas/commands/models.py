@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from queues.errors import ConfigError, UnknownApp
+from queues.errors import ConfigError
 
 
 def add_commands(sub: Any) -> None:
@@ -65,35 +65,12 @@ def _metadata(raw: str | None) -> dict[str, Any] | None:
     return value
 
 
-def _ensure_app(client: Any, args: argparse.Namespace, model_file: Path) -> None:
-    """Create the app from the model's own input signature if it does not exist."""
-    try:
-        client.app(args.app)
-        return
-    except UnknownApp:
-        pass
-    from registry.uploads import inspect_model
-
-    info = inspect_model(model_file, output=args.output)
-    shape = list(info.input.shape)
-    if any(d < 1 for d in shape[1:]):
-        raise ConfigError(
-            f"the model's input {info.input.name!r} has shape {shape}, with dynamic "
-            "dimensions after the batch; create the app first with POST /v1/apps and a "
-            "fixed input shape"
-        )
-    num_classes = args.num_classes or info.output_width
-    client.create_app(
-        args.app,
-        input_name=info.input.name,
-        dtype=info.input.dtype,
-        shape=[-1, *shape[1:]],
-        num_classes=num_classes,
-        description=args.description,
-    )
+def _print_created_app(view: dict[str, Any]) -> None:
+    signature = view["input"]
+    num_classes = view["num_classes"]
     print(
-        f"created app {args.app}: input {info.input.name!r} {info.input.dtype} "
-        f"{[-1, *shape[1:]]}" + (f", {num_classes} classes" if num_classes else "")
+        f"created app {view['app']}: input {signature['name']!r} {signature['dtype']} "
+        f"{signature['shape']}" + (f", {num_classes} classes" if num_classes else "")
     )
 
 
@@ -137,7 +114,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"--batch-sizes must be integers like 1,4,8 ({exc})") from exc
     with InfaasClient(args.url) as client:
-        _ensure_app(client, args, model_file)
+        # a missing app is made from the model's input by the gateway, in the same step
+        # as the model: a refused registration leaves no empty app behind
         answer = client.register_model(
             args.app,
             model_file,
@@ -148,7 +126,12 @@ def cmd_register(args: argparse.Namespace) -> int:
             budget_s_per_batch=args.budget_s,
             batch_sizes=batch_sizes,
             output=args.output,
+            create_app=True,
+            num_classes=args.num_classes,
+            description=args.description,
         )
+        if answer["app_created"]:
+            _print_created_app(client.app(args.app))
         registration = answer["registration"]
         hardware = ", ".join(answer["hardware"])
         print(f"registering {answer['model']} in {args.app} on {hardware}: {registration}")
