@@ -102,7 +102,7 @@ def test_full_queue_is_a_429_and_expired_queries_are_answered(services_e2e: Stac
             producer = Producer(channel)
             for i in range(broker.queue_max_length):
                 producer.publish({"filler": i}, routing_key=queue)
-            assert _depth(channel, queue) == broker.queue_max_length
+            _wait_for_depth(channel, queue, broker.queue_max_length)
             extra = 6
             refused = _fire(
                 stack.url,
@@ -133,9 +133,15 @@ def test_full_queue_is_a_429_and_expired_queries_are_answered(services_e2e: Stac
     assert float(expired[0].split()[-1]) >= 1
 
 
-def _depth(channel: Any, queue: str) -> int:
-    """Messages waiting in ``queue`` (a passive declare)."""
-    return int(channel.queue_declare(queue=queue, passive=True).message_count)
+def _wait_for_depth(channel: Any, queue: str, depth: int, timeout_s: float = 30.0) -> None:
+    """Until ``depth`` messages wait in ``queue`` (a passive declare counts them; the
+    broker enqueues what was published a moment later)."""
+    deadline = time.monotonic() + timeout_s
+    while (seen := int(channel.queue_declare(queue=queue, passive=True).message_count)) < depth:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{seen} of {depth} messages reached {queue} in {timeout_s} s")
+        time.sleep(0.1)
+    assert seen == depth
 
 
 def test_unreachable_broker_is_a_503(services_e2e: Stack) -> None:
