@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +22,12 @@ from infaas.services import Services, open_services
 from queues.settings import BrokerSettings
 from registry.settings import RegistrySettings
 from registry.types import READY
+from tests.demo_build import DEMO_CACHE, ensure_demo_models
 from tests.services import unique_name
 from workers.settings import WorkerSettings
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_CACHE = REPO / ".infaas" / "test-cache" / "demo-models"
+__all__ = ["DEMO_CACHE", "Stack", "embedded_stack", "register_demo", "seed_demo", "services_stack"]
+
 PROFILE_BUDGET_S = 0.05
 # The demo's slowest variant takes 0.9 s a batch of 64: 20 runs of it were 20 s of setup.
 PROFILE_MIN_RUNS = 5
@@ -90,7 +91,9 @@ class Stack:
 
 
 def register_demo(services: Services) -> DemoSet:
-    """The demo app, profiled briefly, with the models trained once per checkout."""
+    """The demo app, registered and profiled briefly (through the demo's own registration),
+    with the models trained at most once per version of their code (tests/demo_build.py)."""
+    ensure_demo_models()
     return ensure_demo_app(
         services,
         say=lambda _m: None,
@@ -100,11 +103,44 @@ def register_demo(services: Services) -> DemoSet:
     )
 
 
-@contextmanager
-def embedded_stack(home: Path) -> Iterator[Stack]:
+def open_embedded(home: Path) -> Services:
+    """Services with nothing to install: SQLite, a local folder, the memory transport."""
     broker = BrokerSettings(broker_url=None, queue_prefix=unique_name("q")[-20:])
-    services = open_services(broker, RegistrySettings(home=home))
-    demo = register_demo(services)
+    return open_services(broker, RegistrySettings(home=home))
+
+
+def seed_demo(source: Services, target: Services, models: Collection[str] | None = None) -> None:
+    """Copy the demo app, registered and profiled in ``source``, into ``target``: the app,
+    its models (all, or those named) with their files, and their variants with the
+    profiles measured there. A stack seeded so starts in seconds instead of profiling
+    every variant again (a minute on two cores), and every stack of a run serves the same
+    profiles."""
+    target.catalog.create_app(source.catalog.get_app(DEMO_APP))
+
+    def copy(key: str) -> None:
+        if key and not target.store.exists(key):
+            target.store.put_bytes(key, source.store.get_bytes(key))
+
+    for model in source.catalog.list_models(DEMO_APP):
+        if models is not None and model.id not in models:
+            continue
+        copy(model.artifact_key)
+        copy(model.validation_key)
+        target.catalog.add_model(model)
+        for variant in source.catalog.list_variants(model_id=model.id):
+            copy(variant.artifact_key)
+            target.catalog.upsert_variant(variant)
+
+
+@contextmanager
+def embedded_stack(home: Path, *, source: Services | None = None) -> Iterator[Stack]:
+    """The embedded default; with ``source``, seeded from it instead of registering."""
+    services = open_embedded(home)
+    if source is None:
+        demo = register_demo(services)
+    else:
+        seed_demo(source, services)
+        demo = ensure_demo_models().demo
     variants = tuple(v.id for v in services.catalog.list_variants(status=READY) if v.id != UNSERVED)
     gateway = LocalStack(
         services, gateway=GatewaySettings(port=0), worker=WorkerSettings(variants=variants)
@@ -127,7 +163,10 @@ def services_stack(
     state: tuple[str, str],
     store_url: str,
     queue_max_length: int = 50,
+    source: Services | None = None,
 ) -> Iterator[Stack]:
+    """The real services, the gateway in this process and one worker process; with
+    ``source``, the catalog and store are seeded from it instead of registering."""
     state_url, state_prefix = state
     prefix = unique_name("q")[-20:]
     broker = BrokerSettings(
@@ -141,7 +180,11 @@ def services_stack(
         store_url=store_url,
     )
     services = open_services(broker, registry)
-    demo = register_demo(services)
+    if source is None:
+        demo = register_demo(services)
+    else:
+        seed_demo(source, services)
+        demo = ensure_demo_models().demo
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("INFAAS_")},
         "INFAAS_BROKER_URL": broker_url,
