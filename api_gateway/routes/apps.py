@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,6 +13,7 @@ from api_gateway.deps import State, Tenant
 from api_gateway.responses import JSONResponse
 from queues.errors import UnknownApp
 from registry import live_docs
+from registry.live_docs import LoadFailure
 from registry.livestate import ACTIVE, INACTIVE, LiveSnapshot
 from registry.types import App, Variant
 
@@ -28,8 +30,13 @@ def summarize_state(states: list[str]) -> str:
     return sorted(states)[0]
 
 
-def variant_view(variant: Variant, live: LiveSnapshot) -> dict[str, Any]:
+def variant_view(
+    variant: Variant, live: LiveSnapshot, failures: Mapping[str, LoadFailure] | None = None
+) -> dict[str, Any]:
+    """A variant's record, profile and live state; ``load_failure`` when a worker could
+    not load it in the last minute (it is not asked for again until then)."""
     profile = variant.profile
+    failure = (failures or {}).get(variant.id)
     placements = live.placements(variant.id)
     return {
         "id": variant.id,
@@ -57,6 +64,9 @@ def variant_view(variant: Variant, live: LiveSnapshot) -> dict[str, Any]:
             {"worker": p.worker.worker_id, "state": p.load.state, "replicas": p.load.replicas}
             for p in placements
         ],
+        "load_failure": None
+        if failure is None
+        else {"worker": failure.worker, "code": failure.code, "message": failure.message},
     }
 
 
@@ -97,7 +107,10 @@ async def get_app(app: str, state: State, _tenant: Tenant) -> JSONResponse:
         for m in sorted(snapshot.models.values(), key=lambda m: m.id)
         if m.app == app
     ]
-    view["variants"] = [variant_view(v, state.live_snapshot) for v in snapshot.variants_of_app(app)]
+    view["variants"] = [
+        variant_view(v, state.live_snapshot, state.load_failures)
+        for v in snapshot.variants_of_app(app)
+    ]
     return JSONResponse(view)
 
 

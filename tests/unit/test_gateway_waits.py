@@ -107,3 +107,20 @@ def test_a_model_less_query_waits_for_a_variant_a_live_worker_can_load(tmp_path:
     asyncio.run(state.refresh())
     with pytest.raises(DeadlineExceeded, match=COLD):
         wait(state, Requirements(app="digits", min_accuracy=0.9), within_s=0.3)
+
+
+def test_the_app_view_shows_a_failed_load(tmp_path: Path) -> None:
+    from api_gateway.routes.apps import variant_view
+
+    state = gateway(tmp_path)
+    failure = LoadFailure(COLD, "w1", "worker_error", "MemoryError: out of memory", now_ms())
+    live_docs.put_load_failure(state.services.live, failure)
+    asyncio.run(state.refresh())
+    variant = state.catalog_snapshot.variants[COLD]
+    view = variant_view(variant, state.live_snapshot, state.load_failures)
+    assert view["load_failure"] == {
+        "worker": "w1",
+        "code": "worker_error",
+        "message": "MemoryError: out of memory",
+    }
+    assert variant_view(variant, state.live_snapshot)["load_failure"] is None
