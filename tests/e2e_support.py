@@ -22,11 +22,19 @@ from infaas.services import Services, open_services
 from queues.settings import BrokerSettings
 from registry.settings import RegistrySettings
 from registry.types import READY
-from tests.demo_build import DEMO_CACHE, ensure_demo_models
+from tests.demo_build import DEMO_CACHE, REPO, ensure_demo_models
 from tests.services import unique_name
 from workers.settings import WorkerSettings
 
-__all__ = ["DEMO_CACHE", "Stack", "embedded_stack", "register_demo", "seed_demo", "services_stack"]
+__all__ = [
+    "DEMO_CACHE",
+    "REPO",
+    "Stack",
+    "embedded_stack",
+    "register_demo",
+    "seed_demo",
+    "services_stack",
+]
 
 PROFILE_BUDGET_S = 0.05
 # The demo's slowest variant takes 0.9 s a batch of 64: 20 runs of it were 20 s of setup.
