@@ -10,7 +10,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from api_gateway.accounting import Accounting
@@ -201,12 +201,13 @@ class GatewayState:
             log.warning("could not request a load of %s: %s", variant_id, exc.message)
 
     async def until_running(
-        self, req: Requirements, decision: Decision, deadline: float
+        self, req: Requirements, decision: Decision, deadline: float, *, explain: bool = False
     ) -> Decision:
         """A query whose chosen variant runs nowhere yet waits for it to be loaded, until
         ``deadline`` (``time.perf_counter()``): each fresh look at live state selects again,
         so it goes to whichever eligible variant runs first. A failed load, or no worker
         that could load it, is answered at once."""
+        started = time.perf_counter()
         while not self.live_snapshot.placements(decision.variant.id):
             variant = decision.variant
             failure = self.load_failures.get(decision.load_request or variant.id)
@@ -236,5 +237,8 @@ class GatewayState:
                 await self.refresh()
             else:
                 await asyncio.sleep(WAIT_POLL_S)
-            decision = await self.select(req)
-        return decision
+            decision = await self.select(req, explain=explain)
+        waited_ms = (time.perf_counter() - started) * 1000
+        return replace(
+            decision, reason=f"{decision.reason} (after {waited_ms:.0f} ms waiting for a load)"
+        )

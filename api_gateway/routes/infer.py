@@ -135,7 +135,8 @@ async def _serve(
         batch = to_batch(raw_inputs, signature, state.settings.max_batch)
         deadline_ms = state.settings.timeout_ms(req.latency_ms, timeout_ms)
         if not state.live_snapshot.placements(decision.variant.id):
-            decision = await state.until_running(req, decision, started + deadline_ms / 1000)
+            deadline = started + deadline_ms / 1000
+            decision = await state.until_running(req, decision, deadline, explain=explain)
     except InfaasError as exc:
         state.metrics.rejected.labels(app, exc.code).inc()
         if app in state.catalog_snapshot.apps:

@@ -65,6 +65,22 @@ def test_the_query_is_sent_once_a_worker_has_loaded_its_variant(tmp_path: Path) 
     loader.join()
 
 
+def test_the_reason_says_the_query_waited_for_a_load(tmp_path: Path) -> None:
+    state = gateway(tmp_path)
+    live = state.services.live
+    live.put_worker(f.worker("w1"))
+    asyncio.run(state.refresh())
+    threading.Timer(0.2, live.put_worker, [f.worker("w1", {COLD: "active"})]).start()
+
+    async def go() -> str:
+        req = Requirements(variant=COLD)
+        decision = await state.select(req)
+        served = await state.until_running(req, decision, time.perf_counter() + 30)
+        return served.reason
+
+    assert "waiting for a load" in asyncio.run(go())
+
+
 def test_a_failed_load_is_answered_at_once(tmp_path: Path) -> None:
     state = gateway(tmp_path)
     state.services.live.put_worker(f.worker("w1"))
