@@ -176,7 +176,7 @@ def print_variants(view: dict[str, Any], *, model: str | None = None) -> None:
         print(
             f"{v['id']:46} {v['status']:9} {_num(v['accuracy'], '6.3f'):>6} "
             f"{_ms(latency, 1):>8} {_ms(latency, 8):>8} {_ms(latency, 32):>8} "
-            f"{_num(v['max_batch'], 'd'):>5} {_num(v['memory_mb'], '7.1f'):>7} "
+            f"{_num(v['max_batch'], 'd'):>5} {_num(v['memory_mb'], '7.2f'):>7} "
             f"{_num(v['load_ms'], '8.1f'):>8} {v['cost_per_hour']:7.4f} {v['state']:9}"
         )
         if v["error"]:
