@@ -221,11 +221,12 @@ class GatewayState:
                 )
             hardware = variant.hardware
             if not self.scaler_running and not any(
-                w.hardware == hardware for w in self.live_snapshot.workers.values()
+                w.hardware == hardware and w.loads_on_demand
+                for w in self.live_snapshot.workers.values()
             ):
                 raise NoWorker(
-                    f"{variant.id} runs on {hardware} and no {hardware} worker is live; "
-                    f"start one with `infaas worker --hardware {hardware}`",
+                    f"{variant.id} runs on {hardware} and no live {hardware} worker loads "
+                    f"variants on demand; start one with `infaas worker --hardware {hardware}`",
                     headers={"Retry-After": "1"},
                 )
             if time.perf_counter() >= deadline:

@@ -74,6 +74,7 @@ class WorkerReport:
     celery_name: str = ""
     started_ms: float = 0.0
     heartbeat_ms: float = 0.0
+    loads_on_demand: bool = True  # its loader takes load requests (workers.loader)
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -130,7 +130,7 @@ class SelectorIndex:
             previous.latency_tables if previous is not None and reuse else {}
         )
         entries = []
-        live_hardware = frozenset(w.hardware for w in live.workers.values())
+        live_hardware = frozenset(w.hardware for w in live.workers.values() if w.loads_on_demand)
         for variant in catalog.variants.values():
             if not variant.ready:
                 continue

@@ -131,6 +131,7 @@ class VariantServerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             connect=broker_connector(services.broker),
             interval_s=settings.monitor_interval_s,
             celery_name=str(getattr(worker, "hostname", "")),
+            loads_on_demand=settings.load_on_demand,
         )
         self.monitor.start()
         worker.infaas_monitor = self.monitor

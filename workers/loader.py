@@ -44,9 +44,10 @@ class LoaderView:
 
 
 def designated_worker(live: LiveSnapshot, hardware: str) -> str | None:
-    """The worker that takes the next load of this hardware: the one with the fewest
-    loaded variants (ties by id), or none when no worker of that hardware is live."""
-    candidates = [w for w in live.workers.values() if w.hardware == hardware]
+    """The worker that takes the next load of this hardware: among those that load on
+    demand, the one with the fewest loaded variants (ties by id); none when no such
+    worker is live."""
+    candidates = [w for w in live.workers.values() if w.hardware == hardware and w.loads_on_demand]
     if not candidates:
         return None
     return min(candidates, key=lambda w: (len(w.variants), w.worker_id)).worker_id

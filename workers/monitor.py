@@ -41,12 +41,14 @@ class Monitor:
         interval_s: float = 1.0,
         celery_name: str = "",
         state_settings: StateSettings | None = None,
+        loads_on_demand: bool = True,
     ) -> None:
         self._server = server
         self._live = live
         self._cores = cores
         self._interval_s = interval_s
         self._celery_name = celery_name
+        self._loads_on_demand = loads_on_demand
         self._states = state_settings or StateSettings()
         self._probe = QueueProbe(connect)
         self._process = psutil.Process()
@@ -189,6 +191,7 @@ class Monitor:
             gpu_util=round(gpu_util, 4),
             gpu_memory_mb=round(gpu_memory_mb, 1),
             celery_name=self._celery_name,
+            loads_on_demand=self._loads_on_demand,
             started_ms=self._started_ms,
             heartbeat_ms=now_ms(),
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,14 @@ def test_no_worker_of_the_hardware_is_answered_at_once(tmp_path: Path) -> None:
     asyncio.run(state.refresh())
     with pytest.raises(NoWorker, match="infaas worker --hardware gpu"):
         wait(state, Requirements(variant=GPU), within_s=3600)
+
+
+def test_no_worker_that_loads_on_demand_is_answered_at_once(tmp_path: Path) -> None:
+    state = gateway(tmp_path)
+    state.services.live.put_worker(replace(f.worker("w1"), loads_on_demand=False))
+    asyncio.run(state.refresh())
+    with pytest.raises(NoWorker, match="loads variants on demand"):
+        wait(state, Requirements(variant=COLD), within_s=3600)
 
 
 def test_with_a_scaler_running_the_query_waits_for_it_to_add_a_worker(tmp_path: Path) -> None:

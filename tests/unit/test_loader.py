@@ -38,6 +38,12 @@ def test_the_worker_with_fewest_variants_of_the_hardware_is_designated() -> None
     assert designated_worker(live, "tpu") is None
 
 
+def test_a_worker_that_does_not_load_on_demand_is_never_designated() -> None:
+    pinned = replace(f.worker("a"), loads_on_demand=False)
+    assert designated_worker(f.live(pinned, f.worker("b", {"x": "active"})), "cpu") == "b"
+    assert designated_worker(f.live(pinned), "cpu") is None
+
+
 def test_the_designated_worker_loads_requests_of_its_hardware() -> None:
     assert loads_to_make(view()) == [REQ]
 
