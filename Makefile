@@ -22,14 +22,19 @@ demo: venv  ## prepare the digits app, serve it in one process, send model-less 
 serve: venv  ## the demo, then keep serving on :8080 until Ctrl-C
 	$(BIN)/infaas demo --serve
 
+# Two pytest-xdist workers: the tests that share the whole-system stacks run in one group
+# on one worker, everything else beside them (TEST_WORKERS=0 runs them in this process).
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+
 test: venv lint typecheck  ## every test: unit and integration (needs the local services)
-	$(BIN)/pytest
+	$(PYTEST)
 
 unit: venv
-	$(BIN)/pytest tests/unit
+	$(PYTEST) tests/unit
 
 integration: venv
-	$(BIN)/pytest tests/integration
+	$(PYTEST) tests/integration
 
 lint: venv
 	$(BIN)/ruff check .

@@ -71,6 +71,31 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(SkipAccount(), "infaas-skip-account")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep ``--dist loadgroup`` grouping on pytest 9.2.
+
+    An xdist worker tells the controller an item's ``xdist_group`` by a suffix on its node
+    id (``...::test@stacks``), which pytest-xdist 3.8 writes to ``item._nodeid``; pytest 9.2
+    keeps the id in ``item._id`` instead, so the suffix is lost and every group is spread
+    over the workers without a word (pytest-xdist issue #1386). Until xdist writes it where
+    pytest keeps it, this does, the same suffix xdist meant to write."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist workers only
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # an older pytest, where xdist's own suffix works
+        return
+    for item in items:
+        groups = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        suffix = "@" + "_".join(sorted(groups))
+        if groups and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
 @pytest.fixture(scope="session")
 def demo_build() -> DemoBuild:
     """The demo models, trained at most once per version of the code that trains them."""

@@ -32,6 +32,7 @@ STACK_TEST_TIMEOUT_S = 900
 STACK_GROUP = "stacks"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         uses_a_stack = STACK_FIXTURES & set(getattr(item, "fixturenames", ()))
