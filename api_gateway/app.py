@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 
 from api_gateway.metrics import GatewayMetrics
 from api_gateway.responses import infaas_error_handler, validation_error_handler
-from api_gateway.routes import apps, health, infer, jobs, registration
+from api_gateway.routes import admin, apps, health, infer, jobs, registration
 from api_gateway.settings import GatewaySettings
 from api_gateway.state import GatewayServices, GatewayState
 from queues.errors import InfaasError
@@ -32,6 +32,10 @@ def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
         description="Model-less inference: say what you need, the system picks the variant.",
         version="0.1.0",
         lifespan=lifespan,
+        # served by routes/admin.py, behind the access rule of api_gateway/access.py
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.infaas = state
     app.add_exception_handler(InfaasError, infaas_error_handler)
@@ -41,4 +45,5 @@ def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
     app.include_router(registration.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     return app

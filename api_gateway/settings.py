@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+import ipaddress
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from queues.errors import ConfigError
 
 
 class GatewaySettings(BaseSettings):
@@ -50,6 +54,57 @@ class GatewaySettings(BaseSettings):
         le=600,
         description="how long deleting a model waits for its loaded variants' queries to finish",
     )
+
+    auth: bool | None = Field(
+        default=None,
+        description="API keys (on|off); unset: on unless the gateway listens on loopback only",
+    )
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None,
+        description="made an admin key at start when no active admin key exists (32+ chars)",
+    )
+    open_docs_metrics: bool | None = Field(
+        default=None,
+        description="/metrics, /docs and /openapi.json without a key (on|off); unset: open "
+        "on loopback only",
+    )
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the gateway listens on a loopback address only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def auth_on(self) -> bool:
+        return self.auth if self.auth is not None else not self.loopback
+
+    @property
+    def info_open(self) -> bool:
+        if not self.auth_on:
+            return True
+        return self.open_docs_metrics if self.open_docs_metrics is not None else self.loopback
+
+    def check_demo_exposure(self) -> None:
+        """The demo serves without keys by default; beyond loopback only when told."""
+        if not self.loopback and self.auth is None:
+            raise ConfigError(
+                f"the demo would serve on {self.host} without authentication: anyone who "
+                "reaches the port could register and delete models; set INFAAS_AUTH=off to "
+                "do it anyway, or INFAAS_AUTH=on with INFAAS_BOOTSTRAP_ADMIN_KEY, or serve "
+                "on 127.0.0.1"
+            )
+
+    def describe_auth(self) -> str:
+        """The line a gateway starts with."""
+        if self.auth_on:
+            return "authentication: on (API keys; INFAAS_AUTH=off turns it off)"
+        why = "INFAAS_AUTH=off" if self.auth is False else f"listening on loopback {self.host}"
+        return f"authentication: OFF ({why}): anyone who reaches the port may do anything"
 
     @model_validator(mode="after")
     def _check_timeouts(self) -> GatewaySettings:

@@ -15,6 +15,7 @@ from typing import Any
 
 from api_gateway.accounting import Accounting
 from api_gateway.jobs_dispatch import JobDispatcher
+from api_gateway.keyring import KeyRing
 from api_gateway.metrics import GatewayMetrics
 from api_gateway.settings import GatewaySettings
 from queues.errors import (
@@ -29,7 +30,9 @@ from queues.heap import settle_heap
 from queues.rpc import QueryClient
 from queues.settings import BrokerSettings
 from registry import live_docs
+from registry.audit import AuditLog
 from registry.catalog import Catalog
+from registry.keys import KeyStore
 from registry.live_docs import DemandDoc, LoadFailure, LoadRequest, PlanHeader
 from registry.livestate import LiveSnapshot, LiveState, now_ms
 from registry.routing import Routes
@@ -83,8 +86,15 @@ class GatewayState:
         self.accounting = Accounting()
         self._published_at = 0.0
         self.jobs = JobDispatcher(self)
+        self.keys = KeyRing(KeyStore(services.catalog))
+        self.audit = AuditLog(services.catalog)
 
     async def start(self) -> None:
+        bootstrap = self.settings.bootstrap_admin_key
+        await self.keys.start(
+            bootstrap_key=bootstrap.get_secret_value() if bootstrap else None,
+            auth_on=self.settings.auth_on,
+        )
         await self.services.client.start()
         await self.refresh(force=True)
         if self.settings.freeze_heap:

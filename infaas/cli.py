@@ -33,16 +33,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from infaas.embedded import LocalStack
     from infaas.services import open_services
 
+    gateway = GatewaySettings(host=args.host, port=args.port if args.serve else 0)
+    gateway.check_demo_exposure()  # before anything is built
     services = open_services()
     print(services.registry.describe_home())
+    print(gateway.describe_auth())
     print(f"catalog: {services.catalog!r}")
     print(f"object store: {services.store.describe()}")
     print(f"broker: {services.broker.redacted_url()}")
     demo = ensure_demo_app(services, verbose=args.verbose)
-    gateway = GatewaySettings(host=args.host, port=args.port if args.serve else 0)
+    bootstrap = gateway.bootstrap_admin_key
     with LocalStack(services, gateway=gateway) as stack:
         print(f"gateway at {stack.url} with one CPU worker ({stack.worker_settings.hardware})")
-        with InfaasClient(stack.url) as client:
+        key = bootstrap.get_secret_value() if bootstrap else None
+        with InfaasClient(stack.url, api_key=key) as client:
             run_scenarios(client, demo, queries=args.queries)
         if args.serve:
             print(f"serving on {stack.url} (OpenAPI at {stack.url}/docs); Ctrl-C stops")
@@ -88,6 +92,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             celery=create_celery_app(services.broker),
         ),
     )
+    print(settings.describe_auth())
     uvicorn.Server(
         uvicorn_config(app, settings.host, settings.port, log_level=args.loglevel.lower())
     ).run()
@@ -174,7 +179,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from infaas.client import InfaasClient
 
     inputs = read_inputs(Path(args.input))
-    with InfaasClient(args.url) as client:
+    with InfaasClient(args.url, api_key=args.api_key) as client:
         result = client.infer(
             args.app,
             inputs,
@@ -254,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--explain", action="store_true", help="say why this variant")
     query.add_argument("--json", action="store_true", help="print the whole answer")
     query.add_argument("--url", default=default_url(), help="gateway URL ($INFAAS_URL)")
+    query.add_argument(
+        "--api-key", default=None, help="API key, sent as a bearer token ($INFAAS_API_KEY)"
+    )
     query.set_defaults(handler=cmd_query)
 
     import importlib

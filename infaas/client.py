@@ -22,10 +22,19 @@ def default_url() -> str:
     return os.environ.get("INFAAS_URL", DEFAULT_URL)
 
 
+def default_api_key() -> str | None:
+    return os.environ.get("INFAAS_API_KEY") or None
+
+
 class InfaasClient:
-    def __init__(self, url: str | None = None, *, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, url: str | None = None, *, timeout_s: float = 60.0, api_key: str | None = None
+    ) -> None:
+        """``api_key``: sent as ``Authorization: Bearer``; default ``$INFAAS_API_KEY``."""
         self.url = (url or default_url()).rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        key = api_key or default_api_key()
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers)
 
     def __enter__(self) -> InfaasClient:
         return self
@@ -300,6 +309,30 @@ class InfaasClient:
                     f"{status['progress']['items_total']} items); is a worker running?"
                 )
             time.sleep(poll_s)
+
+    # -- keys and audit (admin)
+
+    def create_key(self, tenant: str, role: str, *, note: str = "") -> dict[str, Any]:
+        """A new API key; ``key`` in the answer is its secret, shown this once."""
+        body = {"tenant": tenant, "role": role, "note": note}
+        result: dict[str, Any] = self._call("POST", "/v1/keys", json=body)
+        return result
+
+    def keys(self, *, revoked: bool = False) -> list[dict[str, Any]]:
+        params = {"revoked": "true"} if revoked else None
+        result: list[dict[str, Any]] = self._call("GET", "/v1/keys", params=params)["keys"]
+        return result
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/v1/keys/{key_id}")
+        return result
+
+    def audit(self, *, limit: int = 100, tenant: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if tenant is not None:
+            params["tenant"] = tenant
+        result: list[dict[str, Any]] = self._call("GET", "/v1/audit", params=params)["records"]
+        return result
 
     def ready(self) -> bool:
         try:

@@ -92,6 +92,24 @@ class BatchTooLarge(InfaasError):
     code = "batch_too_large"
 
 
+class Unauthenticated(InfaasError):
+    """No API key, or one that is unknown or revoked (``WWW-Authenticate: Bearer``)."""
+
+    status_code = 401
+    code = "unauthenticated"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="infaas"')
+
+
+class Forbidden(InfaasError):
+    """A valid API key whose role is too small for the route."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(InfaasError):
     status_code = 404
     code = "not_found"

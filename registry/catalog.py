@@ -41,7 +41,9 @@ from queues.errors import (
     UnknownModel,
     UnknownVariant,
 )
+from registry import audit as _audit  # noqa: F401 (declares its tables)
 from registry import jobs as _jobs  # noqa: F401 (declares its tables)
+from registry import keys as _keys  # noqa: F401 (declares its tables)
 from registry import registrations as _registrations  # noqa: F401 (declares its tables)
 from registry.catalog_schema import (
     META_ROW_ID,

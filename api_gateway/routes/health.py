@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from api_gateway.deps import State
+from api_gateway.deps import State, Tenant
 from api_gateway.responses import JSONResponse
 from queues.errors import NotFound
 from registry import live_docs
@@ -40,7 +40,7 @@ async def readyz(state: State) -> JSONResponse:
 
 
 @router.get("/v1/scaler", summary="The scaler's last plan: actions with reasons, timings")
-async def scaler_plan(state: State) -> JSONResponse:
+async def scaler_plan(state: State, _tenant: Tenant) -> JSONResponse:
     doc = await asyncio.to_thread(live_docs.read_plan, state.services.live)
     if doc is None:
         raise NotFound(
@@ -50,5 +50,5 @@ async def scaler_plan(state: State) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics(state: State) -> Response:
+async def metrics(state: State, _tenant: Tenant) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

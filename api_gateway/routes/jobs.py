@@ -200,6 +200,7 @@ async def submit_job(
                 await form.close()
             sub = replace(_submission(body, tenant, key), upload=path, upload_sha256=digest)
             job, replayed = await asyncio.to_thread(dispatcher.submit, sub)
+        tenant.audit_target(f"job={job.id} app={job.app}")
         return _accepted(job, replayed)
     if content_type and not content_type.startswith("application/json"):
         raise InvalidRequest(
@@ -213,6 +214,7 @@ async def submit_job(
             "as multipart/form-data with the file 'inputs'"
         )
     job, replayed = await asyncio.to_thread(dispatcher.submit, _submission(body, tenant, key))
+    tenant.audit_target(f"job={job.id} app={job.app}")
     return _accepted(job, replayed)
 
 

@@ -132,6 +132,7 @@ async def create_app(body: CreateAppRequest, state: State, _tenant: Tenant) -> J
         num_classes=body.num_classes,
         description=body.description,
     )
+    _tenant.audit_target(f"app={app.id}")
     created = await asyncio.to_thread(state.services.catalog.create_app, app)
     await state.refresh(force=True)
     return JSONResponse(app_view(created), status_code=201)
@@ -385,6 +386,7 @@ async def register_model(
             "kept, retry when the broker is reachable"
         ) from exc
     await state.refresh(force=True)
+    _tenant.audit_target(f"app={app} model={registration.model} registration={registration.id}")
     body = registration.to_dict()
     body["app_created"] = upload.new_app is not None
     body["status_url"] = f"/v1/registrations/{registration.id}"

@@ -11,4 +11,5 @@ MODULES: tuple[str, ...] = (
     "infaas.commands.models",
     "infaas.commands.scaler",
     "infaas.commands.jobs",
+    "infaas.commands.keys",
 )

@@ -21,6 +21,9 @@ def add_commands(sub: Any) -> None:
 
     def with_url(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("--url", default=default_url(), help="gateway URL ($INFAAS_URL)")
+        parser.add_argument(
+            "--api-key", default=None, help="API key, sent as a bearer token ($INFAAS_API_KEY)"
+        )
         return parser
 
     submit = with_url(jobs_sub.add_parser("submit", help="submit a batch job"))
@@ -118,7 +121,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     if args.upload is not None and not Path(args.upload).is_file():
         raise ConfigError(f"{args.upload} does not exist or is not a file")
-    with InfaasClient(args.url) as client:
+    with InfaasClient(args.url, api_key=args.api_key) as client:
         answer = client.submit_job(
             args.app,
             output=args.output,
@@ -146,7 +149,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from infaas.client import InfaasClient
 
-    with InfaasClient(args.url) as client:
+    with InfaasClient(args.url, api_key=args.api_key) as client:
         status = client.job(args.job_id)
     if args.json:
         print(json.dumps(status, indent=2))
@@ -158,14 +161,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_wait(args: argparse.Namespace) -> int:
     from infaas.client import InfaasClient
 
-    with InfaasClient(args.url) as client:
+    with InfaasClient(args.url, api_key=args.api_key) as client:
         return _wait(client, args.job_id, args.timeout_s)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from infaas.client import InfaasClient
 
-    with InfaasClient(args.url) as client:
+    with InfaasClient(args.url, api_key=args.api_key) as client:
         status = client.cancel_job(args.job_id)
     _describe(status)
     return 0
@@ -174,7 +177,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from infaas.client import InfaasClient
 
-    with InfaasClient(args.url) as client:
+    with InfaasClient(args.url, api_key=args.api_key) as client:
         jobs = client.jobs(app=args.app, status=args.status, limit=args.limit)
     print(f"{'job':32} {'app':16} {'status':10} {'items':>15} {'cost $':>10} created")
     for job in jobs:

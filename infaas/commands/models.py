@@ -36,12 +36,18 @@ def add_commands(sub: Any) -> None:
     register.add_argument("--no-wait", action="store_true", help="return once uploaded")
     register.add_argument("--timeout-s", type=float, default=1800.0)
     register.add_argument("--url", default=default_url(), help="gateway URL ($INFAAS_URL)")
+    register.add_argument(
+        "--api-key", default=None, help="API key, sent as a bearer token ($INFAAS_API_KEY)"
+    )
     register.set_defaults(handler=cmd_register)
 
     models = sub.add_parser("models", help="an app's models, variants and profiles")
     models.add_argument("app")
     models.add_argument("--json", action="store_true", help="print the whole answer")
     models.add_argument("--url", default=default_url(), help="gateway URL ($INFAAS_URL)")
+    models.add_argument(
+        "--api-key", default=None, help="API key, sent as a bearer token ($INFAAS_API_KEY)"
+    )
     models.set_defaults(handler=cmd_models)
 
     delete = sub.add_parser(
@@ -50,6 +56,9 @@ def add_commands(sub: Any) -> None:
     delete.add_argument("app")
     delete.add_argument("model")
     delete.add_argument("--url", default=default_url(), help="gateway URL ($INFAAS_URL)")
+    delete.add_argument(
+        "--api-key", default=None, help="API key, sent as a bearer token ($INFAAS_API_KEY)"
+    )
     delete.set_defaults(handler=cmd_delete_model)
 
 
@@ -113,7 +122,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
         except ValueError as exc:
             raise ConfigError(f"--batch-sizes must be integers like 1,4,8 ({exc})") from exc
-    with InfaasClient(args.url) as client:
+    with InfaasClient(args.url, api_key=args.api_key) as client:
         # a missing app is made from the model's input by the gateway, in the same step
         # as the model: a refused registration leaves no empty app behind
         answer = client.register_model(
@@ -188,7 +197,7 @@ def print_variants(view: dict[str, Any], *, model: str | None = None) -> None:
 def cmd_models(args: argparse.Namespace) -> int:
     from infaas.client import InfaasClient
 
-    with InfaasClient(args.url) as client:
+    with InfaasClient(args.url, api_key=args.api_key) as client:
         view = client.app(args.app)
     if args.json:
         print(json.dumps(view, indent=2))
@@ -202,7 +211,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_delete_model(args: argparse.Namespace) -> int:
     from infaas.client import InfaasClient
 
-    with InfaasClient(args.url) as client:
+    with InfaasClient(args.url, api_key=args.api_key) as client:
         answer = client.delete_model(args.app, args.model)
     print(
         f"deleted {answer['deleted']} and {len(answer['variants'])} variant(s)"
