@@ -7,9 +7,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
+from api_gateway.json_body import JSONBodyRoute
 from api_gateway.metrics import GatewayMetrics
-from api_gateway.responses import infaas_error_handler, validation_error_handler
+from api_gateway.responses import (
+    http_exception_handler,
+    infaas_error_handler,
+    unexpected_error_handler,
+    validation_error_handler,
+)
 from api_gateway.routes import admin, apps, health, infer, jobs, registration
 from api_gateway.settings import GatewaySettings
 from api_gateway.state import GatewayServices, GatewayState
@@ -40,6 +47,9 @@ def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
     app.state.infaas = state
     app.add_exception_handler(InfaasError, infaas_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(HTTPException, http_exception_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
+    app.router.route_class = JSONBodyRoute  # routers of their own set it themselves
     app.include_router(infer.router)
     app.include_router(apps.router)
     app.include_router(registration.router)

@@ -29,7 +29,7 @@ def to_batch(inputs: list[Any], signature: InputSignature, max_batch: int) -> np
     check_batch_size(len(inputs), max_batch)
     try:
         array = np.asarray(inputs, dtype=signature.dtype)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
             f"inputs must be numbers of shape {expected_shape(signature)} "
             f"({signature.dtype}); got something else ({exc})",

@@ -173,8 +173,10 @@ class JobDispatcher:
         self, store: ObjectStore, sub: Submission, app: App, output: Location, job_id: str
     ) -> tuple[Location, list[InputObject]]:
         """Where the job reads, and its input objects, checked against the app."""
+        cap = int(self.settings.max_upload_mb * 1024 * 1024)  # what one array may unpack to
         if sub.upload is not None:
-            return upload_location(job_id), [check_upload(sub.upload, app.signature, job_id)]
+            checked = check_upload(sub.upload, app.signature, job_id, max_unpacked_bytes=cap)
+            return upload_location(job_id), [checked]
         if sub.input is None:
             raise InvalidRequest("give the input: an s3://BUCKET/PREFIX location or a file")
         source = parse_location(sub.input, "input")
@@ -185,7 +187,9 @@ class JobDispatcher:
                 "write the outputs somewhere else"
             )
         limit = self.settings.max_input_objects
-        return source, discover_inputs(store, source, app.signature, max_objects=limit)
+        return source, discover_inputs(
+            store, source, app.signature, max_objects=limit, max_unpacked_bytes=cap
+        )
 
     def _choose(self, app: str, plan: list[ChunkPlan], sub: Submission, now: datetime) -> JobOption:
         """The variant, among the app's ready ones whose hardware has a live worker."""

@@ -48,6 +48,14 @@ class GatewaySettings(BaseSettings):
         le=65_536,
         description="largest model registration upload (model file + validation set), MB",
     )
+    max_body_mb: float = Field(
+        default=32,
+        gt=0,
+        le=4096,
+        description="largest JSON request body, MB, refused before parsing: 64 rows "
+        "(INFAAS_MAX_BATCH) of a 3x32x32 image take ~4 MB of JSON; larger inputs belong "
+        "in a batch job's .npz",
+    )
     delete_drain_s: float = Field(
         default=10.0,
         ge=0,

@@ -69,6 +69,12 @@ class UploadTooLarge(InfaasError):
     code = "upload_too_large"
 
 
+class BodyTooLarge(UploadTooLarge):
+    """A JSON request body over ``INFAAS_MAX_BODY_MB``, refused before it is parsed."""
+
+    code = "body_too_large"
+
+
 class InputUnreadable(InvalidInput):
     """A batch job's input location holds nothing readable (no .npz, not an .npz, no
     array ``inputs``, pickled objects)."""
@@ -129,6 +135,13 @@ class UnknownVariant(NotFound):
 
 class UnknownJob(NotFound):
     code = "unknown_job"
+
+
+class MethodNotAllowed(InfaasError):
+    """The route exists but not with this HTTP method (``Allow`` names those it takes)."""
+
+    status_code = 405
+    code = "method_not_allowed"
 
 
 class Conflict(InfaasError):

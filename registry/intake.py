@@ -174,7 +174,12 @@ def accept_upload(
     require_free_model_id(catalog, upload.model_id)
     hardware = check_hardware(upload.hardware)
     metadata = check_metadata(upload.metadata)
-    info = inspect_model(upload.model_path, declared=upload.declared_format, output=upload.output)
+    info = inspect_model(
+        upload.model_path,
+        declared=upload.declared_format,
+        output=upload.output,
+        max_unpacked_bytes=max_unpacked_bytes,
+    )
     new_app = None
     if upload.new_app is not None:
         new_app = app_from_model(upload.app, info, upload.new_app)
@@ -194,7 +199,9 @@ def accept_upload(
             from registry.torch_programs import sanitize_archive
 
             # only the sanitized copy is ever stored and loaded
-            stored = sanitize_archive(upload.model_path, Path(tmp) / "program.pt2")
+            stored = sanitize_archive(
+                upload.model_path, Path(tmp) / "program.pt2", max_unpacked_bytes=max_unpacked_bytes
+            )
         try:
             store.put_file(model_key, stored)
             store.put_file(validation_key, upload.validation_path)

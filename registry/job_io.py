@@ -17,6 +17,7 @@ from typing import IO, Any
 import numpy as np
 
 from queues.errors import InfaasError, InputUnreadable, InvalidInput, OutputNotWritable
+from registry.archives import ArchiveRefused, npy_member
 from registry.job_planning import (
     CHUNK_DONE,
     JOB_RUNNING,
@@ -32,6 +33,9 @@ INPUT_ARRAY = "inputs"
 INPUT_SUFFIX = ".npz"
 UPLOAD_NAME = "inputs.npz"
 _NUMERIC_KINDS = frozenset("biuf")
+# the largest array ``inputs`` one object may unpack to: a worker loads it whole; the
+# gateway passes INFAAS_JOB_MAX_UPLOAD_MB (this is its default)
+DEFAULT_MAX_UNPACKED_BYTES = 256 * 1024 * 1024
 
 
 def store_for(store: ObjectStore, location: Location) -> ObjectStore:
@@ -48,9 +52,13 @@ def upload_location(job_id: str) -> Location:
 
 
 def read_npz_header(
-    source: str | Path | IO[bytes], where: str
+    source: str | Path | IO[bytes],
+    where: str,
+    *,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
 ) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    """(shape, dtype) of the array ``inputs`` in an ``.npz``, from its header alone."""
+    """(shape, dtype) of the array ``inputs`` in an ``.npz``, from its header alone,
+    checked against the member's real size and the unpacked-size cap."""
     member = f"{INPUT_ARRAY}.npy"
     try:
         with zipfile.ZipFile(source) as archive:
@@ -61,25 +69,24 @@ def read_npz_header(
                     f"{where} has no array {INPUT_ARRAY!r} (it holds {arrays}); save the "
                     f"inputs with numpy.savez(path, {INPUT_ARRAY}=array)"
                 )
-            with archive.open(member) as fp:
-                version = np.lib.format.read_magic(fp)
-                if version == (1, 0):
-                    shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-                elif version == (2, 0):
-                    shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fp)
-                else:
-                    raise InputUnreadable(
-                        f"{where}: array {INPUT_ARRAY!r} has .npy format {version}, which is "
-                        "not read here; save it with numpy.savez"
-                    )
+            info = archive.getinfo(member)
+            if info.file_size > max_unpacked_bytes:
+                raise InputUnreadable(
+                    f"{where}: array {INPUT_ARRAY!r} unpacks to {info.file_size / 1e6:.0f} MB, "
+                    f"more than {max_unpacked_bytes / 1e6:.0f} MB (INFAAS_JOB_MAX_UPLOAD_MB); "
+                    "split the inputs into several .npz files"
+                )
+            header = npy_member(archive, info, f"{where}: array {INPUT_ARRAY!r}")
     except InfaasError:
         raise
+    except ArchiveRefused as exc:
+        raise InputUnreadable(str(exc)) from exc
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
         raise InputUnreadable(
             f"{where} is not a readable .npz ({type(exc).__name__}: {exc}); save the inputs "
             f"with numpy.savez(path, {INPUT_ARRAY}=array)"
         ) from exc
-    return tuple(int(d) for d in shape), np.dtype(dtype)
+    return header.shape, header.dtype
 
 
 def check_header(
@@ -112,7 +119,12 @@ def check_header(
 
 
 def discover_inputs(
-    store: ObjectStore, location: Location, signature: InputSignature, *, max_objects: int
+    store: ObjectStore,
+    location: Location,
+    signature: InputSignature,
+    *,
+    max_objects: int,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
 ) -> list[InputObject]:
     """Every ``.npz`` under the location (or the one object it names), in key order,
     each checked against the app's input signature."""
@@ -136,16 +148,22 @@ def discover_inputs(
         for key in keys:
             path = source.get_file(key, Path(tmp) / "object.npz")
             where = f"input object {key!r} of {location.url}"
-            shape, dtype = read_npz_header(path, where)
+            shape, dtype = read_npz_header(path, where, max_unpacked_bytes=max_unpacked_bytes)
             rows = check_header(shape, dtype, signature, where)
             found.append(InputObject(key=key, rows=rows, size_bytes=path.stat().st_size))
     return found
 
 
-def check_upload(path: Path, signature: InputSignature, job_id: str) -> InputObject:
+def check_upload(
+    path: Path,
+    signature: InputSignature,
+    job_id: str,
+    *,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+) -> InputObject:
     """An uploaded ``.npz``, checked like a stored one, under the key it will be kept at."""
     where = "the uploaded file"
-    shape, dtype = read_npz_header(path, where)
+    shape, dtype = read_npz_header(path, where, max_unpacked_bytes=max_unpacked_bytes)
     rows = check_header(shape, dtype, signature, where)
     key = upload_location(job_id).key(UPLOAD_NAME)
     return InputObject(key=key, rows=rows, size_bytes=path.stat().st_size)

@@ -31,8 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from queues.errors import InvalidModel
+from registry import json_limits
+from registry.archives import ArchiveRefused, copy_member, read_member, unsafe_name
 from registry.types import InputSignature
-from registry.uploads import TORCH, ModelInfo, OutputInfo, pick_output
+from registry.uploads import (
+    DEFAULT_MAX_UNPACKED_BYTES,
+    TORCH,
+    ModelInfo,
+    OutputInfo,
+    pick_output,
+)
 
 MODEL_NAME = "model"
 _ROOT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -68,6 +76,9 @@ _CONSTANTS_CONFIG = f"data/constants/{MODEL_NAME}_constants_config.json"
 _SAMPLE_INPUTS = f"data/sample_inputs/{MODEL_NAME}.pt"
 _WEIGHT_RE = re.compile(r"^data/weights/weight_[0-9]{1,9}$")
 _CONSTANT_RE = re.compile(r"^data/constants/tensor_[0-9]{1,9}$")
+# model.json of a small MLP is 14 KB and 9 levels deep; a large network's a few MB
+_MAX_JSON_BYTES = 32 * 1024 * 1024
+_MAX_JSON_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,9 @@ def _refuse(problem: str) -> InvalidModel:
 
 def _open(archive: zipfile.ZipFile, max_unpacked_bytes: int) -> _Archive:
     entries = [e for e in archive.infolist() if not e.is_dir()]
+    unsafe = next((e.filename for e in archive.infolist() if unsafe_name(e.filename)), None)
+    if unsafe is not None:
+        raise _refuse(f"it holds the entry {unsafe!r}, which points outside its folder")
     roots = {e.filename.split("/", 1)[0] for e in entries}
     if len(roots) != 1 or any("/" not in e.filename for e in entries):
         raise _refuse("its files do not sit in one top folder, as torch.export.save writes them")
@@ -115,12 +129,23 @@ def _open(archive: zipfile.ZipFile, max_unpacked_bytes: int) -> _Archive:
 
 
 def _read(archive: zipfile.ZipFile, files: _Archive, name: str) -> bytes:
-    return archive.read(files.members[name])
+    """A small member (JSON, a version string), never more than ``_MAX_JSON_BYTES``."""
+    try:
+        return read_member(archive, files.members[name], _MAX_JSON_BYTES)
+    except ArchiveRefused as exc:
+        raise _refuse(str(exc)) from exc
 
 
 def _json(archive: zipfile.ZipFile, files: _Archive, name: str) -> Any:
+    """A JSON member, its depth checked first (Python's parser recurses per level, and so
+    does the check of the program); parsed by Python's, which reads the ``NaN`` and
+    ``-Infinity`` that torch writes for float constants."""
+    raw = _read(archive, files, name)
     try:
-        return json.loads(_read(archive, files, name))
+        json_limits.check_depth(raw, max_depth=_MAX_JSON_DEPTH, what=name)
+        return json.loads(raw)
+    except json_limits.JSONRefused as exc:
+        raise _refuse(str(exc)) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise _refuse(f"{name} is not valid JSON ({exc})") from exc
 
@@ -199,7 +224,9 @@ def _clean_program(node: Any) -> Any:
     return cleaned
 
 
-def sanitize_archive(source: Path, dest: Path, *, max_unpacked_bytes: int = 8 * 1024**3) -> Path:
+def sanitize_archive(
+    source: Path, dest: Path, *, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
+) -> Path:
     """Check ``source`` (raising :class:`InvalidModel` with the reason) and write the
     sanitized copy that is safe to give to ``torch.export.load`` to ``dest``."""
     try:
@@ -224,12 +251,11 @@ def sanitize_archive(source: Path, dest: Path, *, max_unpacked_bytes: int = 8 * 
                 if name.startswith("extra/"):
                     continue
                 if name == _MODEL_JSON:
-                    data = json.dumps(program).encode()
+                    out.writestr(f"{files.root}/{name}", json.dumps(program).encode())
                 elif name == _SAMPLE_INPUTS:
-                    data = b""
-                else:
-                    data = archive.read(entry)
-                out.writestr(f"{files.root}/{name}", data)
+                    out.writestr(f"{files.root}/{name}", b"")
+                else:  # weights may be large: a block at a time
+                    copy_member(archive, entry, out, f"{files.root}/{name}")
             if _SAMPLE_INPUTS not in files.members:
                 out.writestr(f"{files.root}/{_SAMPLE_INPUTS}", b"")
             if _CONSTANTS_CONFIG not in files.members:
@@ -297,11 +323,16 @@ def program_info(program: Any, *, output: str | None = None) -> ModelInfo:
     )
 
 
-def inspect_torch_program(path: Path, *, output: str | None = None) -> ModelInfo:
+def inspect_torch_program(
+    path: Path,
+    *,
+    output: str | None = None,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+) -> ModelInfo:
     """Check an uploaded archive and describe it (loads a sanitized copy with torch)."""
     sanitized = path.with_name(f"{path.name}.sanitized.pt2")
     try:
-        sanitize_archive(path, sanitized)
+        sanitize_archive(path, sanitized, max_unpacked_bytes=max_unpacked_bytes)
         return program_info(load_program(sanitized), output=output)
     finally:
         sanitized.unlink(missing_ok=True)

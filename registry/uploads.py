@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from queues.errors import InvalidModel, InvalidValidationSet
+from registry.archives import ArchiveRefused, npy_member, unpacked_bytes
 from registry.types import App, InputSignature
 
 ONNX = "onnx"
@@ -24,7 +25,10 @@ MODEL_FORMATS = (ONNX, TORCH)
 SUFFIXES = {ONNX: ".onnx", TORCH: ".pt2"}
 _ZIP_MAGIC = b"PK\x03\x04"
 _FLOAT_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16"})
-DEFAULT_MAX_UNPACKED_BYTES = 4 * 1024**3
+# what an uploaded archive (validation set, .pt2) may unpack to: the gateway passes its
+# upload limit (INFAAS_MAX_UPLOAD_MB), so compression buys bandwidth, not memory; this is
+# that limit's default
+DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +87,11 @@ def detect_format(path: Path, declared: str | None = None) -> str:
 
 
 def inspect_model(
-    path: Path, *, declared: str | None = None, output: str | None = None
+    path: Path,
+    *,
+    declared: str | None = None,
+    output: str | None = None,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
 ) -> ModelInfo:
     """Check the file is a safe, well-formed model and describe its input and outputs."""
     if path.stat().st_size == 0:
@@ -93,7 +101,7 @@ def inspect_model(
         return inspect_onnx(path, output=output)
     from registry.torch_programs import inspect_torch_program
 
-    return inspect_torch_program(path, output=output)
+    return inspect_torch_program(path, output=output, max_unpacked_bytes=max_unpacked_bytes)
 
 
 def _np_dtype_name(elem_type: int) -> str:
@@ -250,28 +258,27 @@ def check_validation_set(
     how = "save it with numpy.savez(path, inputs=..., labels=...)"
     try:
         with zipfile.ZipFile(path) as archive:
-            unpacked = sum(member.file_size for member in archive.infolist())
-    except (zipfile.BadZipFile, OSError) as exc:
+            unpacked_bytes(archive, max_unpacked_bytes, "the validation set")
+            members = {member.filename: member for member in archive.infolist()}
+            missing = [name for name in ("inputs", "labels") if f"{name}.npy" not in members]
+            if missing:
+                held = sorted(name.removesuffix(".npy") for name in members)
+                raise InvalidValidationSet(
+                    f"the validation set has no {' or '.join(repr(m) for m in missing)} "
+                    f"array (it has {held}); {how}"
+                )
+            for name in ("inputs", "labels"):
+                npy_member(archive, members[f"{name}.npy"], f"validation array {name!r}")
+    except ArchiveRefused as exc:
+        raise InvalidValidationSet(f"{exc}; {how}") from exc
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise InvalidValidationSet(
             f"the validation set is not an .npz file ({exc}); {how}"
         ) from exc
-    if unpacked > max_unpacked_bytes:
-        raise InvalidValidationSet(
-            f"the validation set unpacks to {unpacked / 1e6:.0f} MB, more than "
-            f"{max_unpacked_bytes / 1e6:.0f} MB; send fewer or smaller rows"
-        )
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = [name for name in ("inputs", "labels") if name not in data.files]
-            if missing:
-                raise InvalidValidationSet(
-                    f"the validation set has no {' or '.join(repr(m) for m in missing)} "
-                    f"array (it has {sorted(data.files)}); {how}"
-                )
             inputs = np.asarray(data["inputs"])
             labels = np.asarray(data["labels"])
-    except InvalidValidationSet:
-        raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise InvalidValidationSet(
             f"the validation set cannot be read without unpickling ({exc}); store plain "

@@ -42,13 +42,16 @@ from workers.runtimes.base import Runtime, RuntimeSpec, load_runtime
 
 if TYPE_CHECKING:
     from registry.catalog import Catalog
-    from registry.registrations import Registration, RegistrationStore
+    from registry.registrations import Registration, RegistrationStore, TaskProgress
     from registry.store import ObjectStore
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, str], None]
 INT8_GATE_BATCH = 8
 MUCH_SLOWER = 2.0  # an int8 recipe this many times slower than fp32 is refused outright
+# a registration task whose worker was lost this many times (a model that crashes its
+# runtime kills the worker, and the broker redelivers the task) is failed, not run again
+MAX_REGISTRATION_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,7 @@ class BuildContext:
     min_runs_per_batch: int = MIN_RUNS
     worker: str = "in-process"
     verbose: bool = False  # show onnxruntime's warnings while building
+    max_attempts: int = MAX_REGISTRATION_ATTEMPTS
 
     def settings(self, batch_sizes: Sequence[int], budget_s_per_batch: float) -> ProfileSettings:
         return ProfileSettings(
@@ -403,16 +407,23 @@ def run_registration(
 
     say = progress or (lambda _variant, _status: None)
     catalog, registrations = ctx.catalog, RegistrationStore(ctx.catalog)
+    this_task = (registration_id, ctx.hardware)
     try:
         registration = registrations.get(registration_id)
         model = catalog.get_model(registration.model)
-        registrations.start_task(registration_id, ctx.hardware, ctx.worker)
+        lost = lost_too_often(registration.task(ctx.hardware), ctx.max_attempts)
+        if lost is None:
+            registrations.start_task(registration_id, ctx.hardware, ctx.worker)
     except NotFound as exc:  # deleted (with its model) before this task ran
         log.info("registration %s is gone: %s", registration_id, exc.message)
         return []
+    if lost is not None:  # answered (so the message is acked), never run again
+        log.error("registration %s on %s is given up: %s", registration_id, ctx.hardware, lost)
+        _settle_model(catalog, registrations, model.id, finishing=this_task)
+        _fail(registrations, registration_id, ctx.hardware, lost)
+        return []
     if model.status != READY:
         catalog.set_model_status(model.id, GENERATING)
-    this_task = (registration_id, ctx.hardware)
     try:
         report = _run(model, registration, ctx, registrations, say)
     except Exception as exc:
@@ -427,6 +438,22 @@ def run_registration(
     _settle_model(catalog, registrations, model.id, finishing=this_task)
     registrations.finish_task(registration_id, ctx.hardware, notes=report.notes)
     return [catalog.get_variant(variant) for variant in sorted(report.ready)]
+
+
+def lost_too_often(task: TaskProgress | None, max_attempts: int) -> str | None:
+    """Why a delivered task must not run again, or None. A task found ``running`` was
+    started by a worker that never finished it (it was lost mid-build); after
+    ``max_attempts`` such starts the model is taken to be what kills the workers."""
+    from registry.registrations import TASK_RUNNING
+
+    if task is None or task.status != TASK_RUNNING or task.attempts < max_attempts:
+        return None
+    return (
+        f"the {task.hardware} worker building this model's variants was lost "
+        f"{task.attempts} times (last on {task.worker or 'an unknown worker'}), so the "
+        "model may crash its runtime; it is not tried again: check that it loads and runs "
+        "with onnxruntime or torch, then register it again"
+    )
 
 
 def _run(

@@ -3,7 +3,8 @@
 Registration runs on the control queue of the worker's hardware, so variants are built
 and profiled on the hardware they will serve on. Tasks acknowledge late (the app's
 default) and are rejected when their worker is lost, so a registration whose worker was
-killed is redone by another.
+killed is redone by another; after ``MAX_REGISTRATION_ATTEMPTS`` lost workers it is
+marked failed with the reason instead, and the message is acked (not redelivered).
 """
 
 from __future__ import annotations

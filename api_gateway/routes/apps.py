@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 from api_gateway.accounting import merged_view
 from api_gateway.deps import State, Tenant
+from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
 from queues.errors import UnknownApp
 from registry import live_docs
@@ -17,7 +18,7 @@ from registry.live_docs import LoadFailure
 from registry.livestate import ACTIVE, INACTIVE, LiveSnapshot
 from registry.types import App, Variant
 
-router = APIRouter(tags=["apps"])
+router = APIRouter(tags=["apps"], route_class=JSONBodyRoute)
 
 
 def summarize_state(states: list[str]) -> str:

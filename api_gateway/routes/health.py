@@ -9,11 +9,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from api_gateway.deps import State, Tenant
+from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
 from queues.errors import NotFound
 from registry import live_docs
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=JSONBodyRoute)
 
 
 @router.get("/healthz", summary="The gateway process is up")

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api_gateway.accounting import MS_PER_HOUR
 from api_gateway.deps import State, Tenant
 from api_gateway.inputs import check_batch_size, to_batch
+from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
 from api_gateway.state import GatewayState
 from queues import topology
@@ -23,7 +24,7 @@ from queues.messages import Query as QueryMessage
 from queues.messages import now_ms
 from registry.selector import Decision, Requirements
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], route_class=JSONBodyRoute)
 
 
 class InferRequest(BaseModel):

@@ -24,13 +24,14 @@ from starlette.datastructures import FormData, UploadFile
 
 from api_gateway.deps import State, Tenant, TenantContext
 from api_gateway.jobs_dispatch import Submission
+from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
 from api_gateway.upload_limits import MB, UploadLimit
 from queues.errors import InvalidRequest, UnknownJob
 from registry.jobs import Job, check_status_filter, job_summary, job_view
 from registry.types import utcnow
 
-router = APIRouter(tags=["batch jobs"])
+router = APIRouter(tags=["batch jobs"], route_class=JSONBodyRoute)
 
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 FORM_FILE = "inputs"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import FormData, UploadFile
 
 from api_gateway.deps import State, Tenant
+from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
 from api_gateway.routes.apps import app_view
 from api_gateway.state import GatewayState
@@ -39,6 +39,7 @@ from queues.errors import (
     UnknownApp,
     UnknownModel,
 )
+from registry import json_limits
 from registry.intake import NewApp, Upload, accept_upload, check_hardware, remove_model
 from registry.names import check_id
 from registry.registrations import (
@@ -51,7 +52,7 @@ from registry.registrations import (
 from registry.types import App, InputSignature
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["registration"])
+router = APIRouter(tags=["registration"], route_class=JSONBodyRoute)
 
 INPUT_DTYPES = ("float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8")
 MAX_INPUT_ELEMENTS = 50_000_000
@@ -250,9 +251,9 @@ def _metadata(raw: str | None) -> dict[str, Any]:
     if raw is None:
         return {}
     try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"metadata is not valid JSON ({exc}); send a JSON object") from exc
+        value = json_limits.loads(raw, what="metadata")
+    except json_limits.JSONRefused as exc:
+        raise InvalidRequest(f"{exc}; send a JSON object") from exc
     if not isinstance(value, dict):
         raise InvalidRequest('metadata must be a JSON object, e.g. {"source": "..."}')
     return value
@@ -373,7 +374,13 @@ async def register_model(
         finally:
             await form.close()
         registration = await asyncio.to_thread(
-            accept_upload, services.catalog, services.store, upload
+            functools.partial(
+                accept_upload,
+                services.catalog,
+                services.store,
+                upload,
+                max_unpacked_bytes=limit.limit_bytes,  # compression buys no room
+            )
         )
     try:
         await asyncio.to_thread(_send_tasks, state, registration)

@@ -78,9 +78,10 @@ def test_a_pickled_array_is_never_loaded() -> None:
     objects[:] = [{"a": 1}, {"b": 2}]
     buffer = io.BytesIO()
     np.savez(buffer, inputs=objects)
-    shape, dtype = read_npz_header(io.BytesIO(buffer.getvalue()), "x")
+    with pytest.raises(InputUnreadable, match="cannot be read without unpickling"):
+        read_npz_header(io.BytesIO(buffer.getvalue()), "x")  # refused from its header
     with pytest.raises(InputUnreadable, match="never unpickled"):
-        check_header(shape, dtype, SIGNATURE, "x")
+        check_header((2,), np.dtype(object), SIGNATURE, "x")
 
 
 @pytest.mark.parametrize(
@@ -171,3 +172,46 @@ def test_chunk_outputs_carry_outputs_labels_and_item_indices() -> None:
         np.testing.assert_allclose(got["outputs"], outputs.astype(np.float32))
         assert got["labels"].tolist() == [1, 0, 1]
         assert got["index"].tolist() == [1000, 1001, 1002]
+
+
+def _lying_npz(declared_rows: int, data_bytes: int) -> bytes:
+    """An .npz whose ``inputs`` header claims ``declared_rows`` rows of [8, 8] float32
+    over ``data_bytes`` bytes of data."""
+    buffer = io.BytesIO()
+    header = {"descr": "<f4", "fortran_order": False, "shape": (declared_rows, 8, 8)}
+    with zipfile.ZipFile(buffer, "w") as archive, archive.open("inputs.npy", "w") as member:
+        np.lib.format.write_array_header_1_0(member, header)
+        member.write(bytes(data_bytes))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("declared_rows", [2_000_000, 2**60, 0])
+def test_a_header_is_checked_against_the_real_size(
+    store: LocalStore, tmp_path: Path, declared_rows: int
+) -> None:
+    data = _lying_npz(declared_rows, 256)
+    with pytest.raises(InputUnreadable, match=r"declares shape \[\d+, 8, 8\] of float32"):
+        read_npz_header(io.BytesIO(data), "the input")
+    upload = tmp_path / "upload.npz"
+    upload.write_bytes(data)
+    with pytest.raises(InputUnreadable, match="holds 256 bytes"):
+        check_upload(upload, SIGNATURE, "job-1")
+    store.put_bytes("in/a.npz", data, "application/octet-stream")
+    before = store.list()
+    with pytest.raises(InputUnreadable, match="holds 256 bytes"):
+        discover_inputs(store, Location("", "in"), SIGNATURE, max_objects=10)
+    assert store.list() == before
+
+
+def test_inputs_over_the_unpacked_cap_are_refused(store: LocalStore) -> None:
+    data = _npz(True, inputs=np.zeros((20_000, 8, 8), np.float32))  # 5 MB, deflated
+    assert len(data) < 100_000
+    with pytest.raises(InputUnreadable, match="unpacks to 5 MB, more than 1 MB"):
+        read_npz_header(io.BytesIO(data), "the input", max_unpacked_bytes=1_000_000)
+    store.put_bytes("in/a.npz", data, "application/octet-stream")
+    with pytest.raises(InputUnreadable, match="INFAAS_JOB_MAX_UPLOAD_MB"):
+        discover_inputs(
+            store, Location("", "in"), SIGNATURE, max_objects=10, max_unpacked_bytes=1_000_000
+        )
+    shape, _dtype = read_npz_header(io.BytesIO(data), "the input", max_unpacked_bytes=6_000_000)
+    assert shape == (20_000, 8, 8)

@@ -5,6 +5,7 @@ local object store (taking in the upload, building, recording, deleting)."""
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from queues.errors import (
 from registry.catalog import Catalog
 from registry.intake import Upload, accept_upload, remove_model
 from registry.pricing import PriceTable
-from registry.registrations import RegistrationOptions, RegistrationStore
+from registry.registrations import RegistrationOptions, RegistrationStore, TaskProgress
 from registry.store import LocalStore
 from registry.types import (
     FAILED,
@@ -49,11 +50,13 @@ from tests.registration_models import (
 from workers import builders, profiler
 from workers.builders import ONNX_INT8_DYNAMIC, VariantPlan
 from workers.registration import (
+    MAX_REGISTRATION_ATTEMPTS,
     BuildContext,
     ModelSource,
     ProfileSettings,
     build_and_profile,
     generate_and_profile,
+    lost_too_often,
     run_registration,
 )
 
@@ -326,6 +329,18 @@ def _trace(catalog: Catalog, store: LocalStore) -> tuple[Any, ...]:
     )
 
 
+def _lying_validation_set(path: Path, declared_rows: int) -> Path:
+    """An .npz whose ``inputs`` header claims ``declared_rows`` rows over 256 bytes."""
+    header = {"descr": "<f4", "fortran_order": False, "shape": (declared_rows, 30)}
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open("inputs.npy", "w") as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            member.write(bytes(256))
+        with archive.open("labels.npy", "w") as member:
+            np.lib.format.write_array(member, np.zeros(2, np.int64))
+    return path
+
+
 def test_refused_uploads_change_nothing(
     mlp: Trained, catalog: Catalog, store: LocalStore, tmp_path: Path
 ) -> None:
@@ -335,12 +350,14 @@ def test_refused_uploads_change_nothing(
     text.write_text("not a model")
     short = tmp_path / "short.npz"
     np.savez(short, inputs=mlp.inputs, labels=mlp.labels[:-1])
+    lying = _lying_validation_set(tmp_path / "lying.npz", declared_rows=2**40)
     refusals: list[tuple[Upload, type[InfaasError]]] = [
         (_upload(mlp, app="nope"), UnknownApp),
         (_upload(mlp, model_id="taken"), Conflict),
         (_upload(mlp, model_id="Not An Id"), InvalidRequest),
         (_upload(mlp, model_path=text), InvalidModel),
         (_upload(mlp, validation_path=short), InvalidValidationSet),
+        (_upload(mlp, validation_path=lying), InvalidValidationSet),
         (_upload(mlp, hardware=("tpu",)), InvalidRequest),
         (_upload(mlp, metadata={"big": "x" * 70_000}), InvalidRequest),
     ]
@@ -376,6 +393,42 @@ def test_a_registration_whose_files_are_gone_is_failed_with_the_reason(
     assert "source.onnx" in task.error
     assert done.status == "failed"
     assert catalog.get_model("bc-mlp").status == FAILED
+
+
+def test_a_registration_whose_worker_was_lost_too_often_is_failed(
+    mlp: Trained, catalog: Catalog, store: LocalStore
+) -> None:
+    registration = accept_upload(catalog, store, _upload(mlp))
+    registrations = RegistrationStore(catalog)
+    for worker in ("w1", "w2", "w3"):  # each started it and died: the broker redelivered
+        registrations.start_task(registration.id, "cpu", worker)
+    assert run_registration(registration.id, _context(catalog, store)) == []
+    done = registrations.get(registration.id)
+    task = done.task("cpu")
+    assert task is not None
+    assert (task.status, task.attempts) == ("failed", 3)
+    assert "lost 3 times (last on w3)" in task.error
+    assert done.status == "failed"
+    assert done.variants == ()
+    assert catalog.get_model("bc-mlp").status == FAILED
+    assert catalog.list_variants(model_id="bc-mlp") == []
+
+
+@pytest.mark.parametrize(
+    ("status", "attempts", "given_up"),
+    [
+        ("running", 3, True),
+        ("running", 4, True),
+        ("running", 2, False),  # lost twice: one more try
+        ("queued", 0, False),
+        ("failed", 3, False),  # finished (a sweeper or user may send it again)
+        ("done", 5, False),
+    ],
+)
+def test_lost_too_often(status: str, attempts: int, given_up: bool) -> None:
+    task = TaskProgress(hardware="cpu", status=status, attempts=attempts)
+    assert (lost_too_often(task, MAX_REGISTRATION_ATTEMPTS) is not None) is given_up
+    assert lost_too_often(None, MAX_REGISTRATION_ATTEMPTS) is None
 
 
 def test_a_registration_of_a_deleted_model_stops_quietly(

@@ -401,3 +401,102 @@ def test_labels_checked_against_the_models_classes_when_the_app_has_none() -> No
     check_validation_arrays(ROWS, LABELS + 5, app, num_classes=None)  # no bound known
     with pytest.raises(InvalidValidationSet, match="label 7 is out of range"):
         check_validation_arrays(ROWS, LABELS + 5, app, num_classes=4)
+
+
+# ------------------------------------------------------- limits on what unpacks (issue 20)
+
+
+def _bomb(path: Path, rows: int, *, declared_rows: int | None = None) -> Path:
+    """An .npz whose ``inputs`` unpacks to ``rows`` x 13 float32 zeros (deflated to
+    almost nothing), with a header that may claim ``declared_rows`` instead."""
+    header = {
+        "descr": "<f4",
+        "fortran_order": False,
+        "shape": (declared_rows if declared_rows is not None else rows, 13),
+    }
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("inputs.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            zeros = bytes(1 << 20)
+            left = rows * 13 * 4
+            while left > 0:
+                member.write(zeros[: min(left, len(zeros))])
+                left -= len(zeros)
+        with archive.open("labels.npy", "w") as member:
+            np.lib.format.write_array(member, LABELS)
+    return path
+
+
+def test_a_validation_set_bomb_is_refused_from_its_directory(tmp_path: Path) -> None:
+    bomb = _bomb(tmp_path / "bomb.npz", rows=1_300_000)  # 68 MB of zeros
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(InvalidValidationSet, match="unpacks to 68 MB, more than 17 MB"):
+        check_validation_set(bomb, WINE, num_classes=3, max_unpacked_bytes=16 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("declared_rows", [2**40, 2**62, 11])
+def test_a_header_that_disagrees_with_its_member_is_refused(
+    tmp_path: Path, declared_rows: int
+) -> None:
+    lying = _bomb(tmp_path / "lying.npz", rows=10, declared_rows=declared_rows)
+    with pytest.raises(InvalidValidationSet, match=r"declares shape \[\d+, 13\] of float32"):
+        check_validation_set(lying, WINE, num_classes=3)
+
+
+def _rename(prefix: str) -> Callable[[zipfile.ZipInfo], str]:
+    return lambda entry: prefix + entry.filename.split("/", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "rename",
+    [_rename("../"), _rename("/abs/"), _rename("model/../../"), _rename("C:/model/")],
+    ids=["dotdot-root", "absolute", "dotdot-inside", "drive"],
+)
+def test_entries_outside_the_archive_folder_are_refused(
+    program: Trained, tmp_path: Path, rename: Callable[[zipfile.ZipInfo], str]
+) -> None:
+    crafted = tmp_path / "escape.pt2"
+    with zipfile.ZipFile(program.path) as src, zipfile.ZipFile(crafted, "w") as out:
+        for entry in src.infolist():
+            out.writestr(rename(entry), src.read(entry))
+    with pytest.raises(InvalidModel, match="points outside its folder"):
+        sanitize_archive(crafted, tmp_path / "out.pt2")
+    assert not (tmp_path / "out.pt2").exists()
+
+
+def test_a_deeply_nested_program_is_refused(program: Trained, tmp_path: Path) -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000
+    crafted = _rewrite(
+        program.path,
+        tmp_path / "deep.pt2",
+        lambda member, data: deep if member == "models/model.json" else data,
+    )
+    with pytest.raises(InvalidModel, match="nested 200000 levels deep"):
+        inspect_model(crafted)
+
+
+def test_an_archive_over_the_unpacked_cap_is_refused(program: Trained, tmp_path: Path) -> None:
+    size = sum(e.file_size for e in zipfile.ZipFile(program.path).infolist())
+    with pytest.raises(InvalidModel, match="unpacks to"):
+        inspect_model(program.path, max_unpacked_bytes=size - 1)
+    assert inspect_model(program.path, max_unpacked_bytes=size).format == "torch"
+
+
+def test_a_weight_bomb_is_refused_before_it_is_read(program: Trained, tmp_path: Path) -> None:
+    crafted = tmp_path / "bomb.pt2"
+    with (
+        zipfile.ZipFile(program.path) as src,
+        zipfile.ZipFile(crafted, "w", zipfile.ZIP_DEFLATED) as out,
+    ):
+        for entry in src.infolist():
+            if entry.filename.endswith("/data/weights/weight_0"):
+                with out.open(entry.filename, "w", force_zip64=True) as member:
+                    for _ in range(64):
+                        member.write(bytes(1 << 20))
+            else:
+                out.writestr(entry, src.read(entry))
+    crafted_bytes = crafted.stat().st_size
+    with zipfile.ZipFile(crafted) as check:
+        assert sum(e.file_size for e in check.infolist()) > 64 * crafted_bytes
+    with pytest.raises(InvalidModel, match="unpacks to"):
+        inspect_model(crafted, max_unpacked_bytes=16 * 1024 * 1024)
