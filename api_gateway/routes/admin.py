@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import HTMLResponse
 
 from api_gateway.deps import State, Tenant
+from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
 from registry.keys import MAX_NOTE_CHARS
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], route_class=JSONBodyRoute)
 
 
 class CreateKeyRequest(BaseModel):

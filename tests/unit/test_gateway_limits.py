@@ -179,3 +179,18 @@ def test_metadata_nested_deep_is_refused() -> None:
 )
 def test_nesting_depth(raw: bytes, depth: int) -> None:
     assert json_limits.nesting_depth(raw) == depth
+
+
+def test_every_route_reads_its_body_through_the_limit(app: FastAPI) -> None:
+    """A router made without the limiting route class would parse any body whole."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    from api_gateway.json_body import JSONBodyRoute
+
+    unlimited = [
+        context.original_route.path
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute)
+        and not isinstance(context.original_route, JSONBodyRoute)
+    ]
+    assert unlimited == []
