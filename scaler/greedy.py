@@ -398,7 +398,7 @@ class _Build:
             if not self.total[i]:
                 continue
             smallest = min(self._f(i, j) for j in self.n[i]) if self.factor else 1.0
-            if self.units[i] - used[i] < smallest - 1e-6:
+            if not _carries(self.units[i] - smallest, used[i]):
                 continue  # every replica is needed
             while self.total[i] > 0:
                 spots = sorted(
@@ -412,7 +412,7 @@ class _Build:
                     ),
                 )
                 for j in spots:
-                    if self.units[i] - self._f(i, j) >= used[i] - 1e-6:
+                    if _carries(self.units[i] - self._f(i, j), used[i]):
                         self._add(i, j, -1)
                         break
                 else:
@@ -592,6 +592,14 @@ class _Build:
 
     def unserved_by_key(self) -> dict[str, float]:
         return {self.p.classes[ci].key: q for ci, q in self.unserved.items()}
+
+
+def _carries(units: float, used: float) -> bool:
+    """Whether ``units`` of replica time carry the ``used`` time routed onto them, up to
+    rounding relative to ``used``: an absolute allowance (it was 1e-6 of a replica) let
+    trimming take the last replica of a small load on a fast variant (1 q/s on a replica
+    of 10^6 q/s uses 10^-6 of it), leaving the load routed onto nothing."""
+    return units >= used * (1.0 - 1e-9) and (units > 0 or used <= 0)
 
 
 def unit_prices(problem: Problem, hardware: str) -> float:

@@ -43,6 +43,7 @@ from scaler.planner import (
     Option,
     Planner,
     Problem,
+    evaluate,
 )
 from scaler.settings import ScalerSettings
 from scaler.snapshot import DemandClass, ScalerSnapshot, VariantInfo, WorkerView
@@ -171,6 +172,7 @@ class ScalerState:
     pending_workers: tuple[tuple[str, float], ...] = ()  # (hardware, asked at)
     known_workers: frozenset[str] = frozenset()
     low_since: Mapping[str, float] = field(default_factory=dict)
+    seen_ms: Mapping[str, float] = field(default_factory=dict)  # class -> last in demand
     draining: Mapping[str, float] = field(default_factory=dict)  # worker -> since
     removing: Mapping[str, float] = field(default_factory=dict)  # worker -> asked at
     worker_action_ms: Mapping[str, float] = field(default_factory=dict)
@@ -238,6 +240,8 @@ class _Tick:
         self.classes: dict[str, DemandClass] = {}
         self.estimates: dict[str, float] = {}
         self.history: dict[str, tuple[tuple[float, float], ...]] = {}
+        self.seen_ms: dict[str, float] = {}
+        self.lapsed: set[str] = set()  # held, but not in the demand for a hold-down
         plans = []
         # per class: measured, estimate, history kept, hold-down window, rise over window
         per_class: dict[str, tuple[float, float, list[tuple[float, float]], float]] = {}
@@ -276,10 +280,19 @@ class _Tick:
                 continue  # gone for a whole hold-down: forget it
             self.classes[key] = record
             self.history[key] = tuple(past)
+            self._track_seen(key, key in seen, window)
             backlog = seen[key].backlog if key in seen else 0
             planned = _quantize(held * s.headroom + backlog / s.drain_s, s.load_quantum)
             plans.append(ClassPlan(key, record.app, measured, estimate, held, planned, 0.0))
         return plans
+
+    def _track_seen(self, key: str, seen: bool, window: float) -> None:
+        """When the class was last in the demand; lapsed once that is a hold-down ago."""
+        last = self.now if seen else self.state.seen_ms.get(key)
+        if last is not None:
+            self.seen_ms[key] = last
+        if last is None or self.now - last >= window:
+            self.lapsed.add(key)
 
     def _rise(
         self, past: list[tuple[float, float]], now: float, estimate: float
@@ -484,13 +497,23 @@ class _Tick:
         """The classes to plan for (queues to drain among them), what one replica of each
         variant serves of each, and each variant's share of its cores (light: < 1)."""
         snap, s = self.snap, self.s
-        classes = [ClassLoad(c.key, c.app, c.planned_qps) for c in loads if c.planned_qps > 0]
+        # a class the gateways stopped naming is still planned for (as held) for one
+        # hold-down; past that its replicas may go as the hold-downs allow
+        classes = [
+            ClassLoad(c.key, c.app, c.planned_qps)
+            for c in loads
+            if c.planned_qps > 0 and c.key not in self.lapsed
+        ]
         capacity: dict[str, dict[str, float]] = {}
         for vid, info in snap.variants.items():
             if allowed is not None and not allowed(vid):
                 continue
+            # a class held from earlier ticks is not in this tick's demand (nor in the
+            # snapshot's capacities) but is served as before while its load is held
             capacity[vid] = {
-                c.key: info.capacity_qps[c.key] for c in classes if c.key in info.capacity_qps
+                c.key: cap
+                for c in classes
+                if (cap := info.capacity_for(self.classes[c.key], s)) > 0
             }
         for vid, depth in sorted(snap.backlog.items()):
             if vid not in capacity:
@@ -897,7 +920,7 @@ class _Tick:
             plan = replace(last[1], solve_ms=0.0, timings={})  # the same answer holds
             self.solved = last  # later ticks compare with the loads it was solved for
         else:
-            plan = planner.solve(problem)
+            plan = self.floor(problem, planner.solve(problem))
             self.solved = (problem, plan)
             self.solved_ms = self.now
         if drain is not None and any(
@@ -905,7 +928,7 @@ class _Tick:
         ):
             del self.draining[drain]  # the load needs it after all; the greedy re-plans
             problem = self.problem(classes, capacity, current)  # so the tick stays short
-            plan = GreedyPlanner().solve(problem)
+            plan = self.floor(problem, GreedyPlanner().solve(problem))
         elif drain is not None:
             self.notes.append(f"draining idle worker {drain}: its replicas move elsewhere")
         targets = {
@@ -940,6 +963,7 @@ class _Tick:
             classes=self.classes,
             estimates=self.estimates,
             history=self.history,
+            seen_ms=self.seen_ms,
             below_ticks=self.below_ticks,
             zero_since=self.zero_since,
             grown_ms={v: t for v, t in self.grown_ms.items() if self.now - t < 3_600_000},
@@ -955,6 +979,68 @@ class _Tick:
             solved_ms=self.solved_ms,
         )
         return result, state
+
+    def floor(self, problem: Problem, plan: Assignment) -> Assignment:
+        """Every class with load that some variant serves gets at least one replica.
+
+        A planner's answer that leaves such a class with no replica of any variant serving
+        it (however small its load: 0.05 q/s is a person trying the app) gets one replica of
+        the cheapest of them, on the first host with room (running workers first); the
+        class is routed there. Load no host has room for stays as the planner left it."""
+        replicas = dict(plan.replicas)
+        routing = dict(plan.routing)
+        unserved = dict(plan.unserved_qps)
+        changed = False
+        for c in problem.classes:
+            serving = problem.serving[c.key]
+            if c.qps <= 0 or not serving:
+                continue
+            names = {problem.options[i].variant for i in serving}
+            if any(n > 0 and v in names for (v, _), n in replicas.items()):
+                continue
+            cheapest = sorted(
+                serving,
+                key=lambda i: (
+                    problem.options[i].cost_per_hour
+                    + problem.options[i].penalty_per_hour(problem.load_penalty_per_s),
+                    problem.options[i].variant,
+                ),
+            )
+            placed = next(
+                (
+                    (problem.options[i], host)
+                    for i in cheapest
+                    for host in _fill_order(problem.hosts)
+                    if _room_left(problem, host, problem.options[i], replicas) > 0
+                ),
+                None,
+            )
+            if placed is None:
+                continue
+            option, host = placed
+            replicas[option.variant, host.id] = 1
+            routing[c.key, option.variant] = min(c.qps, option.capacity_qps[c.key])
+            left = c.qps - routing[c.key, option.variant]
+            if left > EPS:
+                unserved[c.key] = left
+            else:
+                unserved.pop(c.key, None)
+            changed = True
+            self.notes.append(
+                f"{c.key}: {c.qps:.3g} qps had no replica in the {plan.planner} plan; "
+                f"one replica of {option.variant}, the cheapest that serves it, on {host.id}"
+            )
+        if not changed:
+            return plan
+        cost, objective = evaluate(problem, replicas, unserved)
+        return replace(
+            plan,
+            replicas=dict(sorted(replicas.items())),
+            routing=routing,
+            unserved_qps=unserved,
+            cost_per_hour=cost,
+            objective=objective,
+        )
 
     def _still_answers(self, solved: Problem, plan: Assignment, problem: Problem) -> bool:
         """Whether ``plan``, solved for ``solved``, still answers ``problem``: the same
@@ -984,6 +1070,32 @@ class _Tick:
         if any(app_now.get(app, 0.0) < floor * qps for app, qps in app_before.items()):
             return False
         return replicas_suffice(problem, plan, before)
+
+
+def _fill_order(hosts: tuple[Host, ...]) -> list[Host]:
+    """Hosts a replica may be added to: running workers, then those asked for, then those
+    to start (the cheapest first)."""
+    return sorted(
+        (h for h in hosts if not h.closed),
+        key=lambda h: (h.prospective, h.open_cost_per_hour, h.id),
+    )
+
+
+def _room_left(problem: Problem, host: Host, option: Option, replicas: Mapping[Key, int]) -> int:
+    """Replicas of ``option`` ``host`` still holds once ``replicas`` are placed."""
+    mine = {v: n for (v, h), n in replicas.items() if h == host.id and n > 0}
+    room = host.room(option) - mine.get(option.variant, 0)
+    if host.max_per_variant is not None:
+        room = min(room, host.max_per_variant - mine.get(option.variant, 0))
+    placed = [(problem.options[problem.option_index[v]], n) for v, n in mine.items()]
+    room = min(room, host.max_replicas - sum(n for _, n in placed))
+    if option.cores > 0:
+        free = host.cores - host.reserved_cores - sum(o.cores * n for o, n in placed)
+        room = min(room, math.floor(free / option.cores + EPS))
+    if option.memory_mb > 0:
+        free = host.memory_mb - host.reserved_memory_mb - sum(o.memory_mb * n for o, n in placed)
+        room = min(room, math.floor(free / option.memory_mb + EPS))
+    return max(room, 0)
 
 
 def _same_fleet(solved: Problem, problem: Problem) -> bool:

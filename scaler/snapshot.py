@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from queues.errors import InvalidRequest
+from registry.live_docs import class_key
 from registry.livestate import INTERFERED, OVERLOADED, LiveSnapshot, VariantLoad, WorkerReport
 from registry.pricing import PriceTable
-from registry.live_docs import class_key
 from registry.types import CatalogSnapshot, Variant
 from scaler.settings import ScalerSettings, check_price_table
 
@@ -87,6 +87,24 @@ class VariantInfo:
     accuracy: float
     batch_limit: int
     capacity_qps: Mapping[str, float]  # class key -> qps one replica serves of that class
+    # the catalog's record, for classes the policy still holds but this tick's demand
+    # no longer names (see :meth:`capacity_for`)
+    source: Variant | None = field(default=None, compare=False, repr=False)
+
+    def capacity_for(self, demand: DemandClass, settings: ScalerSettings) -> float:
+        """Queries per second one replica serves of ``demand`` (0: it cannot): as counted
+        in the snapshot where the class is in it, else worked out the same way."""
+        if demand.key in self.capacity_qps:
+            return self.capacity_qps[demand.key]
+        if self.source is None or demand.app != self.app:
+            return 0.0
+        return replica_capacity_qps(
+            self.source,
+            demand,
+            self.cost_per_hour,
+            settings.overhead_ms,
+            tail=settings.queueing_tail,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +309,7 @@ def _variant_info(
         accuracy=profile.accuracy,
         batch_limit=profile.batch_limit,
         capacity_qps=capacity,
+        source=variant,
     )
 
 

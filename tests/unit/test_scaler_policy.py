@@ -918,3 +918,94 @@ def test_a_spare_that_takes_replicas_is_idle_only_from_then_on() -> None:
     now_ms = run.tick * TICK_MS
     run.steps([500] * 3)
     assert run.state.low_since["cpu-new1"] == now_ms  # not since it was a spare
+
+
+# -- small loads: a person trying an app -------------------------------------------------
+
+FAST = "fast.onnx-fp32.cpu-t1"  # about 2,000,000 qps a replica: 1 q/s uses 5e-7 of it
+FAST_GPU = "fast.trt-fp16.gpu"
+
+
+def fast_cluster() -> Cluster:
+    cluster = Cluster(f.worker_report("w1", cores=2), f.worker_report("g1", hardware="gpu"))
+    cluster.catalog = f.catalog(
+        f.variant(FAST, 0.97, 0.02, slope_ms=0.0005, max_batch=64, load_ms=6),
+        f.variant(
+            FAST_GPU,
+            0.97,
+            0.01,
+            slope_ms=0.0001,
+            max_batch=64,
+            load_ms=3000,
+            hardware="gpu",
+            cost=3.06,
+        ),
+    )
+    return cluster
+
+
+@pytest.mark.parametrize("planner", ["greedy", "ilp"])
+@pytest.mark.parametrize("qps", [0.05, 0.8, 1.1])
+def test_any_load_gets_a_replica_and_keeps_it_while_it_lasts(planner: str, qps: float) -> None:
+    run = Run(fast_cluster(), settings(planner=planner, ilp_deterministic_time=5.0))
+    first = run.step(qps)
+    assert kinds(first) == [(LOAD, FAST, 1)]  # the cheapest variant that serves it
+    assert first.actions[0].reason.startswith("start:")
+    assert first.targets == {(FAST, "w1"): 1}
+    assert first.demand[0].unserved_qps == 0
+    later = run.steps([qps] * 40)
+    assert replica_actions(later) == []  # never unloaded while the load lasts
+    assert all(p.targets == {(FAST, "w1"): 1} for p in later)
+
+
+@pytest.mark.parametrize("planner", ["greedy", "ilp"])
+def test_a_class_missing_from_some_ticks_demand_keeps_its_replica(planner: str) -> None:
+    # at 1 q/s a gateway's window sometimes counts none: the held class is still served
+    run = Run(fast_cluster(), settings(planner=planner, ilp_deterministic_time=5.0))
+    plans = run.steps([0.8, None, None, 0.8, None, 0.8] * 4)
+    assert [a.kind for _, a in replica_actions(plans)] == [LOAD]
+    assert all(p.targets == {(FAST, "w1"): 1} for p in plans)
+    assert not any("no ready variant" in n for p in plans for n in p.notes)
+
+
+class EmptyPlanner:
+    """A planner that places nothing and says all is served."""
+
+    name = "empty"
+
+    def solve(self, problem: Problem) -> Assignment:
+        return Assignment({}, {}, {}, 0.0, 0.0, "empty", "heuristic")
+
+
+def test_a_plan_that_leaves_a_served_class_without_a_replica_gets_one() -> None:
+    run = Run(fast_cluster(), settings())
+    snapshot = run.snapshot([Demand("digits", 0.05)])
+    plan, _ = _Tick(snapshot, ScalerState(), run.settings, "infaas").run(EmptyPlanner(), None)
+    assert kinds(plan) == [(LOAD, FAST, 1)]
+    assert plan.targets == {(FAST, "w1"): 1}
+    assert plan.actions[0].reason.startswith("start:")
+    assert any("had no replica in the empty plan" in n for n in plan.notes)
+    # no room on the running worker (its cores run a variant gone from the catalog, unloaded
+    # this tick): the replica goes on a new worker, which is asked for
+    full = Cluster(f.worker_report("w1", {CPU: 2}, cores=2))
+    full.catalog = fast_cluster().catalog
+    run = Run(full, settings(max_cpu_workers=2))
+    snapshot = run.snapshot([Demand("digits", 0.05)])
+    plan, _ = _Tick(snapshot, ScalerState(), run.settings, "infaas").run(EmptyPlanner(), None)
+    assert [a.kind for a in plan.actions] == [ADD_WORKER, UNLOAD]
+    assert plan.demand[0].unserved_qps == 0
+
+
+@pytest.mark.parametrize("planner", ["greedy", "ilp"])
+def test_a_class_gone_from_the_demand_lets_its_replica_go_after_the_hold_downs(
+    planner: str,
+) -> None:
+    run = Run(fast_cluster(), settings(planner=planner, ilp_deterministic_time=5.0))
+    run.steps([0.8] * 5)
+    plans = run.steps([None] * 40)
+    acts = replica_actions(plans)
+    assert [(a.kind, a.variant) for _, a in acts] == [(UNLOAD, FAST)]
+    # planned for one hold-down (10 ticks) after it was last named, then unloaded after
+    # the variant's own hold-down (10 ticks): not kept while the estimate decays to zero
+    assert acts[0][0] == 5 + 10 + 10 - 1
+    assert not any("no ready variant" in n for p in plans for n in p.notes)
