@@ -35,6 +35,7 @@ from registry.catalog import Catalog
 from registry.keys import KeyStore
 from registry.live_docs import DemandDoc, LoadFailure, LoadRequest, PlanHeader
 from registry.livestate import LiveSnapshot, LiveState, now_ms
+from registry.registration_sweep import RegistrationSweeper
 from registry.routing import Routes
 from registry.selector import Decision, Requirements, SelectorIndex, select
 from registry.store import ObjectStore
@@ -86,6 +87,7 @@ class GatewayState:
         self.accounting = Accounting()
         self._published_at = 0.0
         self.jobs = JobDispatcher(self)
+        self.registrations = RegistrationSweeper(services.catalog, services.broker, services.celery)
         self.keys = KeyRing(KeyStore(services.catalog))
         self.audit = AuditLog(services.catalog)
 
@@ -116,6 +118,7 @@ class GatewayState:
             except Exception:  # keep serving on the last good snapshots
                 log.exception("refreshing the gateway's snapshots failed")
             await self.jobs.tick()
+            await self.registrations.tick()
 
     async def refresh(self, *, force: bool = False) -> None:
         async with self._refresh_lock:

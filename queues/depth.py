@@ -14,6 +14,7 @@ from typing import Any
 
 from kombu import Connection
 from kombu.exceptions import ChannelError, OperationalError
+from kombu.exceptions import ConnectionError as AmqpConnectionError
 
 from queues.errors import BrokerUnavailable
 
@@ -49,7 +50,9 @@ class QueueProbe:
         except ChannelError:
             self._channel = None  # the broker closed it
             return None
-        except (OperationalError, OSError, ConnectionError) as exc:
+        # the broker closing the connection (CONNECTION_FORCED) is an AMQP connection
+        # error, none of the others: uncaught, it ended the worker monitor's thread
+        except (OperationalError, AmqpConnectionError, OSError, ConnectionError) as exc:
             self.close()
             raise BrokerUnavailable(f"cannot read queue depths from the broker: {exc}") from exc
         return QueueDepth(int(messages), int(consumers))

@@ -72,6 +72,18 @@ class RegistrationTaskRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class RegistrationResendRow(Base):
+    """How often the gateway's sweeper sent a queued task again (registry/registration_sweep.py);
+    a table of its own, so catalogs made before it gain it without a migration."""
+
+    __tablename__ = "registration_resends"
+
+    registration_id: Mapped[str] = mapped_column(ForeignKey("registrations.id"), primary_key=True)
+    hardware: Mapped[str] = mapped_column(String, primary_key=True)
+    sends: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
 class RegistrationVariantRow(Base):
     """Progress of one variant within a registration (kept after the variant is gone)."""
 
@@ -218,6 +230,18 @@ class Registration:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedTask:
+    """A task no worker has started: what the sweeper decides on."""
+
+    registration: str
+    model: str
+    hardware: str
+    created_at: datetime
+    resends: int = 0
+    resent_at: datetime | None = None
+
+
 def new_registration_id() -> str:
     return uuid.uuid4().hex
 
@@ -340,6 +364,46 @@ class RegistrationStore:
             updated_at=row.updated_at,
         )
 
+    def queued_tasks(self) -> list[QueuedTask]:
+        """Every task still queued, with how often the sweeper sent it again."""
+        with self._catalog.read_session() as session:
+            rows = session.execute(
+                select(RegistrationTaskRow, RegistrationRow, RegistrationResendRow)
+                .join(RegistrationRow, RegistrationRow.id == RegistrationTaskRow.registration_id)
+                .outerjoin(
+                    RegistrationResendRow,
+                    (RegistrationResendRow.registration_id == RegistrationTaskRow.registration_id)
+                    & (RegistrationResendRow.hardware == RegistrationTaskRow.hardware),
+                )
+                .where(RegistrationTaskRow.status == TASK_QUEUED)
+                .order_by(RegistrationRow.created_at, RegistrationTaskRow.hardware)
+            ).all()
+            return [
+                QueuedTask(
+                    registration=reg.id,
+                    model=reg.model_id,
+                    hardware=task.hardware,
+                    created_at=reg.created_at,
+                    resends=resend.sends if resend is not None else 0,
+                    resent_at=resend.sent_at if resend is not None else None,
+                )
+                for task, reg, resend in rows
+            ]
+
+    # -- writing (the gateway's sweeper)
+
+    def mark_resent(self, registration_id: str, hardware: str) -> None:
+        with self._catalog.write_session(bump=False) as session:
+            self._require(session, registration_id)
+            row = session.get(RegistrationResendRow, (registration_id, hardware))
+            if row is None:
+                row = RegistrationResendRow(
+                    registration_id=registration_id, hardware=hardware, sends=0
+                )
+                session.add(row)
+            row.sends = (row.sends or 0) + 1
+            row.sent_at = utcnow()
+
     # -- writing (workers)
 
     def start_task(self, registration_id: str, hardware: str, worker: str) -> Registration:
@@ -410,7 +474,7 @@ class RegistrationStore:
                 )
             )
             if ids:
-                for table in (RegistrationVariantRow, RegistrationTaskRow):
+                for table in (RegistrationVariantRow, RegistrationResendRow, RegistrationTaskRow):
                     session.execute(delete(table).where(table.registration_id.in_(ids)))
                 session.execute(delete(RegistrationRow).where(RegistrationRow.id.in_(ids)))
             return len(ids)
