@@ -101,11 +101,18 @@ class Loader:
             self._thread.join(5)
 
     def _run(self) -> None:
+        failing = False  # say an outage once, not ten times a second
         while not self._stop.wait(self._poll_s):
             try:
                 self.tick()
             except InfaasError as exc:  # live state unreachable: try again next poll
-                log.warning("loader: %s", exc.message)
+                if not failing:
+                    log.warning("loader: %s (trying again quietly)", exc.message)
+                failing = True
+            else:
+                if failing:
+                    log.info("loader: live state is reachable again")
+                failing = False
 
     def view(self) -> LoaderView | None:
         """Reads live state; None when no request is waiting for this hardware."""
