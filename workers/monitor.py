@@ -208,4 +208,7 @@ class Monitor:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self.publish()
+            try:
+                self.publish()
+            except Exception:  # a bug must not end the reports: the worker would vanish
+                log.exception("publishing this worker's report failed; trying again")
