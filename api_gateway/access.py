@@ -41,6 +41,16 @@ ROUTE_ACCESS: Mapping[tuple[str, str], Access] = {
     ("GET", "/v1/apps"): Role.QUERY,
     ("GET", "/v1/apps/{app}"): Role.QUERY,
     ("GET", "/v1/apps/{app}/stats"): Role.QUERY,
+    # the Open Inference Protocol (routes/oip.py): probes open, the rest as queries
+    ("GET", "/v2/health/live"): Open.PUBLIC,
+    ("GET", "/v2/health/ready"): Open.PUBLIC,
+    ("GET", "/v2"): Role.QUERY,
+    ("GET", "/v2/models/{name}"): Role.QUERY,
+    ("GET", "/v2/models/{name}/versions/{version}"): Role.QUERY,
+    ("GET", "/v2/models/{name}/ready"): Role.QUERY,
+    ("GET", "/v2/models/{name}/versions/{version}/ready"): Role.QUERY,
+    ("POST", "/v2/models/{name}/infer"): Role.QUERY,
+    ("POST", "/v2/models/{name}/versions/{version}/infer"): Role.QUERY,
     # deploying models and running batch jobs
     ("POST", "/v1/apps"): Role.DEPLOY,
     ("DELETE", "/v1/apps/{app}"): Role.DEPLOY,

@@ -17,7 +17,7 @@ from api_gateway.responses import (
     unexpected_error_handler,
     validation_error_handler,
 )
-from api_gateway.routes import admin, apps, health, infer, jobs, registration
+from api_gateway.routes import admin, apps, health, infer, jobs, oip, registration
 from api_gateway.settings import GatewaySettings
 from api_gateway.state import GatewayServices, GatewayState
 from queues.errors import InfaasError
@@ -56,4 +56,5 @@ def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(oip.router)
     return app

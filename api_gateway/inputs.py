@@ -25,7 +25,9 @@ def check_batch_size(size: int, max_batch: int) -> None:
         )
 
 
-def to_batch(inputs: list[Any], signature: InputSignature, max_batch: int) -> np.ndarray:
+def to_batch(
+    inputs: list[Any] | np.ndarray, signature: InputSignature, max_batch: int
+) -> np.ndarray:
     check_batch_size(len(inputs), max_batch)
     try:
         array = np.asarray(inputs, dtype=signature.dtype)

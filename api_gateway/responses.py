@@ -50,11 +50,14 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where or 'body'}: {error.get('msg', 'invalid')}"
 
 
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
+    problems = [_describe(dict(e)) for e in exc.errors()]
+    return InvalidRequest("invalid request: " + "; ".join(problems[:5]))
+
+
 async def validation_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    problems = [_describe(dict(e)) for e in exc.errors()]
-    error = InvalidRequest("invalid request: " + "; ".join(problems[:5]))
-    return error_response(error)
+    return error_response(validation_error(exc))
 
 
 def http_error(request: Request, exc: HTTPException) -> InfaasError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,21 @@ from queues.messages import now_ms
 from registry.selector import Decision, Requirements
 
 router = APIRouter(tags=["inference"], route_class=JSONBodyRoute)
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A query answered, accounted for, handed to its protocol's renderer."""
+
+    decision: Decision
+    outputs: np.ndarray
+    request_id: str
+    elapsed_ms: float
+    model_ms: float
+    explain: bool
+
+
+Render = Callable[[Served], JSONResponse]
 
 
 class InferRequest(BaseModel):
@@ -115,13 +130,16 @@ async def infer_variant(
 
 async def _serve(
     state: GatewayState,
-    raw_inputs: list[Any],
+    raw_inputs: list[Any] | np.ndarray,
     requirements: Callable[[int], Requirements],
     *,
     timeout_ms: float | None,
     explain: bool,
     scope: str,
+    render: Render | None = None,
 ) -> JSONResponse:
+    """Select, wait for a load if need be, dispatch and account; ``render`` turns the
+    answer into the response of its protocol (default: this API's own, ``/v1``)."""
     started = time.perf_counter()
     app = scope
     try:
@@ -144,7 +162,8 @@ async def _serve(
             state.accounting.failed(app, exc.code)
         raise
     left_ms = deadline_ms - (time.perf_counter() - started) * 1000
-    return await _dispatch(state, decision, req, batch, started, left_ms, explain)
+    served = await _dispatch(state, decision, req, batch, started, left_ms, explain)
+    return (render or v1_response)(served)
 
 
 async def _dispatch(
@@ -155,7 +174,7 @@ async def _dispatch(
     started: float,
     deadline_ms: float,
     explain: bool,
-) -> JSONResponse:
+) -> Served:
     """Send the query to its variant's queue and answer; ``deadline_ms`` is what is left
     of its deadline (time spent waiting for a load is already spent)."""
     variant = decision.variant
@@ -183,23 +202,6 @@ async def _dispatch(
         raise
     elapsed_ms = (time.perf_counter() - started) * 1000
     outputs = reply.outputs if reply.outputs is not None else np.empty((0,))
-    body: dict[str, Any] = {
-        "outputs": outputs,
-        "labels": outputs.argmax(axis=1) if outputs.ndim == 2 else [],
-        "app": variant.app,
-        "model": variant.model,
-        "variant": variant.id,
-        "hardware": variant.hardware,
-        "elapsed_ms": round(elapsed_ms, 3),
-        "model_ms": round(reply.model_ms, 3),
-        "request_id": request_id,
-    }
-    if explain:
-        body["decision"] = {
-            "reason": decision.reason,
-            "load_requested": decision.load_request,
-            "candidates": [asdict(c) for c in decision.candidates],
-        }
     state.metrics.queries.labels(*labels, "ok").inc()
     state.metrics.latency_ms.labels(*labels).observe(elapsed_ms)
     state.metrics.model_ms.labels(*labels).observe(reply.model_ms)
@@ -220,4 +222,28 @@ async def _dispatch(
         accuracy=accuracy,
         cost_usd=cost_usd,
     )
+    return Served(decision, outputs, request_id, elapsed_ms, reply.model_ms, explain)
+
+
+def v1_response(served: Served) -> JSONResponse:
+    decision = served.decision
+    variant = decision.variant
+    outputs = served.outputs
+    body: dict[str, Any] = {
+        "outputs": outputs,
+        "labels": outputs.argmax(axis=1) if outputs.ndim == 2 else [],
+        "app": variant.app,
+        "model": variant.model,
+        "variant": variant.id,
+        "hardware": variant.hardware,
+        "elapsed_ms": round(served.elapsed_ms, 3),
+        "model_ms": round(served.model_ms, 3),
+        "request_id": served.request_id,
+    }
+    if served.explain:
+        body["decision"] = {
+            "reason": decision.reason,
+            "load_requested": decision.load_request,
+            "candidates": [asdict(c) for c in decision.candidates],
+        }
     return JSONResponse(body, headers={"X-Infaas-Variant": variant.id})
