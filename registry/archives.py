@@ -108,8 +108,8 @@ def npy_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, what: str) -> 
         offset = handle.tell()
     if dtype.hasobject:
         raise ArchiveRefused(
-            f"{what} holds Python objects: they cannot be read without unpickling, which "
-            "is never done here; save numbers"
+            f"{what} holds Python objects: they cannot be read without unpickling, and "
+            "uploads are never unpickled; save numbers"
         )
     if any(d < 0 for d in shape):
         raise ArchiveRefused(f"{what} declares a negative dimension {list(shape)}")

@@ -347,9 +347,12 @@ async def register_model(
     try:
         await asyncio.to_thread(services.catalog.get_app, app)  # 404 before reading the body
         app_exists = True
-    except UnknownApp:
+    except UnknownApp as exc:
         if not create_app:
-            raise
+            raise UnknownApp(
+                f"no app named {app!r}; add ?create_app=true to create it from the model's "
+                "input (`infaas register` does), or check the id against GET /v1/apps"
+            ) from exc
         check_id("app", app)
         app_exists = False
     limit = UploadLimit(
