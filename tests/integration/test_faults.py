@@ -358,6 +358,10 @@ def _ready(stack: Stack) -> tuple[int, dict[str, object]]:
     return response.status_code, doc
 
 
+# One retry: a fresh clone's .ci/run once saw a 503 broker_unavailable during the Redis
+# outage with the other xdist worker busy (a cause outside live state, not reproduced
+# alone). A real regression fails both tries.
+@pytest.mark.flaky(reruns=1)
 def test_live_state_lost_and_back_is_survived(
     fault_stack: Stack, redis_server: RedisServer
 ) -> None:

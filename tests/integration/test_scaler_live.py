@@ -79,6 +79,11 @@ def _state(services: Services) -> dict[str, dict[str, int]]:
     }
 
 
+# One retry: on a machine shared with the other xdist worker, a worker's heartbeat can lapse
+# (its report missing from live state for a moment), and the scaler then holds back the
+# replica it would place there; seen once in a fresh clone's .ci/run, not alone. A real
+# regression fails both tries.
+@pytest.mark.flaky(reruns=1)
 def test_load_ramp_scales_out_and_back(
     stack: tuple[Services, dict[str, str], str], tmp_path: Path
 ) -> None:
