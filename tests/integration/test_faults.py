@@ -501,6 +501,13 @@ def test_a_registration_its_gateway_never_sent_is_sent_by_the_sweeper(fault_stac
             RegistrationOptions(budget_s_per_batch=0.05, batch_sizes=(1, 8)),
         ),
     )
+    # nothing was sent (checked before it looks old: from then on the sweeper, every
+    # 5 s, may send it at any moment)
+    control = topology.control_queue(stack.services.broker.queue_prefix, "cpu")
+    rows = _rabbitmqctl(
+        "list_queues", "--no-table-headers", "-p", _vhost(stack), "name", "messages"
+    )
+    assert [r for r in rows if r[0] == control] in ([], [[control, "0"]])
     # ... and its gateway died right here, a minute ago
     with catalog.write_session(bump=False) as session:
         session.execute(
@@ -508,11 +515,6 @@ def test_a_registration_its_gateway_never_sent_is_sent_by_the_sweeper(fault_stac
             .where(RegistrationRow.id == registration_id)
             .values(created_at=utcnow() - timedelta(minutes=1))
         )
-    control = topology.control_queue(stack.services.broker.queue_prefix, "cpu")
-    rows = _rabbitmqctl(
-        "list_queues", "--no-table-headers", "-p", _vhost(stack), "name", "messages"
-    )
-    assert [r for r in rows if r[0] == control] in ([], [[control, "0"]])
     registrations = RegistrationStore(catalog)
     deadline = time.monotonic() + 240
     while not (found := registrations.get(registration_id)).finished:
