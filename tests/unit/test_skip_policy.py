@@ -44,12 +44,13 @@ def test_the_hardware_skips_pass_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _finish(account) == pytest.ExitCode.OK
 
 
-def test_any_other_skip_fails_in_ci_and_an_xfail_is_no_skip(
+def test_any_other_skip_fails_in_ci_and_an_xfail_is_no_skip(  # skips nothing: CI policy
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CI", "true")
     account = SkipAccount()
     account.pytest_runtest_logreport(_skipped("t::gpu", NO_CUDA))
+    # a report made by hand, for the CI skip policy: nothing here skips
     account.pytest_runtest_logreport(_skipped("t::xfail", "known bug", wasxfail="known bug"))
     account.pytest_runtest_logreport(_skipped("t::broker", OTHER_REASON))
     assert account.unexpected() == [Skip("t::broker", OTHER_REASON)]
@@ -69,7 +70,7 @@ def test_a_real_run_in_ci_fails_on_a_skip_and_names_it(tmp_path: Path) -> None:
     (tmp_path / "test_one.py").write_text(
         "import pytest\n\n\n"
         "def test_runs():\n    pass\n\n\n"
-        f"@pytest.mark.skip(reason={OTHER_REASON!r})\n"
+        f"@pytest.mark.skip(reason={OTHER_REASON!r})\n"  # in a generated file: CI must fail it
         "def test_skips():\n    pass\n"
     )
     env = {**os.environ, "CI": "true"}
