@@ -7,7 +7,11 @@ data holds exactly the values its shape says. Values are never cast silently acr
 kinds: ``1.5`` is not an INT32 and ``300`` is not a UINT8. Every refusal is an
 :class:`~queues.errors.InvalidInput` whose message says what the app takes.
 
-Only the JSON tensor encoding is handled; the binary tensor extension is not.
+A tensor's data comes as JSON values (``data``) or as raw bytes: the binary tensor
+extension on REST and ``raw_input_contents`` on gRPC, both flat, row-major and
+little-endian. Raw bytes must hold exactly shape × datatype size; they are read in place
+(no copy), and refused on the same terms as JSON values (booleans other than 0 and 1,
+floats that are not finite).
 """
 
 from __future__ import annotations
@@ -95,10 +99,10 @@ def _values(data: list[Any], datatype: str) -> np.ndarray:
     return array
 
 
-def decode_input(
-    name: str, shape: Sequence[int], datatype: str, data: list[Any], signature: InputSignature
-) -> np.ndarray:
-    """The app's input array (``signature``) from one request tensor, or InvalidInput."""
+def _check_tensor(
+    name: str, shape: Sequence[int], datatype: str, signature: InputSignature
+) -> None:
+    """Name, datatype and shape are the app's (its batch dimension free), or InvalidInput."""
     expected = datatype_of(signature.dtype)
     wanted = f"{signature.name!r}: {expected}, shape {_shape_text(signature.shape)}"
     if name != signature.name:
@@ -118,6 +122,13 @@ def decode_input(
             f"input {name!r} has shape {_shape_text(shape)}; this model takes {wanted} "
             "(-1: any batch size)"
         )
+
+
+def decode_input(
+    name: str, shape: Sequence[int], datatype: str, data: list[Any], signature: InputSignature
+) -> np.ndarray:
+    """The app's input array (``signature``) from one request tensor, or InvalidInput."""
+    _check_tensor(name, shape, datatype, signature)
     values = _values(data, datatype)
     if values.size != prod(shape):
         raise InvalidInput(
@@ -140,3 +151,45 @@ def encode_output(name: str, array: np.ndarray) -> dict[str, Any]:
         "shape": list(array.shape),
         "data": np.ascontiguousarray(array).reshape(-1),
     }
+
+
+def raw_size(shape: Sequence[int], datatype: str) -> int | None:
+    """Bytes of a tensor's raw data; None when the datatype is not one this server takes
+    or a dimension is negative (refused when the tensor is decoded)."""
+    dtype = DATATYPES.get(datatype)
+    if dtype is None or any(d < 0 for d in shape):
+        return None
+    return prod(shape) * dtype.itemsize
+
+
+def decode_raw_input(
+    name: str,
+    shape: Sequence[int],
+    datatype: str,
+    raw: bytes | memoryview,
+    signature: InputSignature,
+) -> np.ndarray:
+    """The app's input array from a tensor's raw bytes (read in place), or InvalidInput."""
+    _check_tensor(name, shape, datatype, signature)
+    dtype = DATATYPES[datatype]
+    size = prod(shape) * dtype.itemsize
+    if len(raw) != size:
+        raise InvalidInput(
+            f"input {name!r} has shape {_shape_text(shape)} of {datatype}, which takes "
+            f"{size} bytes; its raw data holds {len(raw)} bytes"
+        )
+    array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(tuple(shape))
+    if dtype.kind == "b" and array.size and int(array.view(np.uint8).max()) > 1:
+        raise InvalidInput(f"input {name!r}: raw BOOL data must be bytes 0 or 1")
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInput(
+            f"input {name!r}: raw data holds values that are not finite (NaN or infinite); "
+            "send finite numbers"
+        )
+    return array
+
+
+def raw_output(array: np.ndarray) -> bytes:
+    """A response tensor's data as raw bytes: flat, row-major, little-endian."""
+    datatype_of(array.dtype)  # refuses what the protocol cannot name
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

@@ -138,8 +138,25 @@ async def _serve(
     scope: str,
     render: Render | None = None,
 ) -> JSONResponse:
-    """Select, wait for a load if need be, dispatch and account; ``render`` turns the
-    answer into the response of its protocol (default: this API's own, ``/v1``)."""
+    """:func:`serve`, then ``render`` turns the answer into the response of its protocol
+    (default: this API's own, ``/v1``)."""
+    served = await serve(
+        state, raw_inputs, requirements, timeout_ms=timeout_ms, explain=explain, scope=scope
+    )
+    return (render or v1_response)(served)
+
+
+async def serve(
+    state: GatewayState,
+    raw_inputs: list[Any] | np.ndarray,
+    requirements: Callable[[int], Requirements],
+    *,
+    timeout_ms: float | None,
+    explain: bool,
+    scope: str,
+) -> Served:
+    """Select, wait for a load if need be, dispatch and account: the query path of every
+    protocol (``/v1``, the Open Inference Protocol's REST and gRPC)."""
     started = time.perf_counter()
     app = scope
     try:
@@ -162,8 +179,7 @@ async def _serve(
             state.accounting.failed(app, exc.code)
         raise
     left_ms = deadline_ms - (time.perf_counter() - started) * 1000
-    served = await _dispatch(state, decision, req, batch, started, left_ms, explain)
-    return (render or v1_response)(served)
+    return await _dispatch(state, decision, req, batch, started, left_ms, explain)
 
 
 async def _dispatch(

@@ -1,51 +1,38 @@
-"""The Open Inference Protocol (KServe v2), REST with JSON tensors, over the same query path.
+"""The Open Inference Protocol (KServe v2) over REST: JSON tensors and the binary tensor
+data extension, over the shared protocol code of :mod:`api_gateway.oip_service`.
 
-``{name}`` in ``/v2/models/{name}`` is a variant, a model or an app, looked up in that
-order: naming an app is the model-less query, its needs in the request's
-``parameters`` (``latency_ms``, ``min_accuracy``, ``max_cost_per_hour``, and
-``timeout_ms``); naming a model lets the system pick its variant; a version is a
-variant of the name. A query goes through :func:`api_gateway.routes.infer._serve`, so
-selection, waiting for a load, dispatch and accounting are those of ``/v1``; the answer
-says which variant served it (``model_name``, ``model_version``, ``X-Infaas-Variant``).
+An inference body is read within ``INFAAS_MAX_BODY_MB`` by the route class, like every
+JSON body, but parsed here: with ``Inference-Header-Content-Length`` it is a JSON header
+followed by raw tensor bytes (:mod:`api_gateway.oip_binary`), which no JSON parser may
+see. The answer says which variant served it (``model_name``, ``model_version``,
+``X-Infaas-Variant``); its outputs are raw bytes after a JSON header when the client
+asks (``binary_data`` on an output, ``binary_data_output`` on the request).
 
 Errors are the protocol's ``{"error": "<message>"}``, with the status of our error
 tree (422 becomes the protocol's 400) and our code in ``X-Infaas-Error``; only a
 refused API key (401, 403) keeps the gateway's own shape, the same on every route.
-Not served: the binary tensor extension, and gRPC.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from starlette.responses import Response
 
+from api_gateway import oip_service
 from api_gateway.deps import State, Tenant
-from api_gateway.json_body import JSONBodyRoute
-from api_gateway.oip_tensors import decode_input, encode_output, tensor_metadata
+from api_gateway.json_body import JSONBodyRoute, parse_json
+from api_gateway.oip_binary import HEADER_LENGTH, BinaryClaim, slice_inputs, split_body
+from api_gateway.oip_service import Answer, InferCall, InferParameters, Tensor
+from api_gateway.oip_tensors import encode_output, raw_output
 from api_gateway.responses import JSONResponse, validation_error
-from api_gateway.routes.infer import Served, _serve
 from api_gateway.state import GatewayState
-from queues.errors import (
-    Forbidden,
-    InfaasError,
-    InvalidInput,
-    InvalidRequest,
-    NotFound,
-    Unauthenticated,
-    UnknownVariant,
-)
-from registry.selector import Requirements
-from registry.types import App, CatalogSnapshot, Model, Variant
-
-SERVER_NAME = "infaas"
-DEFAULT_OUTPUT = "output"
-_APP_ONLY = ("min_accuracy", "max_cost_per_hour")
+from queues.errors import Forbidden, InfaasError, InvalidRequest, Unauthenticated
 
 
 def oip_error(error: InfaasError) -> JSONResponse:
@@ -78,179 +65,51 @@ class OIPRoute(JSONBodyRoute):
 router = APIRouter(tags=["open inference protocol"], route_class=OIPRoute)
 
 
+class TensorParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    binary_data_size: StrictInt | None = Field(default=None, ge=0)
+
+
 class InputTensor(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    data: list[Any] | None = None
+    parameters: TensorParameters = Field(default_factory=TensorParameters)
+
+
+class OutputParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    binary_data: StrictBool | None = None
 
 
 class RequestedOutput(BaseModel):
     name: str
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: OutputParameters = Field(default_factory=OutputParameters)
 
 
-class InferParameters(BaseModel):
-    """The query's needs; other parameters are the client's and are ignored."""
-
-    model_config = ConfigDict(extra="allow")
-
-    latency_ms: float | None = Field(default=None, gt=0, le=60_000)
-    min_accuracy: float | None = Field(default=None, ge=0, le=1)
-    max_cost_per_hour: float | None = Field(default=None, gt=0)
-    timeout_ms: float | None = Field(default=None, gt=0, le=600_000)
+class RESTParameters(InferParameters):
+    binary_data_output: StrictBool = False
 
 
 class OIPInferRequest(BaseModel):
     id: str | None = None
-    parameters: InferParameters = Field(default_factory=InferParameters)
+    parameters: RESTParameters = Field(default_factory=RESTParameters)
     inputs: Annotated[list[InputTensor], Field(min_length=1)]
     outputs: list[RequestedOutput] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What ``{name}`` (and its version) named: ``variant`` is set when one is fixed."""
-
-    name: str
-    kind: str  # "variant", "model" or "app"
-    app: App
-    model: Model | None
-    variant: Variant | None
-    scope: tuple[Variant, ...]  # the variants the name covers
-
-    @property
-    def output_name(self) -> str:
-        return (self.model.output_name if self.model else "") or DEFAULT_OUTPUT
-
-
-def resolve(snapshot: CatalogSnapshot, name: str, version: str | None) -> Target | None:
-    """The variant, model or app called ``name`` (in that order), None if none is."""
-    variant = snapshot.variants.get(name)
-    if variant is not None:
-        target = Target(
-            name,
-            "variant",
-            snapshot.apps[variant.app],
-            snapshot.models.get(variant.model),
-            variant,
-            (variant,),
-        )
-    elif name in snapshot.models:
-        model = snapshot.models[name]
-        scope = snapshot.variants_of_model(name)
-        target = Target(name, "model", snapshot.apps[model.app], model, None, scope)
-    elif name in snapshot.apps:
-        scope = snapshot.variants_of_app(name)
-        target = Target(name, "app", snapshot.apps[name], None, None, scope)
-    else:
-        return None
-    if version is None:
-        return target
-    chosen = next((v for v in target.scope if v.id == version), None)
-    if chosen is None:
-        known = ", ".join(v.id for v in target.scope) or "none yet"
-        raise UnknownVariant(
-            f"{target.kind} {name!r} has no version {version!r}; its versions (variants) "
-            f"are: {known}"
-        )
-    return Target(name, target.kind, target.app, target.model, chosen, (chosen,))
-
-
-async def _target(state: GatewayState, name: str, version: str | None) -> Target:
-    target = resolve(state.catalog_snapshot, name, version)
-    if target is None:
-        await state.refresh(force=True)
-        target = resolve(state.catalog_snapshot, name, version)
-    if target is None:
-        raise NotFound(
-            f"no variant, model or app named {name!r}; GET /v1/apps lists the apps, "
-            "GET /v1/apps/{app} their models and variants"
-        )
-    return target
-
-
-def _requirements(target: Target, params: InferParameters) -> Callable[[int], Requirements]:
-    given = {k for k in ("latency_ms", *_APP_ONLY) if getattr(params, k) is not None}
-    if target.variant is not None:
-        refused, what = given, f"variant {target.variant.id!r}"
-    elif target.kind == "model":
-        refused, what = given & set(_APP_ONLY), f"model {target.name!r}"
-    else:
-        refused, what = set(), ""
-    if refused:
-        raise InvalidRequest(
-            f"parameters {', '.join(sorted(refused))} do not apply when naming {what}; "
-            f"name the app {target.app.id!r} to have the system choose by them"
-        )
-    variant = target.variant
-    if variant is not None:
-        return lambda batch: Requirements(variant=variant.id, batch=batch)
-    if target.model is not None:
-        model = target.model.id
-        return lambda batch: Requirements(model=model, batch=batch, latency_ms=params.latency_ms)
-    return lambda batch: Requirements(
-        app=target.app.id,
-        batch=batch,
-        latency_ms=params.latency_ms,
-        min_accuracy=params.min_accuracy,
-        max_cost_per_hour=params.max_cost_per_hour,
-    )
-
-
-def _refuse_binary(request: Request, body: OIPInferRequest) -> None:
-    binary = request.headers.get("inference-header-content-length") is not None
-    binary = binary or "binary_data_output" in (body.parameters.model_extra or {})
-    binary = binary or any("binary_data_size" in t.parameters for t in body.inputs)
-    binary = binary or any("binary_data" in o.parameters for o in body.outputs or ())
-    if binary:
-        raise InvalidRequest(
-            "the binary tensor extension is not served here; send tensors as JSON data"
-        )
-
-
-def _render(target: Target, request_id: str | None) -> Callable[[Served], JSONResponse]:
-    def render(served: Served) -> JSONResponse:
-        variant = served.decision.variant
-        body = {
-            "model_name": variant.model,
-            "model_version": variant.id,
-            "id": request_id if request_id is not None else served.request_id,
-            "parameters": {"app": variant.app, "hardware": variant.hardware},
-            "outputs": [encode_output(target.output_name, served.outputs)],
-        }
-        return JSONResponse(body, headers={"X-Infaas-Variant": variant.id})
-
-    return render
-
-
-def _metadata(target: Target) -> dict[str, Any]:
-    app = target.app
-    signature = app.signature
-    if target.variant is not None:
-        platform = target.variant.runtime
-    elif target.model is not None:
-        platform = target.model.format
-    else:
-        platform = "infaas_app"
-    return {
-        "name": target.name,
-        "versions": [v.id for v in target.scope],
-        "platform": platform,
-        "inputs": [tensor_metadata(signature.name, signature.dtype, signature.shape)],
-        "outputs": [tensor_metadata(target.output_name, "float32", [-1, app.num_classes or -1])],
-        "parameters": {"kind": target.kind, "app": app.id, "task": app.task},
-    }
-
-
-def _ready(state: GatewayState) -> bool:
-    return state.services.client.connected and not state.catalog_error and not state.live_error
-
-
 @router.get("/v2", summary="Server metadata (Open Inference Protocol)")
 async def server_metadata(request: Request, _tenant: Tenant) -> JSONResponse:
-    return JSONResponse({"name": SERVER_NAME, "version": request.app.version, "extensions": []})
+    return JSONResponse(
+        {
+            "name": oip_service.SERVER_NAME,
+            "version": request.app.version,
+            "extensions": list(oip_service.EXTENSIONS),
+        }
+    )
 
 
 @router.get("/v2/health/live", summary="The server is live (Open Inference Protocol)")
@@ -260,25 +119,23 @@ async def server_live() -> JSONResponse:
 
 @router.get("/v2/health/ready", summary="The server is ready (Open Inference Protocol)")
 async def server_ready(state: State) -> JSONResponse:
-    ready = _ready(state)
+    ready = oip_service.server_ready(state)
     return JSONResponse({"ready": ready}, status_code=200 if ready else 400)
 
 
 @router.get("/v2/models/{name}", summary="Metadata of an app, model or variant")
 async def model_metadata(name: str, state: State, _tenant: Tenant) -> JSONResponse:
-    return JSONResponse(_metadata(await _target(state, name, None)))
+    return JSONResponse(oip_service.metadata(await oip_service.find_target(state, name, None)))
 
 
 @router.get("/v2/models/{name}/versions/{version}", summary="Metadata of one variant of a name")
 async def version_metadata(name: str, version: str, state: State, _tenant: Tenant) -> JSONResponse:
-    return JSONResponse(_metadata(await _target(state, name, version)))
+    target = await oip_service.find_target(state, name, version)
+    return JSONResponse(oip_service.metadata(target))
 
 
 async def _model_ready(state: GatewayState, name: str, version: str | None) -> JSONResponse:
-    """Ready when the gateway is and a ready variant of the name exists (one that is not
-    running is loaded on the first query)."""
-    target = await _target(state, name, version)
-    ready = _ready(state) and any(v.ready for v in target.scope)
+    ready = await oip_service.model_ready(state, name, version)
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 400)
 
 
@@ -292,53 +149,99 @@ async def version_ready(name: str, version: str, state: State, _tenant: Tenant) 
     return await _model_ready(state, name, version)
 
 
-async def _infer(
-    request: Request, state: GatewayState, name: str, version: str | None, body: OIPInferRequest
-) -> JSONResponse:
-    _refuse_binary(request, body)
-    target = await _target(state, name, version)
-    if len(body.inputs) != 1:
-        names = ", ".join(repr(t.name) for t in body.inputs)
-        raise InvalidInput(
-            f"{len(body.inputs)} inputs ({names}); {name!r} takes one, "
-            f"{target.app.signature.name!r}"
+async def _request(request: Request) -> tuple[OIPInferRequest, list[Tensor]]:
+    """The JSON header, validated, and the inputs with their JSON or binary data."""
+    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    document = await parse_json(bytes(header))
+    try:
+        body = OIPInferRequest.model_validate(document)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+    claims = [
+        BinaryClaim(
+            t.name,
+            tuple(t.shape),
+            t.datatype,
+            t.parameters.binary_data_size,
+            t.data is not None,
         )
-    tensor = body.inputs[0]
-    unknown = [o.name for o in body.outputs or () if o.name != target.output_name]
-    if unknown:
-        raise InvalidInput(
-            f"output {unknown[0]!r} is not an output of {name!r}; it has one, "
-            f"{target.output_name!r}"
-        )
-    requirements = _requirements(target, body.parameters)
-    batch = decode_input(
-        tensor.name, tensor.shape, tensor.datatype, tensor.data, target.app.signature
-    )
-    return await _serve(
-        state,
-        batch,
-        requirements,
-        timeout_ms=body.parameters.timeout_ms,
-        explain=False,
-        scope=target.app.id,
-        render=_render(target, body.id),
-    )
+        for t in body.inputs
+    ]
+    raws = slice_inputs(claims, binary)
+    tensors = [
+        Tensor(t.name, tuple(t.shape), t.datatype, t.data, raw)
+        for t, raw in zip(body.inputs, raws, strict=True)
+    ]
+    for out in body.outputs or ():
+        if "classification" in (out.parameters.model_extra or {}):
+            raise InvalidRequest(
+                f"output {out.name!r} asks for classification, an extension this server "
+                "does not serve; ask for the output itself and take its argmax"
+            )
+    return body, tensors
 
 
-@router.post("/v2/models/{name}/infer", summary="Query an app, model or variant")
-async def infer(
-    request: Request, name: str, body: OIPInferRequest, state: State, _tenant: Tenant
-) -> JSONResponse:
-    return await _infer(request, state, name, None, body)
+def _binary_output(body: OIPInferRequest) -> bool:
+    wanted = body.parameters.binary_data_output
+    for out in body.outputs or ():
+        if out.parameters.binary_data is not None:
+            wanted = out.parameters.binary_data
+    return wanted
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer", summary="Query one variant of a name")
+def _render(answer: Answer, body: OIPInferRequest) -> Response:
+    variant = answer.variant
+    headers = {"X-Infaas-Variant": variant.id}
+    document: dict[str, Any] = {
+        "model_name": variant.model,
+        "model_version": variant.id,
+        "id": body.id if body.id is not None else answer.served.request_id,
+        "parameters": {"app": variant.app, "hardware": variant.hardware},
+    }
+    if not _binary_output(body):
+        document["outputs"] = [encode_output(answer.output_name, answer.outputs)]
+        return JSONResponse(document, headers=headers)
+    raw = raw_output(answer.outputs)
+    tensor = encode_output(answer.output_name, answer.outputs)
+    del tensor["data"]
+    tensor["parameters"] = {"binary_data_size": len(raw)}
+    document["outputs"] = [tensor]
+    header = orjson.dumps(document)
+    headers[HEADER_LENGTH] = str(len(header))
+    return Response(header + raw, media_type="application/octet-stream", headers=headers)
+
+
+async def _infer(request: Request, state: GatewayState, name: str, version: str | None) -> Response:
+    body, tensors = await _request(request)
+    outputs = [o.name for o in body.outputs] if body.outputs is not None else None
+    call = InferCall(name, version, body.id, body.parameters, tensors, outputs)
+    return _render(await oip_service.infer(state, call), body)
+
+
+# The body is read (within INFAAS_MAX_BODY_MB) by the route class and parsed in _request:
+# it is JSON, or JSON then raw bytes, which FastAPI's own body parsing would refuse.
+_BODY = {
+    "requestBody": {
+        "description": "OIP inference request: JSON, or with Inference-Header-Content-Length "
+        "a JSON header followed by the inputs' raw bytes",
+        "content": {"application/json": {}, "application/octet-stream": {}},
+    }
+}
+
+
+@router.post(
+    "/v2/models/{name}/infer", summary="Query an app, model or variant", openapi_extra=_BODY
+)
+async def infer(request: Request, name: str, state: State, _tenant: Tenant) -> Response:
+    return await _infer(request, state, name, None)
+
+
+@router.post(
+    "/v2/models/{name}/versions/{version}/infer",
+    summary="Query one variant of a name",
+    openapi_extra=_BODY,
+)
 async def infer_version(
-    request: Request,
-    name: str,
-    version: str,
-    body: OIPInferRequest,
-    state: State,
-    _tenant: Tenant,
-) -> JSONResponse:
-    return await _infer(request, state, name, version, body)
+    request: Request, name: str, version: str, state: State, _tenant: Tenant
+) -> Response:
+    return await _infer(request, state, name, version)

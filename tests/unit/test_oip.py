@@ -1,101 +1,29 @@
 """The Open Inference Protocol (KServe v2) over REST (api_gateway/routes/oip.py).
 
-The gateway app runs in-process (httpx's ASGI transport) on a catalog of one app with
-two models, and a stub query client in place of the broker: a query goes through the
-real selection, dispatch and accounting, and the stub answers with the first ten
-columns of its inputs. Tensor conversion is tested as the pure function it is.
+The gateway app runs in-process (httpx's ASGI transport) on tests/oip_support.py's
+catalog and stub query client. Tensor conversion is tested as the pure function it is.
 """
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from api_gateway.app import create_app
+from api_gateway.oip_service import resolve
 from api_gateway.oip_tensors import DATATYPES, decode_input, encode_output
-from api_gateway.routes.oip import resolve
-from api_gateway.settings import GatewaySettings
-from api_gateway.state import GatewayServices
 from queues.errors import InvalidInput
-from queues.messages import Query, Reply
-from registry.livestate import ACTIVE
 from registry.types import App, CatalogSnapshot, InputSignature, Model
 from tests import factories as f
-
-SIGNATURE = InputSignature("x", "float32", (-1, 64))
-SVC = "digits-svc.onnx-fp32.cpu"
-MLP = "digits-mlp.onnx-fp32.cpu"
-
-
-class StubClient:
-    """Answers every query at once with its inputs' first ten columns (as float32)."""
-
-    def __init__(self) -> None:
-        self.queries: list[Query] = []
-
-    @property
-    def connected(self) -> bool:
-        return True
-
-    @property
-    def expired_answered(self) -> int:
-        return 0
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def call(self, queue: str, query: Query, *, timeout_s: float) -> Reply:
-        self.queries.append(query)
-        outputs = np.ascontiguousarray(query.inputs[:, :10], dtype=np.float32)
-        return Reply(query.request_id, True, outputs, model_ms=1.0, batch_size=len(outputs))
+from tests.oip_support import MLP, SIGNATURE, SVC, call, oip_app, oip_error, tensor
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> FastAPI:
-    settings = GatewaySettings(freeze_heap=False, auth=False)
-    base = f.gateway_state(tmp_path, settings).services
-    catalog = base.catalog
-    catalog.create_app(App("digits", "classification", SIGNATURE, num_classes=10))
-    catalog.add_model(Model("digits-svc", "digits", "onnx", "m/svc.onnx", "v.npz", "probs"))
-    catalog.add_model(Model("digits-mlp", "digits", "onnx", "m/mlp.onnx", "v.npz"))
-    catalog.upsert_variant(f.variant(SVC, 0.97, 2.0))
-    catalog.upsert_variant(f.variant(MLP, 0.90, 1.0))
-    base.live.put_worker(f.worker("w1", {SVC: ACTIVE, MLP: ACTIVE}))
-    services = GatewayServices(base.broker, catalog, base.live, StubClient())
-    return create_app(settings, services)
-
-
-def call(app: FastAPI, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async def send() -> httpx.Response:
-        await app.state.infaas.refresh(force=True)
-        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-            return await http.request(method, path, **kwargs)
-
-    return asyncio.run(send())
-
-
-def tensor(rows: int = 2, **changes: Any) -> dict[str, Any]:
-    data = np.arange(rows * 64, dtype=np.float32).reshape(rows, 64) / 100
-    return {"name": "x", "shape": [rows, 64], "datatype": "FP32", "data": data.tolist()} | changes
-
-
-def oip_error(response: httpx.Response, status: int, code: str) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert isinstance(body["error"], str), body
-    assert response.headers["x-infaas-error"] == code
-    return str(body["error"])
+    return oip_app(tmp_path)
 
 
 # -- server
@@ -104,7 +32,11 @@ def oip_error(response: httpx.Response, status: int, code: str) -> str:
 def test_server_metadata_and_health(app: FastAPI) -> None:
     meta = call(app, "GET", "/v2")
     assert meta.status_code == 200
-    assert meta.json() == {"name": "infaas", "version": app.version, "extensions": []}
+    assert meta.json() == {
+        "name": "infaas",
+        "version": app.version,
+        "extensions": ["binary_tensor_data"],
+    }
     assert call(app, "GET", "/v2/health/live").json() == {"live": True}
     ready = call(app, "GET", "/v2/health/ready")
     assert (ready.status_code, ready.json()) == (200, {"ready": True})
@@ -228,9 +160,9 @@ def test_bad_inputs_are_400_with_what_the_model_takes(
         ({"inputs": [tensor()], "outputs": [{"name": "z"}]}, "invalid_input", "output 'z'"),
         ({"inputs": [tensor(0) | {"data": []}]}, "empty_batch", "at least one"),
         (
-            {"inputs": [tensor()], "parameters": {"binary_data_output": True}},
+            {"inputs": [tensor()], "parameters": {"binary_data_output": "yes"}},
             "invalid_request",
-            "binary tensor extension",
+            "parameters.binary_data_output",
         ),
         (
             {"inputs": [tensor()], "parameters": {"min_accuracy": 2}},
