@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # INFAAS_HOME: as for `infaas` by hand, ~/.infaas unless set (`infaas home` prints it)
 
-.PHONY: venv demo serve test unit integration lint typecheck bench clean
+.PHONY: venv demo serve test unit integration lint typecheck bench proto clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ typecheck: venv
 
 bench: venv  ## benchmarks; figures land in bench/results/
 	$(BIN)/python -m bench.pipeline
+
+# the Open Inference Protocol's gRPC messages (generated code is committed)
+proto: venv
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. \
+		api_gateway/oip_grpc/grpc_service.proto
 
 clean:
 	rm -rf $(VENV) .infaas .mypy_cache .ruff_cache .pytest_cache

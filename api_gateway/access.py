@@ -51,6 +51,7 @@ ROUTE_ACCESS: Mapping[tuple[str, str], Access] = {
     ("GET", "/v2/models/{name}/versions/{version}/ready"): Role.QUERY,
     ("POST", "/v2/models/{name}/infer"): Role.QUERY,
     ("POST", "/v2/models/{name}/versions/{version}/infer"): Role.QUERY,
+    ("POST", "/v2/repository/index"): Role.QUERY,
     # deploying models and running batch jobs
     ("POST", "/v1/apps"): Role.DEPLOY,
     ("DELETE", "/v1/apps/{app}"): Role.DEPLOY,
@@ -67,6 +68,17 @@ ROUTE_ACCESS: Mapping[tuple[str, str], Access] = {
     ("GET", "/v1/keys"): Role.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): Role.ADMIN,
     ("GET", "/v1/audit"): Role.ADMIN,
+}
+
+# The Open Inference Protocol over gRPC (api_gateway/grpc_server.py), by method of
+# inference.GRPCInferenceService: the probes open as on REST, the rest as queries.
+GRPC_ACCESS: Mapping[str, Access] = {
+    "ServerLive": Open.PUBLIC,
+    "ServerReady": Open.PUBLIC,
+    "ServerMetadata": Role.QUERY,
+    "ModelMetadata": Role.QUERY,
+    "ModelReady": Role.QUERY,
+    "ModelInfer": Role.QUERY,
 }
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
+from api_gateway.grpc_server import grpc_service
 from api_gateway.json_body import JSONBodyRoute
 from api_gateway.metrics import GatewayMetrics
 from api_gateway.responses import (
@@ -27,11 +28,15 @@ def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
     state = GatewayState(settings, services, GatewayMetrics())
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.start()
         try:
-            yield
+            # the Open Inference Protocol's gRPC service, on this loop (grpc_server.py)
+            async with grpc_service(state, app.version) as grpc_server:
+                app.state.grpc = grpc_server
+                yield
         finally:
+            app.state.grpc = None
             await state.stop()
 
     app = FastAPI(
@@ -45,6 +50,7 @@ def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
         openapi_url=None,
     )
     app.state.infaas = state
+    app.state.grpc = None  # a GRPCServer while the app runs, unless INFAAS_GRPC_PORT=off
     app.add_exception_handler(InfaasError, infaas_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_exception_handler)

@@ -52,16 +52,16 @@ async def get_state(request: Request) -> GatewayState:
 State = Annotated[GatewayState, Depends(get_state)]
 
 
-async def _caller(request: Request, state: GatewayState, access: Role | Open) -> TenantContext:
+async def caller_of(
+    state: GatewayState, access: Role | Open, authorization: str | None, x_api_key: str | None
+) -> TenantContext:
+    """Who presents these credentials (REST headers or gRPC metadata), or Unauthenticated."""
     settings = state.settings
     if not settings.auth_on:
         return TenantContext(tenant=DEFAULT_TENANT)
     if access is Open.PUBLIC or (access is Open.INFO and settings.info_open):
         return TenantContext(tenant=DEFAULT_TENANT, role=Role.QUERY)
-    headers = request.headers
-    key = await state.keys.authenticate(
-        presented_key(headers.get("authorization"), headers.get("x-api-key"))
-    )
+    key = await state.keys.authenticate(presented_key(authorization, x_api_key))
     return TenantContext(tenant=key.tenant, role=key.role, key_id=key.id)
 
 
@@ -70,18 +70,19 @@ async def current_tenant(request: Request, state: State) -> AsyncIterator[Tenant
     path: str = getattr(route, "path", request.url.path)
     method = request.method
     access = access_of(method, path)
-    caller = await _caller(request, state, access)
+    headers = request.headers
+    caller = await caller_of(state, access, headers.get("authorization"), headers.get("x-api-key"))
     needed = access if isinstance(access, Role) else Role.QUERY
     allowed = caller.role.allows(needed)
     if not audited(method, access):
         if not allowed:
-            raise _forbidden(caller, needed)
+            raise forbidden(caller, needed)
         yield caller
         return
     outcome, message = OK, ""
     try:
         if not allowed:
-            raise _forbidden(caller, needed)
+            raise forbidden(caller, needed)
         yield caller
     except InfaasError as exc:
         outcome, message = exc.code, exc.message
@@ -110,7 +111,7 @@ async def current_tenant(request: Request, state: State) -> AsyncIterator[Tenant
             log.error("could not write the audit record %s: %s", entry, exc.message)
 
 
-def _forbidden(caller: TenantContext, needed: Role) -> Forbidden:
+def forbidden(caller: TenantContext, needed: Role) -> Forbidden:
     return Forbidden(
         f"API key {caller.key_id} has role {caller.role.value}; this route needs "
         f"{needed.value} or more (ask an admin for a key with that role)"

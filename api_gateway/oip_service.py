@@ -205,6 +205,22 @@ def metadata(target: Target) -> dict[str, Any]:
     }
 
 
+def repository_index(snapshot: CatalogSnapshot, *, ready_only: bool) -> list[dict[str, str]]:
+    """The model repository extension's index: each app, then each model's variants as
+    its versions; READY when a query can be served (a variant not running is loaded on
+    the first one)."""
+    index = []
+    for app in sorted(snapshot.apps):
+        ready = any(v.ready for v in snapshot.variants_of_app(app))
+        index.append({"name": app, "state": "READY" if ready else "UNAVAILABLE"})
+    for variant in sorted(snapshot.variants.values(), key=lambda v: (v.model, v.id)):
+        entry = {"name": variant.model, "version": variant.id, "state": "READY"}
+        if not variant.ready:
+            entry |= {"state": "UNAVAILABLE", "reason": f"variant is {variant.status}"}
+        index.append(entry)
+    return [e for e in index if e["state"] == "READY"] if ready_only else index
+
+
 def server_ready(state: GatewayState) -> bool:
     return state.services.client.connected and not state.catalog_error and not state.live_error
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +16,12 @@ class GatewaySettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="address the gateway listens on")
     port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int | Literal["off"] | None = Field(
+        default=None,
+        description="port of the Open Inference Protocol's gRPC service, on the same host; "
+        "unset: INFAAS_PORT + 1 (8081), or any free port when INFAAS_PORT is 0; 0: any free "
+        "port; off: no gRPC",
+    )
     max_batch: int = Field(default=64, ge=1, le=4096, description="inputs per query, at most")
     default_timeout_ms: float = Field(
         default=10_000, gt=0, le=600_000, description="answer deadline without latency_ms"
@@ -88,6 +95,15 @@ class GatewaySettings(BaseSettings):
             return False
 
     @property
+    def grpc_listen_port(self) -> int | None:
+        """The gRPC port to bind (0: any free one), None when gRPC is off."""
+        if self.grpc_port == "off":
+            return None
+        if self.grpc_port is None:
+            return 0 if self.port == 0 else self.port + 1
+        return self.grpc_port
+
+    @property
     def auth_on(self) -> bool:
         return self.auth if self.auth is not None else not self.loopback
 
@@ -113,6 +129,19 @@ class GatewaySettings(BaseSettings):
             return "authentication: on (API keys; INFAAS_AUTH=off turns it off)"
         why = "INFAAS_AUTH=off" if self.auth is False else f"listening on loopback {self.host}"
         return f"authentication: OFF ({why}): anyone who reaches the port may do anything"
+
+    @model_validator(mode="after")
+    def _check_grpc_port(self) -> GatewaySettings:
+        port = self.grpc_listen_port
+        if port is not None and not 0 <= port <= 65535:
+            raise ValueError(
+                f"INFAAS_GRPC_PORT {port} is not a port; set one (0: any free one), or off"
+            )
+        if port is not None and port != 0 and port == self.port:
+            raise ValueError(
+                f"INFAAS_GRPC_PORT and INFAAS_PORT are both {port}; give gRPC a port of its own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_timeouts(self) -> GatewaySettings:

@@ -33,7 +33,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from infaas.embedded import LocalStack
     from infaas.services import open_services
 
-    gateway = GatewaySettings(host=args.host, port=args.port if args.serve else 0)
+    gateway = GatewaySettings(
+        host=args.host,
+        port=args.port if args.serve else 0,
+        **({"grpc_port": args.grpc_port} if args.grpc_port is not None else {}),
+    )
     gateway.check_demo_exposure()  # before anything is built
     services = open_services()
     print(services.registry.describe_home())
@@ -45,6 +49,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     bootstrap = gateway.bootstrap_admin_key
     with LocalStack(services, gateway=gateway) as stack:
         print(f"gateway at {stack.url} with one CPU worker ({stack.worker_settings.hardware})")
+        print(_describe_grpc(stack.grpc_address))
         key = bootstrap.get_secret_value() if bootstrap else None
         with InfaasClient(stack.url, api_key=key) as client:
             run_scenarios(client, demo, queries=args.queries)
@@ -78,9 +83,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from queues.rpc import create_query_client
 
     services = open_services(*_require_services("gateway"))
-    settings = GatewaySettings(
-        **{k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    )
+    given = (("host", args.host), ("port", args.port), ("grpc_port", args.grpc_port))
+    settings = GatewaySettings(**{k: v for k, v in given if v is not None})
     app = create_app(
         settings,
         GatewayServices(
@@ -93,10 +97,28 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         ),
     )
     print(settings.describe_auth())
+    port = settings.grpc_listen_port
+    print(_describe_grpc(f"{settings.host}:{port or 'any free port'}" if port is not None else ""))
     uvicorn.Server(
         uvicorn_config(app, settings.host, settings.port, log_level=args.loglevel.lower())
     ).run()
     return 0
+
+
+def _describe_grpc(address: str) -> str:
+    if not address:
+        return "gRPC (Open Inference Protocol): off (INFAAS_GRPC_PORT=off)"
+    return f"gRPC (Open Inference Protocol) at {address}"
+
+
+def _grpc_port(value: str) -> int | str:
+    """--grpc-port: a port, 0 for any free one, or off."""
+    if value == "off":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (or 0, or off)") from None
 
 
 def _require_services(role: str) -> tuple[Any, Any]:
@@ -219,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--serve", action="store_true", help="keep serving after the demo")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080, help="port with --serve (default 8080)")
+    demo.add_argument(
+        "--grpc-port",
+        type=_grpc_port,
+        default=None,
+        help="Open Inference Protocol gRPC port with --serve (default --port + 1; off: none)",
+    )
     demo.add_argument("--queries", type=int, default=100, help="queries per scenario")
     demo.add_argument(
         "--verbose",
@@ -236,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     gateway = sub.add_parser("gateway", help="run the HTTP gateway")
     gateway.add_argument("--host", default=None, help="default $INFAAS_HOST or 127.0.0.1")
     gateway.add_argument("--port", type=int, default=None, help="default $INFAAS_PORT or 8080")
+    gateway.add_argument(
+        "--grpc-port",
+        type=_grpc_port,
+        default=None,
+        help="Open Inference Protocol gRPC port: default $INFAAS_GRPC_PORT or --port + 1; "
+        "0: any free port; off: none",
+    )
     gateway.set_defaults(handler=cmd_gateway)
 
     worker = sub.add_parser("worker", help="run a worker pinned to CPU cores or a GPU")

@@ -79,6 +79,7 @@ class LocalStack:
         )
         self._thread = threading.Thread(target=self._server.run, name="infaas-gateway", daemon=True)
         self.url = ""
+        self.grpc_address = ""  # host:port of the Open Inference Protocol's gRPC, if served
 
     def start(self, timeout_s: float = 120.0) -> LocalStack:
         if self.worker is not None:
@@ -95,6 +96,8 @@ class LocalStack:
         sock = self._server.servers[0].sockets[0]
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
+        grpc_server = self.app.state.grpc
+        self.grpc_address = grpc_server.address if grpc_server is not None else ""
         self._wait_for_worker(deadline)
         return self
 

@@ -149,6 +149,24 @@ async def version_ready(name: str, version: str, state: State, _tenant: Tenant) 
     return await _model_ready(state, name, version)
 
 
+class IndexRequest(BaseModel):
+    ready: StrictBool = False
+
+
+@router.post("/v2/repository/index", summary="Apps, models and variants (model repository)")
+async def repository_index(request: Request, state: State, _tenant: Tenant) -> JSONResponse:
+    """The index of the model repository extension; its load and unload are the scaler's
+    (docs/decisions.md)."""
+    body = await request.body()
+    try:
+        wanted = IndexRequest.model_validate(await parse_json(body) if body.strip() else {})
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+    return JSONResponse(
+        oip_service.repository_index(state.catalog_snapshot, ready_only=wanted.ready)
+    )
+
+
 async def _request(request: Request) -> tuple[OIPInferRequest, list[Tensor]]:
     """The JSON header, validated, and the inputs with their JSON or binary data."""
     header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))

@@ -6,6 +6,7 @@ catalog and stub query client. Tensor conversion is tested as the pure function 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,28 @@ def test_a_variant_wins_over_a_model_and_a_model_over_an_app() -> None:
     target = resolve(every, "digits", None)
     assert target is not None
     assert target.kind == "variant"
+
+
+def test_the_repository_index_lists_apps_and_variants(app: FastAPI) -> None:
+    catalog = app.state.infaas.services.catalog
+    profiling = replace(f.variant("digits-mlp.onnx-int8.cpu", 0.8, 0.5), status="profiling")
+    catalog.upsert_variant(profiling)
+    every = call(app, "POST", "/v2/repository/index").json()
+    assert every == [
+        {"name": "digits", "state": "READY"},
+        {"name": "digits-mlp", "version": "digits-mlp.onnx-fp32.cpu", "state": "READY"},
+        {
+            "name": "digits-mlp",
+            "version": "digits-mlp.onnx-int8.cpu",
+            "state": "UNAVAILABLE",
+            "reason": "variant is profiling",
+        },
+        {"name": "digits-svc", "version": SVC, "state": "READY"},
+    ]
+    ready = call(app, "POST", "/v2/repository/index", json={"ready": True}).json()
+    assert [e.get("version") for e in ready] == [None, MLP, SVC]
+    refused = call(app, "POST", "/v2/repository/index", json={"ready": "yes"})
+    assert "ready" in oip_error(refused, 400, "invalid_request")
 
 
 # -- infer

@@ -1,0 +1,304 @@
+"""The Open Inference Protocol (KServe v2) over gRPC, in the gateway's process and loop.
+
+``inference.GRPCInferenceService`` (api_gateway/oip_grpc/grpc_service.proto) runs on a
+``grpc.aio`` server started in the FastAPI lifespan, on ``INFAAS_GRPC_PORT``, beside
+uvicorn on the same event loop: a query takes the very path of a REST one
+(:mod:`api_gateway.oip_service`), with its snapshots, key ring and query client, and no
+thread hop. Each method only decodes its message, calls that code, and encodes.
+
+Keys are those of REST (metadata ``authorization: Bearer <key>`` or ``x-api-key``),
+checked by the rules of :data:`api_gateway.access.GRPC_ACCESS`. Errors of the tree
+become gRPC statuses (:func:`grpc_status`: UNAUTHENTICATED, PERMISSION_DENIED,
+INVALID_ARGUMENT, NOT_FOUND, ...) with the message as details and our code in the
+trailing metadata ``x-infaas-error``. Messages are limited to ``INFAAS_MAX_BODY_MB``,
+as REST bodies are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from api_gateway import oip_service
+from api_gateway.access import GRPC_ACCESS, Access
+from api_gateway.deps import caller_of, forbidden
+from api_gateway.oip_grpc import grpc_service_pb2 as pb
+from api_gateway.oip_service import InferCall, Tensor
+from api_gateway.oip_tensors import DATATYPES, datatype_of, raw_output
+from api_gateway.state import GatewayState
+from api_gateway.upload_limits import MB
+from queues.errors import ConfigError, InfaasError, InvalidRequest
+from registry.keys import Role
+
+log = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"  # the protocol's name, whatever our package
+ERROR_CODE_KEY = "x-infaas-error"
+_STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+# typed contents by datatype; FP16 has none (raw only)
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+Method = Callable[[Any], Awaitable[Message]]
+
+
+def grpc_status(http_status: int) -> grpc.StatusCode:
+    """The gRPC status of an error of the tree, by its HTTP status."""
+    return _STATUS.get(http_status, grpc.StatusCode.INTERNAL)
+
+
+def _parameter(value: pb.InferParameter) -> Any:
+    choice = value.WhichOneof("parameter_choice")
+    return getattr(value, choice) if choice is not None else None
+
+
+def _tensors(request: pb.ModelInferRequest) -> list[Tensor]:
+    raws = request.raw_input_contents
+    if raws and len(raws) != len(request.inputs):
+        raise InvalidRequest(
+            f"raw_input_contents has {len(raws)} entries for {len(request.inputs)} inputs; "
+            "send one per input, in the order of inputs"
+        )
+    tensors = []
+    for i, tensor in enumerate(request.inputs):
+        shape = tuple(tensor.shape)
+        if raws:
+            if tensor.HasField("contents"):
+                raise InvalidRequest(
+                    f"input {tensor.name!r} has contents and raw_input_contents; send one"
+                )
+            tensors.append(Tensor(tensor.name, shape, tensor.datatype, raw=raws[i]))
+            continue
+        field = _CONTENTS.get(tensor.datatype)
+        if field is None and tensor.datatype in DATATYPES:
+            raise InvalidRequest(
+                f"input {tensor.name!r} is {tensor.datatype}, which has no typed contents; "
+                "send it in raw_input_contents"
+            )
+        data = list(getattr(tensor.contents, field)) if field else []
+        tensors.append(Tensor(tensor.name, shape, tensor.datatype, data=data))
+    return tensors
+
+
+def infer_call(request: pb.ModelInferRequest) -> InferCall:
+    """A ModelInferRequest as the protocol's transport-neutral call."""
+    parameters = {k: _parameter(v) for k, v in request.parameters.items()}
+    return InferCall(
+        name=request.model_name,
+        version=request.model_version or None,
+        id=request.id or None,
+        parameters=oip_service.parameters_of(parameters),
+        inputs=_tensors(request),
+        outputs=[o.name for o in request.outputs] or None,
+    )
+
+
+def _metadata_response(document: Mapping[str, Any]) -> pb.ModelMetadataResponse:
+    def tensors(key: str) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+        return [pb.ModelMetadataResponse.TensorMetadata(**t) for t in document[key]]
+
+    return pb.ModelMetadataResponse(
+        name=document["name"],
+        versions=document["versions"],
+        platform=document["platform"],
+        inputs=tensors("inputs"),
+        outputs=tensors("outputs"),
+    )
+
+
+class InferenceService:
+    """The methods of ``inference.GRPCInferenceService``, each a request to a response."""
+
+    def __init__(self, state: GatewayState, version: str) -> None:
+        self.state = state
+        self.version = version
+
+    def methods(self) -> dict[str, Method]:
+        """By their names in the .proto."""
+        return {
+            "ServerLive": self.server_live,
+            "ServerReady": self.server_ready,
+            "ServerMetadata": self.server_metadata,
+            "ModelReady": self.model_ready,
+            "ModelMetadata": self.model_metadata,
+            "ModelInfer": self.model_infer,
+        }
+
+    async def server_live(self, _request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, _request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=oip_service.server_ready(self.state))
+
+    async def server_metadata(
+        self, _request: pb.ServerMetadataRequest
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name=oip_service.SERVER_NAME,
+            version=self.version,
+            extensions=list(oip_service.EXTENSIONS),
+        )
+
+    async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        ready = await oip_service.model_ready(self.state, request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        target = await oip_service.find_target(self.state, request.name, request.version or None)
+        return _metadata_response(oip_service.metadata(target))
+
+    async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        call = infer_call(request)
+        answer = await oip_service.infer(self.state, call)
+        variant, outputs = answer.variant, answer.outputs
+        return pb.ModelInferResponse(
+            model_name=variant.model,
+            model_version=variant.id,
+            id=call.id if call.id is not None else answer.served.request_id,
+            parameters={
+                "app": pb.InferParameter(string_param=variant.app),
+                "hardware": pb.InferParameter(string_param=variant.hardware),
+            },
+            outputs=[
+                pb.ModelInferResponse.InferOutputTensor(
+                    name=answer.output_name,
+                    datatype=datatype_of(outputs.dtype),
+                    shape=list(outputs.shape),
+                )
+            ],
+            raw_output_contents=[raw_output(outputs)],
+        )
+
+
+def _metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    for name, value in metadata or ():
+        if name.lower() == key:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+def _guarded(state: GatewayState, name: str, access: Access, method: Method) -> Any:
+    """``method`` behind the access rule, errors of the tree as gRPC statuses."""
+
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        try:
+            metadata = context.invocation_metadata()
+            caller = await caller_of(
+                state,
+                access,
+                _metadata_value(metadata, "authorization"),
+                _metadata_value(metadata, "x-api-key"),
+            )
+            needed = access if isinstance(access, Role) else Role.QUERY
+            if not caller.role.allows(needed):
+                raise forbidden(caller, needed)
+            return await method(request)
+        except InfaasError as exc:
+            status = grpc_status(exc.status_code)
+            await context.abort(status, exc.message, ((ERROR_CODE_KEY, exc.code),))
+        except Exception:
+            log.exception("gRPC %s/%s failed", SERVICE, name)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                "internal error; the gateway's log has the details",
+                ((ERROR_CODE_KEY, "internal_error"),),
+            )
+        raise AssertionError("context.abort returns only by raising")
+
+    return handle
+
+
+def handlers(
+    state: GatewayState, version: str, access: Mapping[str, Access] = GRPC_ACCESS
+) -> grpc.GenericRpcHandler:
+    """Every method of the .proto's service, under the protocol's service name; a method
+    without an access rule needs ``admin``, as a REST route does."""
+    methods = InferenceService(state, version).methods()
+    table = {}
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        rule = access.get(method.name, Role.ADMIN)
+        table[method.name] = grpc.unary_unary_rpc_method_handler(
+            _guarded(state, method.name, rule, methods[method.name]),
+            request_deserializer=request_type.FromString,
+            response_serializer=response_type.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(SERVICE, table)
+
+
+@dataclass(frozen=True, slots=True)
+class GRPCServer:
+    server: grpc.aio.Server
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+@asynccontextmanager
+async def grpc_service(
+    state: GatewayState, version: str, access: Mapping[str, Access] = GRPC_ACCESS
+) -> AsyncIterator[GRPCServer | None]:
+    """The gRPC server for the lifespan of the app (None when ``INFAAS_GRPC_PORT=off``)."""
+    settings = state.settings
+    port = settings.grpc_listen_port
+    if port is None:
+        yield None
+        return
+    limit = int(settings.max_body_mb * MB)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
+    server.add_generic_rpc_handlers((handlers(state, version, access),))
+    try:
+        bound = server.add_insecure_port(_bind_address(settings.host, port))
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"the gRPC port {settings.host}:{port} cannot be bound ({exc}); is it in use? "
+            "Set INFAAS_GRPC_PORT to another port, 0 for any free one, or off"
+        ) from exc
+    await server.start()
+    try:
+        yield GRPCServer(server, settings.host, bound)
+    finally:
+        await server.stop(grace=1.0)
