@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -49,11 +50,14 @@ class LoadResult:
         }
 
 
-def build_request(url: str, path: str, body: bytes) -> bytes:
+def build_request(
+    url: str, path: str, body: bytes, headers: Mapping[str, str] | None = None
+) -> bytes:
     host = urlsplit(url).netloc
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+        f"{extra}Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     )
     return head.encode() + body
 
@@ -105,10 +109,11 @@ async def closed_loop(
     duration_s: float = 1e9,
     requests: int = 10**9,
     record: bool = True,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """``concurrency`` clients each send the next request as soon as the last answered,
     until ``duration_s`` passed or ``requests`` were sent."""
-    request = build_request(url, path, body)
+    request = build_request(url, path, body, headers)
     result = LoadResult(concurrency=concurrency, wall_s=0.0)
     remaining = [requests]
     started = time.perf_counter()

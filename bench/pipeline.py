@@ -8,7 +8,9 @@ A second run compares batching on and off at 64 clients on a memory-bound varian
 Gateway and worker run as separate processes (``infaas gateway``, ``infaas worker``) on
 the local RabbitMQ and Redis; the load generator is this process. Prints p50/p99 latency
 and throughput at 1 and 16 concurrent clients, the latency the pipeline adds, and writes
-``bench/results/pipeline.json``.
+``bench/results/pipeline.json``. The same query then goes through the Open Inference
+Protocol's routes (v2 REST JSON, v2 REST binary, gRPC; bench/oip.py), each reported
+with its throughput's ratio to ``/v1``'s.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import oip
 from bench.loadgen import LoadResult, closed_loop
 from bench.models import register_wide_mlp
 from bench.stack import bench_stack
@@ -111,6 +114,12 @@ def run(variant: str, requests: int, duration_s: float) -> dict[str, Any]:
         chosen = _chosen_variant(url, path, body)
         if chosen != variant:
             raise RuntimeError(f"the gateway chose {chosen}, the benchmark measures {variant}")
+        needs = {"latency_ms": 50.0, "min_accuracy": round(record.profile.accuracy - 0.001, 4)}
+        input_name = stack.services.catalog.get_app(record.app).signature.name
+        routes = {"v1": {"1": one.summary(), "16": sixteen.summary()}}
+        routes |= run_oip(
+            stack, record.app, variant, sample, input_name, needs, requests, duration_s
+        )
 
     added_p50 = one.percentile_ms(50) - float(direct["1"]["p50_ms"])
     added_p99 = one.percentile_ms(99) - float(direct["1"]["p99_ms"])
@@ -127,6 +136,11 @@ def run(variant: str, requests: int, duration_s: float) -> dict[str, Any]:
         "gateway": {"1": one.summary(), "16": sixteen.summary()},
         "added_latency_ms": {"p50": round(added_p50, 3), "p99": round(added_p99, 3)},
         "overhead_ratio_p50": round(one.percentile_ms(50) / float(direct["1"]["p50_ms"]), 1),
+        "oip": {
+            "routes": routes,
+            "throughput_ratio_to_v1": oip.ratios(routes),
+            "target_ratio": OIP_TARGET_RATIO,
+        },
         "targets": TARGETS,
         "met": {
             "added_p50_ms": added_p50 <= TARGETS["added_p50_ms"],
@@ -135,6 +149,68 @@ def run(variant: str, requests: int, duration_s: float) -> dict[str, Any]:
             and sixteen.errors == 0,
         },
     }
+
+
+OIP_TARGET_RATIO = 0.9
+
+
+def run_oip(
+    stack: Any,
+    app: str,
+    variant: str,
+    sample: np.ndarray,
+    input_name: str,
+    needs: dict[str, float],
+    requests: int,
+    duration_s: float,
+) -> dict[str, dict[str, dict[str, float | int]]]:
+    """The same query over the Open Inference Protocol: v2 REST with JSON tensors, with
+    binary tensors, and gRPC, each at 1 and 16 clients after a warm-up (bench/oip.py)."""
+    url, address = stack.gateway_url, stack.grpc_address
+    path = f"/v2/models/{app}/infer"
+    json_body = oip.rest_json_body(sample, input_name, needs)
+    binary_body, binary_headers = oip.rest_binary_body(sample, input_name, needs)
+    grpc_request = oip.grpc_request(app, sample, input_name, needs)
+    chosen = {
+        "v2_json": _v2_variant(url, path, json_body, {}),
+        "v2_binary": _v2_variant(url, path, binary_body, binary_headers),
+        "grpc": oip.grpc_chosen_variant(address, grpc_request),
+    }
+    if set(chosen.values()) != {variant}:
+        raise RuntimeError(f"the routes chose {chosen}, the benchmark measures {variant}")
+
+    def rest(body: bytes, headers: dict[str, str]) -> Any:
+        def load(**kwargs: Any) -> LoadResult:
+            return asyncio.run(closed_loop(url, path, body, headers=headers, **kwargs))
+
+        return load
+
+    def grpc(**kwargs: Any) -> LoadResult:
+        return asyncio.run(oip.grpc_closed_loop(address, grpc_request, **kwargs))
+
+    loads = {
+        "v2_json": rest(json_body, {}),
+        "v2_binary": rest(binary_body, binary_headers),
+        "grpc": grpc,
+    }
+    routes = {}
+    for name, load in loads.items():
+        load(concurrency=4, requests=2000, record=False)
+        one = load(concurrency=1, requests=requests)
+        sixteen = load(concurrency=16, duration_s=duration_s)
+        for result in (one, sixteen):
+            if result.error_samples:
+                print(f"{name}: errors such as {result.error_samples[:2]}")
+        routes[name] = {"1": one.summary(), "16": sixteen.summary()}
+    return routes
+
+
+def _v2_variant(url: str, path: str, body: bytes, headers: dict[str, str]) -> str:
+    import httpx
+
+    response = httpx.post(url + path, content=body, headers=headers)
+    response.raise_for_status()
+    return str(response.headers["x-infaas-variant"])
 
 
 BATCHING_CLIENTS = 64
@@ -225,6 +301,24 @@ def report(result: dict[str, Any]) -> None:
     )
     print(f"16 clients: {g16['throughput_qps']:.0f} q/s (target >= 600, no errors)")
     print("targets met:", result["met"])
+    report_oip(result["oip"])
+
+
+def report_oip(figures: dict[str, Any]) -> None:
+    routes, ratios = figures["routes"], figures["throughput_ratio_to_v1"]
+    print("Open Inference Protocol, the same query and variant")
+    print(
+        f"{'route':12} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>9} "
+        f"{'errors':>6} {'/v1':>6}"
+    )
+    for name, by_clients in routes.items():
+        for clients, m in by_clients.items():
+            ratio = ratios.get(name, {}).get(clients, 1.0)
+            print(
+                f"{name:12} {clients:>7} {m['p50_ms']:8.3f} {m['p99_ms']:8.3f} "
+                f"{m['throughput_qps']:9.0f} {m['errors']:6} {ratio:6.2f}"
+            )
+    print(f"target: throughput >= {figures['target_ratio']} x /v1's")
 
 
 def report_batching(batching: dict[str, Any]) -> None:

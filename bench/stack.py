@@ -37,6 +37,7 @@ class BenchStack:
     demo: DemoSet
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     gateway_url: str = ""
+    grpc_address: str = ""
 
     def spawn(
         self, *args: str, name: str, env: dict[str, str] | None = None
@@ -53,9 +54,10 @@ class BenchStack:
         return proc
 
     def start_gateway(self) -> str:
-        port = isolation.free_port()
-        self.spawn("gateway", "--port", str(port), name="gateway")
+        port, grpc_port = isolation.free_port(), isolation.free_port()
+        self.spawn("gateway", "--port", str(port), "--grpc-port", str(grpc_port), name="gateway")
         self.gateway_url = f"http://127.0.0.1:{port}"
+        self.grpc_address = f"127.0.0.1:{grpc_port}"
         return self.gateway_url
 
     def start_worker(

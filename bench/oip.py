@@ -1,0 +1,150 @@
+"""The Open Inference Protocol's routes under load, beside ``/v1`` (bench/pipeline.py).
+
+Three ways to send the same batch-1 model-less query to the same app with the same
+needs: v2 REST with JSON tensors, v2 REST with the binary tensor extension, and gRPC
+``ModelInfer`` with ``raw_input_contents``. REST goes through the lean HTTP/1.1 load
+generator (bench/loadgen.py); gRPC through ``grpc.aio`` with the request serialized
+once and the answer left as bytes, one channel per client, so that on two cores the
+client costs as little as it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+
+from api_gateway.grpc_server import SERVICE
+from api_gateway.oip_grpc import grpc_service_pb2 as pb
+from bench.loadgen import LoadResult
+
+BINARY_HEADER = "Inference-Header-Content-Length"
+
+
+def rest_json_body(sample: np.ndarray, input_name: str, needs: dict[str, float]) -> bytes:
+    tensor = {
+        "name": input_name,
+        "shape": list(sample.shape),
+        "datatype": "FP32",
+        "data": sample.reshape(-1).tolist(),
+    }
+    return json.dumps({"inputs": [tensor], "parameters": needs}).encode()
+
+
+def rest_binary_body(
+    sample: np.ndarray, input_name: str, needs: dict[str, float]
+) -> tuple[bytes, dict[str, str]]:
+    """A body as tritonclient sends it: JSON header, then the input's raw bytes; the
+    output asked for in binary too."""
+    raw = np.ascontiguousarray(sample, dtype="<f4").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": input_name,
+                    "shape": list(sample.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {**needs, "binary_data_output": True},
+        }
+    ).encode()
+    return header + raw, {BINARY_HEADER: str(len(header))}
+
+
+def grpc_request(app: str, sample: np.ndarray, input_name: str, needs: dict[str, float]) -> bytes:
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name=input_name, datatype="FP32", shape=list(sample.shape)
+    )
+    request = pb.ModelInferRequest(
+        model_name=app,
+        inputs=[tensor],
+        parameters={k: pb.InferParameter(double_param=v) for k, v in needs.items()},
+        raw_input_contents=[np.ascontiguousarray(sample, dtype="<f4").tobytes()],
+    )
+    return request.SerializeToString()
+
+
+def grpc_chosen_variant(address: str, request: bytes) -> str:
+    async def main() -> bytes:
+        async with grpc.aio.insecure_channel(address) as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                f"/{SERVICE}/ModelInfer"
+            )
+            return await call(request)
+
+    return pb.ModelInferResponse.FromString(asyncio.run(main())).model_version
+
+
+async def _grpc_client(
+    address: str,
+    request: bytes,
+    stop_at: float,
+    remaining: list[int],
+    result: LoadResult,
+    record: bool,
+) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        # no serializers: the request is sent as prepared, the answer left as bytes
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            f"/{SERVICE}/ModelInfer"
+        )
+        while time.perf_counter() < stop_at and remaining[0] > 0:
+            remaining[0] -= 1
+            started = time.perf_counter()
+            status = 200
+            try:
+                await call(request)
+            except grpc.aio.AioRpcError as exc:
+                status = 500
+                if len(result.error_samples) < 5:
+                    result.error_samples.append(f"{exc.code().name} {exc.details()}")
+            if record:
+                result.latencies_ms.append((time.perf_counter() - started) * 1000)
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+
+
+async def grpc_closed_loop(
+    address: str,
+    request: bytes,
+    *,
+    concurrency: int,
+    duration_s: float = 1e9,
+    requests: int = 10**9,
+    record: bool = True,
+) -> LoadResult:
+    """bench.loadgen.closed_loop's contract, over gRPC."""
+    result = LoadResult(concurrency=concurrency, wall_s=0.0)
+    remaining = [requests]
+    started = time.perf_counter()
+    stop_at = started + duration_s
+    await asyncio.gather(
+        *(
+            _grpc_client(address, request, stop_at, remaining, result, record)
+            for _ in range(concurrency)
+        )
+    )
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def ratios(routes: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each route's throughput over /v1's, at each concurrency."""
+    base = routes["v1"]
+    return {
+        name: {
+            clients: round(
+                float(figures[clients]["throughput_qps"])
+                / max(float(base[clients]["throughput_qps"]), 1e-9),
+                3,
+            )
+            for clients in figures
+        }
+        for name, figures in routes.items()
+        if name != "v1"
+    }
