@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from api_gateway.settings import GatewaySettings
 from infaas.client import InfaasClient
 from infaas.demo import DEMO_APP, ensure_demo_app
 from infaas.demo_models import prepare_demo_models
@@ -184,7 +183,7 @@ def bench_mobilenet(home: Path, budget_s: float, images: int) -> dict[str, Any]:
     np.savez(validation, inputs=inputs, labels=labels)
     services = open_services(BrokerSettings(broker_url=None), RegistrySettings(home=home / "stack"))
     try:
-        with LocalStack(services, gateway=GatewaySettings(port=0)) as stack:
+        with LocalStack(services) as stack:  # its gateway on a free port
             client = InfaasClient(stack.url, timeout_s=600)
             client.create_app(
                 MOBILENET_APP,
