@@ -64,10 +64,16 @@ RESULTS = Path(__file__).resolve().parent / "results" / "worker_stop.json"
 # -- the stack ------------------------------------------------------------------------
 
 
-def register_model(services: Services, model_id: str, *, budget_s_per_batch: float) -> DemoSet:
+def register_model(
+    services: Services,
+    model_id: str,
+    *,
+    budget_s_per_batch: float,
+    models_dir: Path = DEMO_CACHE,
+) -> DemoSet:
     """The demo app with only ``model_id`` registered (profiling all six models takes
-    minutes on two cores)."""
-    demo = prepare_demo_models(DEMO_CACHE)
+    minutes on two cores), its models trained into ``models_dir`` unless there already."""
+    demo = prepare_demo_models(models_dir)
     model = next(m for m in demo.models if m.id == model_id)
     services.catalog.create_app(
         App(
@@ -106,10 +112,15 @@ def register_model(services: Services, model_id: str, *, budget_s_per_batch: flo
 
 @contextmanager
 def one_model_stack(
-    *, catalog_url: str | None = None, store_url: str | None = None, queue_max_length: int = 5000
+    *,
+    catalog_url: str | None = None,
+    store_url: str | None = None,
+    queue_max_length: int = 5000,
+    models_dir: Path = DEMO_CACHE,
 ) -> Iterator[BenchStack]:
     """Like :func:`bench.stack.bench_stack`, with one model registered instead of six (and,
-    if given, a catalog database and an object store instead of SQLite and a folder)."""
+    if given, a catalog database and an object store instead of SQLite and a folder; the
+    tests pass the demo models they trained already as ``models_dir``)."""
     with ExitStack() as stack:
         broker_url = stack.enter_context(isolation.rabbitmq_vhost())
         redis_url, prefix = stack.enter_context(isolation.redis_prefix())
@@ -126,7 +137,7 @@ def one_model_stack(
         )
         services = open_services(broker, registry)
         stack.callback(services.close)
-        demo = register_model(services, MODEL, budget_s_per_batch=0.05)
+        demo = register_model(services, MODEL, budget_s_per_batch=0.05, models_dir=models_dir)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("INFAAS_")},
             "INFAAS_HOME": str(home),

@@ -3,10 +3,14 @@ them, however many stacks, test modules or pytest-xdist workers ask.
 
 The cache folder's name is a hash of ``infaas/demo_models.py`` and of the versions of the
 packages that train and export the models, so a change to either trains afresh and a
-stale build is never reused; ``make clean`` (or ``INFAAS_TEST_CACHE`` pointing elsewhere)
-starts from nothing. The build that filled the folder left its progress messages and its
-time in ``test-build.json`` beside the models, which tests/unit/test_demo_models.py reads
-instead of training a second copy.
+stale build is never reused. The cache is the user's (``~/.cache/infaas/test-cache``, or
+``$XDG_CACHE_HOME``), so a fresh clone of the same code trains nothing, as pip's cache
+downloads nothing; ``INFAAS_TEST_CACHE`` points it elsewhere, and deleting the folder
+starts from nothing. Older builds beyond the newest ``KEEP_BUILDS`` are deleted.
+
+The build that filled the folder left its progress messages and its time in
+``test-build.json`` beside the models, which tests/unit/test_demo_models.py reads instead
+of training a second copy.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -47,8 +52,36 @@ def demo_models_key() -> str:
     return digest.hexdigest()[:16]
 
 
-TEST_CACHE = Path(os.environ.get("INFAAS_TEST_CACHE") or REPO / ".infaas" / "test-cache")
+def _user_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "infaas"
+
+
+TEST_CACHE = Path(os.environ.get("INFAAS_TEST_CACHE") or _user_cache() / "test-cache")
 DEMO_CACHE = TEST_CACHE / f"demo-models-{demo_models_key()}"
+KEEP_BUILDS = 3  # of each kind, newest first: other checkouts may use other versions
+
+
+def source_key(*packages: str) -> str:
+    """A hash of every Python file in ``packages`` (folders of this repository): what
+    decides a registration's result besides the models and the installed packages."""
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((REPO / package).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO)).encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def prune(kind: str, keep: int = KEEP_BUILDS) -> None:
+    """Delete all but the newest ``keep`` cache folders named ``<kind>-<hash>``."""
+    folders = sorted(
+        (p for p in TEST_CACHE.glob(f"{kind}-*") if p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for stale in folders[keep:]:
+        with _locked(stale.with_name(f".{stale.name}.lock")):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -85,6 +118,7 @@ def ensure_demo_models(folder: Path = DEMO_CACHE) -> DemoBuild:
             tmp = record_path.with_name(f".{BUILD_RECORD}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(record, indent=1))
             os.replace(tmp, record_path)
+            prune("demo-models")
         record = json.loads(record_path.read_text())
         demo = prepare_demo_models(folder)  # checks the files again and names them
     return DemoBuild(demo, folder, tuple(record["messages"]), float(record["build_s"]))

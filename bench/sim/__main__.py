@@ -85,9 +85,17 @@ def run_policy(
     arrivals: Arrivals,
     seed: int,
     sim_settings: SimSettings,
+    warmup_s: int = WARMUP_S,
 ) -> tuple[dict[str, Any], Simulation]:
+    """Simulate ``policy`` over ``arrivals``, after a warm-up (not measured) that replays
+    their first ``warmup_s`` seconds, or all of them if they are shorter."""
+    if warmup_s < 0:
+        raise ValueError(f"warmup_s {warmup_s} is negative; give 0 for no warm-up")
+    # measure from where the warm-up really ends: arrivals shorter than the warm-up were
+    # measured from ``warmup_s`` on, past their end, and counted nothing
+    warmup_s = min(warmup_s, arrivals.duration_s)
     classes, shares = classes_of(world)
-    warm = np.concatenate([arrivals.per_second[:WARMUP_S], arrivals.per_second])
+    warm = np.concatenate([arrivals.per_second[:warmup_s], arrivals.per_second])
     rng = np.random.default_rng(seed)
     times = Arrivals(arrivals.name, warm).times_s(rng)
     class_of = rng.choice(len(classes), size=len(times), p=shares)
@@ -95,7 +103,7 @@ def run_policy(
         world, times, class_of, classes, prices=sim_prices(), settings=sim_settings,
         states=StateSettings(), seed=seed,
     )  # fmt: skip
-    duration = WARMUP_S + arrivals.duration_s
+    duration = warmup_s + arrivals.duration_s
     started = time.perf_counter()
     notes: list[str] = []
     if policy.startswith("static-"):
@@ -105,11 +113,11 @@ def run_policy(
         )
         place_static(sim, choices)
         notes = [f"{c.app}: {c.replicas} × {c.variant.id} ({c.why})" for c in choices]
-        sim.run(duration, None, measure_from_s=WARMUP_S)
+        sim.run(duration, None, measure_from_s=warmup_s)
     else:
         sim.start_worker("cpu", {})
         settings = scaler_settings(policy, sim_settings)
-        sim.run(duration, autoscaled(decider_of(policy), settings), measure_from_s=WARMUP_S)
+        sim.run(duration, autoscaled(decider_of(policy), settings), measure_from_s=warmup_s)
     wall_s = time.perf_counter() - started
     out = sim.outcome
     violations = out.late + out.failed

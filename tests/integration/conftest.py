@@ -1,25 +1,31 @@
 """Whole-system stacks, built once for the integration tests and stopped after them.
 
-The demo app is registered and profiled once per run, in ``demo_catalog`` (the embedded
-transports, through the demo's own registration); every stack is then seeded from it
+The demo app is registered and profiled once per version of the code that does it, in
+``demo_catalog`` (the embedded transports, through the demo's own registration, kept in
+the test cache); every stack is then seeded from it
 (tests/e2e_support.py ``seed_demo``), which takes seconds where profiling took a minute.
 The stacks are package-scoped: they stop when the last integration test is done, so they
 never load the machine while other tests run in the same process.
 
-Under pytest-xdist (``--dist loadgroup``) every test that takes a stack is in one group,
-so one worker builds the stacks and the other runs everything else beside it.
+Under pytest-xdist (``--dist loadgroup``) the tests of each shared stack are one group
+(``stack_group``), so each stack is built by one worker only, and the two shared stacks
+run side by side on the two workers, with the other tests filling in around them.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import os
+import shutil
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import closing
 
 import pytest
 
 from infaas.services import Services
 from tests import services
+from tests.demo_build import TEST_CACHE, demo_models_key, prune, source_key
 from tests.e2e_support import Stack, embedded_stack, open_embedded, register_demo, services_stack
 
 # A test that takes a stack first waits for one to be built: seeding a stack and starting
@@ -29,42 +35,68 @@ from tests.e2e_support import Stack, embedded_stack, open_embedded, register_dem
 # stack, seeded from ``demo_catalog`` too.
 STACK_FIXTURES = frozenset({"stack", "services_e2e", "embedded_e2e", "demo_catalog"})
 STACK_TEST_TIMEOUT_S = 900
-STACK_GROUP = "stacks"
+# The xdist groups of the stack tests: one per shared stack, so the two workers each run
+# one (the demo catalog both are seeded from is registered once, by whichever asks first),
+# and one per module that builds a stack of its own from the demo catalog.
+EMBEDDED_GROUP = "stacks-embedded"
+SERVICES_GROUP = "stacks-services"
+
+
+def stack_group(item: pytest.Item) -> str | None:
+    """The xdist group of a test that takes a stack, or None for one that takes none."""
+    names = set(getattr(item, "fixturenames", ()))
+    if not STACK_FIXTURES & names:
+        return None
+    callspec = getattr(item, "callspec", None)
+    shared = callspec.params.get("stack") if callspec is not None else None
+    if "services_e2e" in names or shared == "services":
+        return SERVICES_GROUP
+    if "embedded_e2e" in names or shared == "embedded":
+        return EMBEDDED_GROUP
+    module = item.module.__name__ if isinstance(item, pytest.Function) else item.nodeid
+    return "stacks-" + module.rsplit(".", 1)[-1].removeprefix("test_")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        uses_a_stack = STACK_FIXTURES & set(getattr(item, "fixturenames", ()))
-        if not uses_a_stack:
+        group = stack_group(item)
+        if group is None:
             continue
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(STACK_TEST_TIMEOUT_S))
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(STACK_GROUP))
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
-def _run_root(factory: pytest.TempPathFactory) -> Path:
-    """The folder this whole run shares: under xdist, the parent of each worker's."""
-    base = factory.getbasetemp()
-    return base.parent if base.name.startswith("popen-gw") else base
+def demo_catalog_key() -> str:
+    """What decides the demo catalog: the demo models, the code that registers and
+    profiles them (any change registers again) and the machine's core count."""
+    digest = hashlib.sha256(demo_models_key().encode())
+    digest.update(source_key("registry", "workers", "queues", "infaas").encode())
+    digest.update(f"cores {os.cpu_count()}".encode())
+    return digest.hexdigest()[:16]
 
 
 @pytest.fixture(scope="package")
-def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    """The demo app registered and profiled once for the run, to seed stacks from.
+def demo_catalog() -> Iterator[Services]:
+    """The demo app registered and profiled once per version of the code that does it, to
+    seed stacks from (kept in the test cache beside the demo models, tests/demo_build.py).
 
     Registered by the first process that asks (the others wait on the lock), then only
     read; under xdist a second worker that needs it opens the same SQLite file."""
-    home = _run_root(tmp_path_factory) / "demo-catalog"
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / ".lock").open("a") as lock:
+    home = TEST_CACHE / f"demo-catalog-{demo_catalog_key()}"
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with (home.parent / f".{home.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            source = open_embedded(home)
             if not (home / "registered").exists():
-                register_demo(source)
+                shutil.rmtree(home, ignore_errors=True)  # what a stopped run left half done
+                home.mkdir()
+                with closing(open_embedded(home)) as fresh:
+                    register_demo(fresh)
                 (home / "registered").touch()
+                prune("demo-catalog")
+            source = open_embedded(home)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     try:

@@ -37,6 +37,7 @@ from queues.messages import Query, Reply, now_ms
 from queues.rpc import create_query_client
 from queues.settings import BrokerSettings
 from tests import services
+from tests.demo_build import DemoBuild
 from workers.consumer import Replica, ReplicaConfig
 from workers.runtimes.base import RuntimeSpec
 from workers.stats import VariantStats
@@ -165,12 +166,16 @@ def test_a_stopped_replica_answers_its_batch_and_puts_back_what_it_holds(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # training the demo models once per checkout, then ~1 minute
-def test_a_worker_told_to_stop_under_load_exits_and_loses_no_query(s3_store_url: str) -> None:
+@pytest.mark.timeout(900)  # training the demo models once per code version, then ~1 minute
+def test_a_worker_told_to_stop_under_load_exits_and_loses_no_query(
+    s3_store_url: str, demo_build: DemoBuild
+) -> None:
     clients = 16
     with (
         services.postgres_database() as catalog_url,
-        one_model_stack(catalog_url=catalog_url, store_url=s3_store_url) as stack,
+        one_model_stack(
+            catalog_url=catalog_url, store_url=s3_store_url, models_dir=demo_build.folder
+        ) as stack,
     ):
         inputs, _ = load_validation(stack.demo.validation_path)
         victim = stack.start_worker("--variants", VARIANT, name="victim")
