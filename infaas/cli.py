@@ -75,9 +75,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api_gateway.app import create_app
+    from api_gateway.serving import uvicorn_config
     from api_gateway.settings import GatewaySettings
     from api_gateway.state import GatewayServices
-    from infaas.embedded import uvicorn_config
     from infaas.services import open_services
     from queues.celery_app import create_celery_app
     from queues.rpc import create_query_client

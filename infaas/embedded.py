@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import uvicorn
 
 from api_gateway.app import create_app
+from api_gateway.serving import uvicorn_config
 from api_gateway.settings import GatewaySettings
 from api_gateway.state import GatewayServices
 from infaas.services import Services
@@ -22,19 +22,6 @@ from queues.errors import ConfigError
 from queues.rpc import create_query_client
 from workers.celery_worker import EmbeddedWorker, WorkerServices
 from workers.settings import WorkerSettings
-
-
-def uvicorn_config(app: Any, host: str, port: int, *, log_level: str = "warning") -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        lifespan="on",
-        access_log=False,
-    )
 
 
 class LocalStack:

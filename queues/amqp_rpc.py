@@ -6,6 +6,13 @@ reply queue to declare and no thread hop. Publishes are ``mandatory``: a query f
 variant queue that does not exist is returned (NoWorker); a queue at its length limit
 nacks (QueueFull). The gateway also consumes the dead-letter queue of expired queries
 and answers each one with a deadline error, so expired work is still answered.
+
+A direct reply-to address dies with its connection: a reply sent to it after a drop is
+lost. So when the connection drops, every query in flight is sent again on the next
+connection (a model-less query only reads, running it twice is harmless), and new
+queries wait for that connection, both within ``broker_reconnect_grace_s`` of the drop
+and the query's own deadline; past that they are answered 503 broker_unavailable at
+once (a broker that is down, not a connection dropped).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
+from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 
 from queues import topology
@@ -31,6 +39,22 @@ from queues.settings import BrokerSettings
 log = logging.getLogger(__name__)
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 EXPIRY_GRACE_S = 0.2
+MAX_SENDS = 3  # a query sent on this many connections, each of them lost, is refused
+
+
+class ConnectionLost(BrokerUnavailable):
+    """The connection a query was sent on dropped before its reply came: its reply
+    address died with it. :meth:`AmqpQueryClient.call` sends the query again."""
+
+
+def reconnect_wait_s(*, now: float, lost_at: float | None, grace_s: float, give_up: float) -> float:
+    """How long a query may still wait for the broker connection to come back: until
+    ``grace_s`` after it was lost and never past the query's own ``give_up`` time; 0
+    while connected (``lost_at`` None) or once the outage is older than the grace (the
+    broker is down: refuse at once rather than hold every query)."""
+    if lost_at is None:
+        return 0.0
+    return max(0.0, min(lost_at + grace_s, give_up) - now)
 
 
 class AmqpQueryClient:
@@ -49,6 +73,8 @@ class AmqpQueryClient:
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
         self._expired_answered = 0
+        self._lost_at: float | None = None  # loop time the connection was lost; None: up
+        self._connected = asyncio.Event()
 
     @property
     def connected(self) -> bool:
@@ -68,6 +94,7 @@ class AmqpQueryClient:
             await self._connect()
         except BrokerUnavailable as exc:
             log.warning("%s; retrying in the background", exc.message)
+            self._lost_at = asyncio.get_running_loop().time()
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _connect(self) -> None:
@@ -121,6 +148,8 @@ class AmqpQueryClient:
             ) from exc
         self._delivery_tags = itertools.count(1)
         self._unconfirmed.clear()
+        self._lost_at = None
+        self._connected.set()
 
     def _declare_dead_letters(self, channel: Channel, on_ready: Callable[[Channel], None]) -> None:
         dlx = topology.dead_letter_exchange(self._prefix)
@@ -163,14 +192,14 @@ class AmqpQueryClient:
         self._channel = None
 
     def _on_channel_closed(self, _channel: Channel, reason: BaseException) -> None:
-        self._channel = None
-        self._fail_all(BrokerUnavailable(f"the broker channel closed: {reason}"))
+        self._lost()
+        self._fail_all(ConnectionLost(f"the broker channel closed: {reason}"))
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
 
     def _on_connection_closed(self, _conn: AsyncioConnection, reason: BaseException) -> None:
-        self._channel = None
-        self._fail_all(BrokerUnavailable(f"lost the broker connection: {reason}"))
+        self._lost()
+        self._fail_all(ConnectionLost(f"lost the broker connection: {reason}"))
         if not self._closing and self._reconnect_task is None:
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
@@ -189,6 +218,12 @@ class AmqpQueryClient:
         finally:
             self._reconnect_task = None
 
+    def _lost(self) -> None:
+        self._channel = None
+        self._connected.clear()
+        if self._lost_at is None:
+            self._lost_at = asyncio.get_running_loop().time()
+
     def _fail_all(self, error: Exception) -> None:
         pending, self._pending = self._pending, {}
         self._unconfirmed.clear()
@@ -199,13 +234,51 @@ class AmqpQueryClient:
     # -- the query path -------------------------------------------------------------
 
     async def call(self, queue: str, query: Query, *, timeout_s: float) -> Reply:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout_s
+        correlation_id = query.request_id or uuid.uuid4().hex
+        lost = ConnectionLost("no connection")
+        for _send in range(MAX_SENDS):
+            channel = await self._channel_by(give_up)
+            try:
+                return await self._send(channel, queue, query, correlation_id, give_up, timeout_s)
+            except ConnectionLost as exc:
+                lost = exc
+                log.debug("query %s lost with its connection, sent again", correlation_id)
+        raise BrokerUnavailable(f"{lost.message}; lost {MAX_SENDS} times in a row, retry shortly")
+
+    async def _channel_by(self, give_up: float) -> Channel:
+        """The open channel, waiting for a reconnect in progress (:func:`reconnect_wait_s`)."""
+        if self._channel is None or not self._channel.is_open:
+            loop = asyncio.get_running_loop()
+            wait_s = reconnect_wait_s(
+                now=loop.time(),
+                lost_at=self._lost_at,
+                grace_s=self._settings.broker_reconnect_grace_s,
+                give_up=give_up,
+            )
+            if wait_s > 0 and not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._connected.wait(), timeout=wait_s)
         channel = self._channel
         if channel is None or not channel.is_open:
             raise BrokerUnavailable(
                 f"not connected to the broker at {self._settings.redacted_url()}; retry shortly"
             )
+        return channel
+
+    async def _send(
+        self,
+        channel: Channel,
+        queue: str,
+        query: Query,
+        correlation_id: str,
+        give_up: float,
+        timeout_s: float,
+    ) -> Reply:
+        """One send of ``query`` on ``channel`` and the wait for its reply; raises
+        ConnectionLost when the connection drops first (its reply address died)."""
         body, headers = encode_query(query)
-        correlation_id = query.request_id or uuid.uuid4().hex
         expiration_ms = max(1, int(query.deadline_ms - now_ms()))
         props = BasicProperties(
             content_type=CONTENT_TYPE,
@@ -215,12 +288,18 @@ class AmqpQueryClient:
             expiration=str(expiration_ms),
             delivery_mode=1,
         )
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
         self._pending[correlation_id] = future
         try:
-            self._publish(channel, queue, body, props, correlation_id, mandatory=True)
+            try:
+                self._publish(channel, queue, body, props, correlation_id, mandatory=True)
+            except AMQPError as exc:  # the channel or connection is closing under us
+                self._lost()
+                raise ConnectionLost(f"the broker connection is closing: {exc!r}") from exc
             # a little past the deadline, so an expired query's dead-letter answer wins
-            return await asyncio.wait_for(future, timeout=timeout_s + EXPIRY_GRACE_S)
+            remaining_s = max(0.0, give_up - loop.time())
+            return await asyncio.wait_for(future, timeout=remaining_s + EXPIRY_GRACE_S)
         except TimeoutError as exc:
             raise DeadlineExceeded(
                 f"no answer from variant queue {queue} within {timeout_s * 1000:.0f} ms; "

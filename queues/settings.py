@@ -27,6 +27,14 @@ class BrokerSettings(BaseSettings):
         default=2000, ge=1, le=1_000_000, description="online queries waiting per variant queue"
     )
     broker_heartbeat_s: int = Field(default=30, ge=0, le=600)
+    broker_reconnect_grace_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=30,
+        description="how long after losing its broker connection the gateway holds a "
+        "query (new, or in flight and to be sent again) for the reconnect before it "
+        "answers 503 broker_unavailable; 0: refuse at once",
+    )
 
     @field_validator("broker_url")
     @classmethod

@@ -43,6 +43,7 @@ from workers.stats import VariantStats
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.25
 FRAME_REST_S = 0.05
+RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
 
 
@@ -56,6 +57,20 @@ class ReplicaConfig:
     prefetch: int
     item_shape: tuple[int, ...]
     max_wait_ms: float = 0.0  # longest wait for more queries to fill a batch
+
+
+def reconnect_delay_s(failures: int) -> float:
+    """The wait before connecting again, after ``failures`` losses in a row with no
+    consuming between them.
+
+    The count starts again at 1 whenever a connection got as far as consuming: a broker
+    that drops a healthy connection (``close_all_connections``, a node that restarts) is
+    usually back at once, and a delay grown during an earlier outage would leave the
+    queue with no consumer for seconds while the gateway, reconnected, sends queries
+    into it that expire there. It grows only while attempts keep failing (a broker
+    down), so a dead broker is not hammered.
+    """
+    return min(RECONNECT_FIRST_S * 2.0 ** max(failures - 1, 0), RECONNECT_MAX_S)
 
 
 def _bytes_waiting(conn: Connection) -> bool | None:
@@ -127,21 +142,26 @@ class Replica:
     # -- the loop -------------------------------------------------------------------
 
     def _run(self) -> None:
-        delay_s = 0.1
+        failures = 0  # losses in a row with no consuming between them
         while not self._stop.is_set():
             try:
                 with self._connect() as conn:
                     self._serve(conn)
-                    delay_s = 0.1
             except Exception as exc:  # connection lost: back off and reconnect
                 log.debug("replica error", exc_info=True)
+                failures = 1 if self._consuming.is_set() else failures + 1
                 self._consuming.clear()
                 self._pending.clear()  # the broker redelivers what was not acked
                 if self._stop.is_set():
                     break
-                log.warning("replica of %s lost its broker: %s", self.config.variant, exc)
+                delay_s = reconnect_delay_s(failures)
+                log.warning(
+                    "replica of %s lost its broker: %s; connecting again in %.1f s",
+                    self.config.variant,
+                    exc,
+                    delay_s,
+                )
                 self._stop.wait(delay_s)
-                delay_s = min(delay_s * 2, RECONNECT_MAX_S)
 
     def _serve(self, conn: Connection) -> None:
         cfg = self.config
