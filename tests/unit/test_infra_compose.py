@@ -321,9 +321,9 @@ def test_worker_services_can_be_scaled_by_the_compose_actuator() -> None:
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     scaler = services["scaler"]
-    assert "/var/run/docker.sock:/var/run/docker.sock" in scaler["volumes"]
-    assert ".:/stack:ro" in scaler["volumes"]
+    assert scaler["volumes"] == [".:/stack:ro"], "Docker's API comes through socket-proxy"
     env = environment(scaler)
+    assert env["DOCKER_HOST"] == "tcp://socket-proxy:2375"
     assert env["COMPOSE_FILE"] == f"/stack/{STACK.name}"
     assert env["COMPOSE_PROJECT_NAME"].startswith("${COMPOSE_PROJECT_NAME:?")
     assert "COMPOSE_PROJECT_NAME" in read_env_example(INFRA / ".env.example")

@@ -86,9 +86,134 @@ def test_short_secrets_are_refused_but_user_names_may_be_short(example: dict[str
     env = {**good_env(example), "MINIO_ROOT_PASSWORD": "abc123", "POSTGRES_USER": "pg"}
     verdict = cs.check(env, example)
     assert verdict.errors == (
-        "MINIO_ROOT_PASSWORD is shorter than 16 characters: set a real secret (e.g. openssl "
+        "MINIO_ROOT_PASSWORD is shorter than 20 characters: set a real secret (e.g. openssl "
         "rand -hex 24), or start a development stack with INFAAS_DEV=1",
     )
+
+
+# One weak secret each, and the reason the check gives (what is wrong, then what to do).
+WEAK_SECRETS = {
+    "short": ("9f3a7c1e5b", "is shorter than 20 characters"),
+    "same-character": ("a" * 24, "is one short piece repeated"),
+    "repeated-word": ("passwordpassword1234", "contains the well-known default 'password'"),
+    "repeated-unit": ("x7Kq" * 6, "is one short piece repeated (like 'passwordpassword')"),
+    "few-characters": ("ab12ab21ba12ba21abab1212", "uses fewer than 8 different characters"),
+    "one-kind": ("qwxzrtplmnbvcsdfghjkyu", "uses one kind of character only"),
+    "ascending-run": ("k3abcdefq9Zp0x7Wm2Ln5T", "has a run of 6 repeated or consecutive"),
+    "descending-run": ("k3q9Z987654p0x7Wm2Ln5T", "has a run of 6 repeated or consecutive"),
+    "run-of-one": ("k3q9Zp0x7W000000m2Ln5T", "has a run of 6 repeated or consecutive"),
+    "changeme": ("Changeme-2024-for-real", "contains the well-known default 'changeme'"),
+    "minioadmin": ("minioadmin-3f9c1a7e5b2d", "contains the well-known default 'minioadmin'"),
+    "guest": ("guest.3f9c1a7e5b2d4c6e", "contains the well-known default 'guest'"),
+    "postgres": ("postgres_3f9c1a7e5b2d4c", "contains the well-known default 'postgres'"),
+}
+
+
+@pytest.mark.parametrize(("value", "reason"), WEAK_SECRETS.values(), ids=WEAK_SECRETS.keys())
+def test_each_weakness_is_refused_with_its_reason_and_the_fix(
+    example: dict[str, str], value: str, reason: str
+) -> None:
+    assert reason in (cs.secret_weakness(value) or "")
+    verdict = cs.check({**good_env(example), "REDIS_PASSWORD": value}, example)
+    assert len(verdict.errors) == 1
+    assert verdict.errors[0].startswith(f"REDIS_PASSWORD {reason}")
+    assert verdict.errors[0].endswith(
+        ": set a real secret (e.g. openssl rand -hex 24), or start a development stack "
+        "with INFAAS_DEV=1"
+    )
+    assert value not in verdict.errors[0], "the message never repeats the secret"
+    developing = cs.check(
+        {**good_env(example), "REDIS_PASSWORD": value, "INFAAS_DEV": "1"}, example
+    )
+    assert developing.ok
+    assert len(developing.warnings) == 1
+
+
+def test_generated_secrets_pass() -> None:
+    for value in (
+        STRONG,
+        "dc661482607a329c2c7eb364a8ebcc14805150b648091ecf",
+        "Zk3.q9_Lm0~p7Wx2-Tn5Rb8",
+    ):
+        assert cs.secret_weakness(value) is None, value
+
+
+def test_one_secret_shared_by_two_services_is_refused(example: dict[str, str]) -> None:
+    env = good_env(example)
+    env["MINIO_WORKER_PASSWORD"] = env["RABBITMQ_WORKER_PASSWORD"]
+    verdict = cs.check(env, example)
+    assert verdict.errors == (
+        "MINIO_WORKER_PASSWORD, RABBITMQ_WORKER_PASSWORD share one secret (one leaked "
+        "service would open the others): give each its own (e.g. openssl rand -hex 24 for "
+        "each), or start a development stack with INFAAS_DEV=1",
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["admin", "Administrator", "guest", "postgres", "minioadmin", "root"]
+)
+def test_well_known_user_names_are_refused(example: dict[str, str], name: str) -> None:
+    verdict = cs.check({**good_env(example), "GRAFANA_ADMIN_USER": name}, example)
+    assert len(verdict.errors) == 1
+    assert verdict.errors[0].startswith(f"GRAFANA_ADMIN_USER is the well-known user name {name!r}")
+    assert ": pick a name of your own, or start a development stack" in verdict.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("worker", "owner"),
+    [
+        ("RABBITMQ_WORKER_USER", "RABBITMQ_USER"),
+        ("POSTGRES_WORKER_USER", "POSTGRES_USER"),
+        ("MINIO_WORKER_USER", "MINIO_INFAAS_USER"),
+        ("MINIO_WORKER_USER", "MINIO_ROOT_USER"),
+    ],
+)
+def test_the_workers_account_must_not_be_the_owners_even_in_development(
+    example: dict[str, str], worker: str, owner: str
+) -> None:
+    env = {**good_env(example), worker: example[owner], "INFAAS_DEV": "1"}
+    verdict = cs.check(env, example)
+    assert verdict.errors == (
+        f"{worker} names the same account as {owner}: give the workers an account of "
+        "their own (the setup gives it fewer rights)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("", "INFAAS_PRIVATE_ADDR is not set"),
+        ("  ", "INFAAS_PRIVATE_ADDR is not set"),
+        ("0.0.0.0", "listens on every interface"),
+        ("::", "listens on every interface"),
+        ("127.0.0.1", "is loopback"),
+        ("8.8.8.8", "is a public address"),
+        ("stack.example", "is not an IP address"),
+    ],
+)
+def test_the_private_address_check_refuses(address: str, problem: str) -> None:
+    assert problem in (cs.private_address_problem(address) or "")
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.5", "192.168.1.20", "172.16.0.3", "100.64.1.2", "fd00::5"]
+)
+def test_the_private_address_check_accepts_private_addresses(address: str) -> None:
+    assert cs.private_address_problem(address) is None
+
+
+def test_the_private_address_mode_of_the_script() -> None:
+    refused = subprocess.run(
+        [sys.executable, str(SCRIPT), "--private-address", "0.0.0.0"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "refusing to publish the data ports" in refused.stderr
+    accepted = subprocess.run(
+        [sys.executable, str(SCRIPT), "--private-address", "10.0.0.5"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert accepted.returncode == 0, accepted.stderr
 
 
 def test_env_file_reading() -> None:
