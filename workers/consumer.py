@@ -112,6 +112,7 @@ class Replica:
             target=self._run, name=f"replica-{config.variant}-{index}", daemon=True
         )
         self._pending: list[Message] = []
+        self._open = 0  # queries of this round counted in and not yet counted out
         self._latency_ms = latency_ms or (lambda _batch: 0.0)
         self._arrival_qps = 0.0
         self._last_round = time.monotonic()
@@ -283,8 +284,20 @@ class Replica:
 
     def _process(self, messages: list[Message], producer: Producer) -> list[Message]:
         """Answer ``messages``, batch by batch; returns those of the batches not started
-        because the replica was told to stop meanwhile (empty when all were run)."""
+        because the replica was told to stop meanwhile (empty when all were run).
+
+        Each message counted in is counted out once: answered, failed, or released when
+        the round ends without answering it (put back, or its connection lost)."""
         self._stats.arrived(len(messages))
+        self._open = len(messages)
+        try:
+            return self._answer(messages, producer)
+        finally:
+            if self._open:
+                self._stats.released(self._open)
+                self._open = 0
+
+    def _answer(self, messages: list[Message], producer: Producer) -> list[Message]:
         now = now_ms()
         ready: list[tuple[Message, Query]] = []
         for message in messages:
@@ -353,6 +366,7 @@ class Replica:
             self._reply(producer, message, reply)
             latencies.append(done_ms - query.sent_ms)
         self._stats.finished_batch(len(items), model_ms, latencies)
+        self._open -= len(items)
 
     def _fail(
         self, producer: Producer, message: Message, error: Exception, *, expired: bool = False
@@ -361,6 +375,7 @@ class Replica:
         cid = str(message.properties.get("correlation_id", ""))
         self._reply(producer, message, error_reply(cid, code, str(error), self.config.worker_id))
         self._stats.failed(1, expired=expired)
+        self._open -= 1
 
     @staticmethod
     def _reply(producer: Producer, message: Message, reply: Reply) -> None:

@@ -59,6 +59,14 @@ class VariantStats:
             self._model_ms.append(model_ms)
             self._latency_ms.extend(latencies_ms)
 
+    def released(self, count: int) -> None:
+        """``count`` queries counted in are no longer held and were not answered: the
+        connection they came on was lost (the broker delivers them again) or they were
+        put back. Without this a lost connection left them held for ever, a backlog
+        that paused every batch job on the worker."""
+        with self._lock:
+            self._outstanding -= count
+
     def failed(self, count: int, *, expired: bool = False) -> None:
         with self._lock:
             self._outstanding -= count
