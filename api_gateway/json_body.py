@@ -5,7 +5,8 @@ loop, with no size limit: one 100 MB body held every other request (``/healthz``
 included) for seconds and grew the process by gigabytes. Routes of this class read
 the body first, refusing it from its ``Content-Length`` or as soon as the stream runs
 past ``INFAAS_MAX_BODY_MB`` (413 ``body_too_large``, before any parsing), then parse
-JSON with :mod:`registry.json_limits` (depth first, then orjson), in a thread when the
+JSON with :mod:`registry.json_limits` (depth first, then orjson; a small body with
+fewer brackets in all than the depth allowed skips the depth scan), in a thread when the
 body is large, and hand FastAPI the parsed document.
 
 Multipart uploads are left to :mod:`api_gateway.upload_limits` (their limit is the
@@ -18,6 +19,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
+import orjson
 from fastapi import params
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -57,8 +59,23 @@ async def read_body(request: Request, limit_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def _shallow(body: bytes) -> bool:
+    """A small body with no more brackets in all (inside strings too) than the depth
+    allowed: it cannot nest too deep, so the depth scan (most of the parse of a query)
+    is not needed."""
+    return (
+        len(body) <= OFF_LOOP_BYTES
+        and body.count(b"[") + body.count(b"{") <= json_limits.MAX_JSON_DEPTH
+    )
+
+
 async def parse_json(body: bytes) -> Any:
     """The document, or a 422 ``invalid_request`` saying why it is refused."""
+    if _shallow(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # refused below, in json_limits' words
     try:
         if len(body) > OFF_LOOP_BYTES:
             return await asyncio.to_thread(json_limits.loads, body)

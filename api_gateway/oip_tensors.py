@@ -99,28 +99,36 @@ def _values(data: list[Any], datatype: str) -> np.ndarray:
     return array
 
 
+def _wanted(signature: InputSignature) -> str:
+    return (
+        f"{signature.name!r}: {datatype_of(signature.dtype)}, shape {_shape_text(signature.shape)}"
+    )
+
+
 def _check_tensor(
     name: str, shape: Sequence[int], datatype: str, signature: InputSignature
 ) -> None:
-    """Name, datatype and shape are the app's (its batch dimension free), or InvalidInput."""
-    expected = datatype_of(signature.dtype)
-    wanted = f"{signature.name!r}: {expected}, shape {_shape_text(signature.shape)}"
+    """Name, datatype and shape are the app's (its batch dimension free), or InvalidInput.
+    The messages are built only on a refusal: this runs on every query."""
     if name != signature.name:
         raise InvalidInput(
-            f"input {name!r} is not an input of this model; it takes one input, {wanted}"
+            f"input {name!r} is not an input of this model; it takes one input, "
+            f"{_wanted(signature)}"
         )
     if datatype not in DATATYPES:
         raise InvalidInput(
             f"input {name!r} has datatype {datatype!r}, which this server does not take "
-            f"(one of {', '.join(DATATYPES)}); this model takes {wanted}"
+            f"(one of {', '.join(DATATYPES)}); this model takes {_wanted(signature)}"
         )
-    if datatype != expected:
-        raise InvalidInput(f"input {name!r} has datatype {datatype}; this model takes {wanted}")
+    if datatype != datatype_of(signature.dtype):
+        raise InvalidInput(
+            f"input {name!r} has datatype {datatype}; this model takes {_wanted(signature)}"
+        )
     item = signature.item_shape
     if len(shape) != len(signature.shape) or tuple(shape[1:]) != item or min(shape) < 0:
         raise InvalidInput(
-            f"input {name!r} has shape {_shape_text(shape)}; this model takes {wanted} "
-            "(-1: any batch size)"
+            f"input {name!r} has shape {_shape_text(shape)}; this model takes "
+            f"{_wanted(signature)} (-1: any batch size)"
         )
 
 

@@ -6,13 +6,23 @@ needs: v2 REST with JSON tensors, v2 REST with the binary tensor extension, and 
 generator (bench/loadgen.py); gRPC through ``grpc.aio`` with the request serialized
 once and the answer left as bytes, one channel per client, so that on two cores the
 client costs as little as it can.
+
+The routes are compared in one run, interleaved (:func:`interleaved`): ``/v1`` and the
+three protocol routes take turns in short rounds (all routes at 1 client, then all at
+16 clients; the order rotated each round), several rounds, so that load from outside
+the benchmark, which comes and goes on a shared machine, falls on every route alike.
+A route's throughput is the median of its rounds; its ratio to ``/v1`` is the median of
+the per-round ratios (each against ``/v1`` measured in the same round, seconds apart);
+latency percentiles pool every round's requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -133,18 +143,62 @@ async def grpc_closed_loop(
     return result
 
 
-def ratios(routes: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Each route's throughput over /v1's, at each concurrency."""
-    base = routes["v1"]
+Load = Callable[..., LoadResult]  # bench.loadgen.closed_loop's keywords: concurrency, ...
+
+
+def interleaved(
+    loads: Mapping[str, Load], *, rounds: int, requests: int, duration_s: float
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every route at 1 client (``requests`` in all, split over the rounds), then at 16
+    (``duration_s`` in all), in ``rounds`` rounds, routes taking turns in a rotated
+    order; each route's figures over all its rounds (see the module's docstring)."""
+    names = list(loads)
+    runs: dict[str, dict[str, list[LoadResult]]] = {n: {"1": [], "16": []} for n in names}
+    for turn in range(rounds):
+        order = names[turn % len(names) :] + names[: turn % len(names)]
+        for name in order:
+            load = loads[name](concurrency=1, requests=max(requests // rounds, 1))
+            runs[name]["1"].append(load)
+        for name in order:
+            runs[name]["16"].append(loads[name](concurrency=16, duration_s=duration_s / rounds))
     return {
-        name: {
-            clients: round(
-                float(figures[clients]["throughput_qps"])
-                / max(float(base[clients]["throughput_qps"]), 1e-9),
-                3,
-            )
-            for clients in figures
-        }
+        name: {clients: pooled(results) for clients, results in by_clients.items()}
+        for name, by_clients in runs.items()
+    }
+
+
+def pooled(results: list[LoadResult]) -> dict[str, Any]:
+    """One route's rounds at one concurrency: latencies pooled, throughput the median
+    of the rounds' (each round's kept, for the ratios)."""
+    merged = LoadResult(results[0].concurrency, sum(r.wall_s for r in results))
+    for result in results:
+        merged.latencies_ms.extend(result.latencies_ms)
+        merged.error_samples.extend(result.error_samples)
+        for status, count in result.statuses.items():
+            merged.statuses[status] = merged.statuses.get(status, 0) + count
+    rounds_qps = [round(r.throughput_qps, 1) for r in results]
+    figures = merged.summary() | {
+        "throughput_qps": round(statistics.median(rounds_qps), 1),
+        "rounds_qps": rounds_qps,
+    }
+    if merged.error_samples:
+        figures["error_samples"] = merged.error_samples[:3]
+    return figures
+
+
+def ratios(routes: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each route's throughput over /v1's, at each concurrency: the median of the
+    per-round ratios when the rounds were interleaved, else of the totals."""
+    base = routes["v1"]
+
+    def ratio(figures: dict[str, Any], v1: dict[str, Any]) -> float:
+        pairs = list(zip(figures.get("rounds_qps", ()), v1.get("rounds_qps", ()), strict=False))
+        if not pairs:
+            pairs = [(figures["throughput_qps"], v1["throughput_qps"])]
+        return round(statistics.median(float(a) / max(float(b), 1e-9) for a, b in pairs), 3)
+
+    return {
+        name: {clients: ratio(figures[clients], base[clients]) for clients in figures}
         for name, figures in routes.items()
         if name != "v1"
     }

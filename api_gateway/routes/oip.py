@@ -101,70 +101,7 @@ class OIPInferRequest(BaseModel):
     outputs: list[RequestedOutput] | None = None
 
 
-@router.get("/v2", summary="Server metadata (Open Inference Protocol)")
-async def server_metadata(request: Request, _tenant: Tenant) -> JSONResponse:
-    return JSONResponse(
-        {
-            "name": oip_service.SERVER_NAME,
-            "version": request.app.version,
-            "extensions": list(oip_service.EXTENSIONS),
-        }
-    )
-
-
-@router.get("/v2/health/live", summary="The server is live (Open Inference Protocol)")
-async def server_live() -> JSONResponse:
-    return JSONResponse({"live": True})
-
-
-@router.get("/v2/health/ready", summary="The server is ready (Open Inference Protocol)")
-async def server_ready(state: State) -> JSONResponse:
-    ready = oip_service.server_ready(state)
-    return JSONResponse({"ready": ready}, status_code=200 if ready else 400)
-
-
-@router.get("/v2/models/{name}", summary="Metadata of an app, model or variant")
-async def model_metadata(name: str, state: State, _tenant: Tenant) -> JSONResponse:
-    return JSONResponse(oip_service.metadata(await oip_service.find_target(state, name, None)))
-
-
-@router.get("/v2/models/{name}/versions/{version}", summary="Metadata of one variant of a name")
-async def version_metadata(name: str, version: str, state: State, _tenant: Tenant) -> JSONResponse:
-    target = await oip_service.find_target(state, name, version)
-    return JSONResponse(oip_service.metadata(target))
-
-
-async def _model_ready(state: GatewayState, name: str, version: str | None) -> JSONResponse:
-    ready = await oip_service.model_ready(state, name, version)
-    return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 400)
-
-
-@router.get("/v2/models/{name}/ready", summary="An app, model or variant can serve")
-async def model_ready(name: str, state: State, _tenant: Tenant) -> JSONResponse:
-    return await _model_ready(state, name, None)
-
-
-@router.get("/v2/models/{name}/versions/{version}/ready", summary="A variant of a name can serve")
-async def version_ready(name: str, version: str, state: State, _tenant: Tenant) -> JSONResponse:
-    return await _model_ready(state, name, version)
-
-
-class IndexRequest(BaseModel):
-    ready: StrictBool = False
-
-
-@router.post("/v2/repository/index", summary="Apps, models and variants (model repository)")
-async def repository_index(request: Request, state: State, _tenant: Tenant) -> JSONResponse:
-    """The index of the model repository extension; its load and unload are the scaler's
-    (docs/decisions.md)."""
-    body = await request.body()
-    try:
-        wanted = IndexRequest.model_validate(await parse_json(body) if body.strip() else {})
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
-    return JSONResponse(
-        oip_service.repository_index(state.catalog_snapshot, ready_only=wanted.ready)
-    )
+# The inference routes come first: FastAPI tries a router's routes in order (issue 23).
 
 
 async def _request(request: Request) -> tuple[OIPInferRequest, list[Tensor]]:
@@ -263,3 +200,69 @@ async def infer_version(
     request: Request, name: str, version: str, state: State, _tenant: Tenant
 ) -> Response:
     return await _infer(request, state, name, version)
+
+
+@router.get("/v2", summary="Server metadata (Open Inference Protocol)")
+async def server_metadata(request: Request, _tenant: Tenant) -> JSONResponse:
+    return JSONResponse(
+        {
+            "name": oip_service.SERVER_NAME,
+            "version": request.app.version,
+            "extensions": list(oip_service.EXTENSIONS),
+        }
+    )
+
+
+@router.get("/v2/health/live", summary="The server is live (Open Inference Protocol)")
+async def server_live() -> JSONResponse:
+    return JSONResponse({"live": True})
+
+
+@router.get("/v2/health/ready", summary="The server is ready (Open Inference Protocol)")
+async def server_ready(state: State) -> JSONResponse:
+    ready = oip_service.server_ready(state)
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 400)
+
+
+@router.get("/v2/models/{name}", summary="Metadata of an app, model or variant")
+async def model_metadata(name: str, state: State, _tenant: Tenant) -> JSONResponse:
+    return JSONResponse(oip_service.metadata(await oip_service.find_target(state, name, None)))
+
+
+@router.get("/v2/models/{name}/versions/{version}", summary="Metadata of one variant of a name")
+async def version_metadata(name: str, version: str, state: State, _tenant: Tenant) -> JSONResponse:
+    target = await oip_service.find_target(state, name, version)
+    return JSONResponse(oip_service.metadata(target))
+
+
+async def _model_ready(state: GatewayState, name: str, version: str | None) -> JSONResponse:
+    ready = await oip_service.model_ready(state, name, version)
+    return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 400)
+
+
+@router.get("/v2/models/{name}/ready", summary="An app, model or variant can serve")
+async def model_ready(name: str, state: State, _tenant: Tenant) -> JSONResponse:
+    return await _model_ready(state, name, None)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready", summary="A variant of a name can serve")
+async def version_ready(name: str, version: str, state: State, _tenant: Tenant) -> JSONResponse:
+    return await _model_ready(state, name, version)
+
+
+class IndexRequest(BaseModel):
+    ready: StrictBool = False
+
+
+@router.post("/v2/repository/index", summary="Apps, models and variants (model repository)")
+async def repository_index(request: Request, state: State, _tenant: Tenant) -> JSONResponse:
+    """The index of the model repository extension; its load and unload are the scaler's
+    (docs/decisions.md)."""
+    body = await request.body()
+    try:
+        wanted = IndexRequest.model_validate(await parse_json(body) if body.strip() else {})
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+    return JSONResponse(
+        oip_service.repository_index(state.catalog_snapshot, ready_only=wanted.ready)
+    )
