@@ -365,7 +365,7 @@ class Replica:
             offset += rows
             self._reply(producer, message, reply)
             latencies.append(done_ms - query.sent_ms)
-        self._stats.finished_batch(len(items), model_ms, latencies)
+        self._stats.finished_batch(len(items), model_ms, latencies, rows=len(batch))
         self._open -= len(items)
 
     def _fail(

@@ -50,12 +50,18 @@ class VariantStats:
             self._arrived += count
             self._outstanding += count
 
-    def finished_batch(self, size: int, model_ms: float, latencies_ms: list[float]) -> None:
+    def finished_batch(
+        self, size: int, model_ms: float, latencies_ms: list[float], rows: int | None = None
+    ) -> None:
+        """A batch of ``size`` queries answered, ``rows`` inputs in all (one a query unless
+        given). The batch's size is counted in rows, as profiles measure it and as
+        ``max_batch`` limits it: four queries of four rows are a batch of 16, and a
+        replica running them back to back is saturated, not running batches of 4."""
         with self._lock:
             self._completed += size
             self.total_completed += size
             self._outstanding -= size
-            self._batch_sizes.append(size)
+            self._batch_sizes.append(size if rows is None else rows)
             self._model_ms.append(model_ms)
             self._latency_ms.extend(latencies_ms)
 

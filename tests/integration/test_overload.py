@@ -16,7 +16,7 @@ import pytest
 
 from infaas.demo import DEMO_APP
 from infaas.demo_models import load_validation
-from registry.livestate import ACTIVE, OVERLOADED
+from registry.livestate import ACTIVE, OVERLOADED, VariantLoad
 from tests.e2e_support import DEDICATED, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,12 +27,27 @@ OVERLOAD_WITHIN_S = 30.0
 RECOVER_WITHIN_S = 60.0
 
 
-def _state_of(stack: Stack, variant: str) -> str | None:
+def _load_of(stack: Stack, variant: str) -> VariantLoad | None:
     for worker in stack.services.live.snapshot().workers.values():
         load = worker.variants.get(variant)
         if load is not None:
-            return load.state
+            return load
     return None
+
+
+def _state_of(stack: Stack, variant: str) -> str | None:
+    load = _load_of(stack, variant)
+    return load.state if load is not None else None
+
+
+def _seen(load: VariantLoad | None) -> str:
+    """What the monitor saw, for a failure's message."""
+    if load is None:
+        return "not reported"
+    return (
+        f"{load.state} ({load.state_reason or '-'}): {load.qps:.0f} q/s, busy {load.busy:.2f}, "
+        f"mean batch {load.mean_batch:.1f} of {load.max_batch}, backlog {load.backlog}"
+    )
 
 
 def test_overloaded_variant_is_avoided_then_recovers(services_e2e: Stack, tmp_path: Path) -> None:
@@ -47,25 +62,35 @@ def test_overloaded_variant_is_avoided_then_recovers(services_e2e: Stack, tmp_pa
         path = f"{stack.url}/v1/apps/{DEMO_APP}/infer"
         assert httpx.post(path, json=strict, timeout=30).json()["variant"] == DEDICATED
 
+        # Each flood query is a full batch, so the replica runs full batches back to back
+        # however fast this process can send: saturated by construction, not by outrunning
+        # a replica the machine's other load may have slowed as much as the senders.
+        profile = stack.services.catalog.get_variant(DEDICATED).profile
+        assert profile is not None
+        full_batch = {"inputs": inputs[: profile.batch_limit].tolist()}
         stop = threading.Event()
 
         def flood() -> None:
             with httpx.Client(timeout=30) as client:
                 while not stop.is_set():
-                    client.post(f"{stack.url}/v1/variants/{DEDICATED}/infer", json={"inputs": row})
+                    client.post(f"{stack.url}/v1/variants/{DEDICATED}/infer", json=full_batch)
 
         threads = [threading.Thread(target=flood) for _ in range(16)]
         started = time.monotonic()
         for thread in threads:
             thread.start()
-        timeline: list[tuple[float, str | None]] = []
+        timeline: list[tuple[float, VariantLoad | None]] = []
         try:
             while time.monotonic() - started < OVERLOAD_WITHIN_S:
-                timeline.append((time.monotonic() - started, _state_of(stack, DEDICATED)))
-                if timeline[-1][1] == OVERLOADED:
+                load = _load_of(stack, DEDICATED)
+                timeline.append((time.monotonic() - started, load))
+                if load is not None and load.state == OVERLOADED:
                     break
                 time.sleep(0.1)
-            assert timeline[-1][1] == OVERLOADED, timeline
+            seen = "\n".join(f"{t_s:.1f} s: {_seen(each)}" for t_s, each in timeline[::10])
+            final = timeline[-1][1]
+            assert final is not None, seen
+            assert final.state == OVERLOADED, seen
             time.sleep(0.7)  # the gateway re-reads live state every 0.5 s
             moved = httpx.post(path, json=strict, timeout=30).json()
             assert moved["variant"] == OTHER, moved

@@ -1,6 +1,7 @@
 """A replica counts each query it takes in once and out once, even when its connection
 is lost mid-round: what it held then is released, not left as a backlog for ever (a
-backlog the batch jobs on the worker yield to, so they never ran again)."""
+backlog the batch jobs on the worker yield to, so they never ran again). And it counts a
+batch's size in rows, as the profile and the batch limit do."""
 
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ class Doubler:
 
 
 class Message:
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, rows: int = 1) -> None:
         query = Query(
             request_id=f"q{index}",
             app="a",
             variant="m.onnx-fp32.cpu-t1",
-            inputs=np.ones((1, 4), np.float32),
+            inputs=np.ones((rows, 4), np.float32),
             deadline_ms=now_ms() + 60_000,
             sent_ms=now_ms(),
         )
@@ -89,3 +90,20 @@ def test_a_whole_round_answered_leaves_nothing_held() -> None:
     assert replica._process([Message(i) for i in range(9)], Producer(ok=9)) == []
     window = stats.collect()
     assert (window.outstanding, window.arrived, window.completed) == (0, 9, 9)
+
+
+def test_a_batch_is_as_big_as_its_rows() -> None:
+    """Queries of four rows each, at a batch limit of four: every batch is full (four
+    rows), which is what the monitor compares with the limit and the profile; counted
+    in queries it looked like batches of one, a quarter full, and a replica running
+    them back to back never looked saturated."""
+    stats = VariantStats()
+    replica = _replica(stats, max_batch=4)
+    replica._process([Message(i, rows=4) for i in range(6)], Producer(ok=6))
+    window = stats.collect()
+    assert (window.batches, window.mean_batch) == (6, 4.0)
+    assert (window.completed, window.outstanding) == (6, 0)
+    # single-row queries batch up to the limit
+    replica._process([Message(i) for i in range(8)], Producer(ok=8))
+    window = stats.collect()
+    assert (window.batches, window.mean_batch) == (2, 4.0)
