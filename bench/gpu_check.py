@@ -121,13 +121,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def prepare(bundle: Path, *, with_numpy: bool) -> None:
+def prepare(
+    bundle: Path,
+    *,
+    with_numpy: bool,
+    models_dir: Path = REPO / ".infaas" / "test-cache" / "demo-models",
+) -> None:
+    """Fill ``bundle`` for the GPU machine, from the demo models in ``models_dir``
+    (trained there unless there already; the tests pass the build they made)."""
     import onnxruntime as ort
     import torch
 
     from infaas.demo_models import load_validation, prepare_demo_models
 
-    demo = prepare_demo_models(REPO / ".infaas" / "test-cache" / "demo-models")
+    demo = prepare_demo_models(models_dir)
     source = next(m.path for m in demo.models if m.id == MODEL_ID)
     inputs, labels = load_validation(demo.validation_path)
     steps, arrays = onnx_chain(source)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.gpu_check import DEFAULT_BUNDLE, REPO, prepare, run
+from tests.demo_build import DemoBuild
 from tests.hardware import cuda_available
 from workers.builders import cpu_thread_counts
 from workers.profiler import usable_cores
@@ -22,9 +23,9 @@ ON_A_GPU = "on a GPU machine the script runs the whole GPU check"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bundle(tmp_path_factory: pytest.TempPathFactory, demo_build: DemoBuild) -> Path:
     folder = tmp_path_factory.mktemp("bundle")
-    prepare(folder, with_numpy=False)
+    prepare(folder, with_numpy=False, models_dir=demo_build.folder)  # no second training
     return folder
 
 
