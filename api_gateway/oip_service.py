@@ -197,7 +197,9 @@ def metadata(target: Target) -> dict[str, Any]:
         platform = "infaas_app"
     return {
         "name": target.name,
-        "versions": [v.id for v in target.scope],
+        # what a client may name as a version: the variants that can serve (a variant
+        # named itself is listed whatever its state; the index says why it cannot)
+        "versions": [v.id for v in target.scope if v.ready or target.variant is not None],
         "platform": platform,
         "inputs": [tensor_metadata(signature.name, signature.dtype, signature.shape)],
         "outputs": [tensor_metadata(target.output_name, "float32", [-1, app.num_classes or -1])],

@@ -99,6 +99,18 @@ def test_a_variant_wins_over_a_model_and_a_model_over_an_app() -> None:
     assert target.kind == "variant"
 
 
+def test_metadata_lists_only_the_versions_that_can_serve(app: FastAPI) -> None:
+    """A variant that failed or is still profiling is no version a client can ask for
+    (a wine model registered by hand listed its two failed int8 variants)."""
+    catalog = app.state.infaas.services.catalog
+    failed = replace(f.variant("digits-mlp.onnx-int8.cpu", 0.8, 0.5), status="failed")
+    catalog.upsert_variant(failed)
+    assert call(app, "GET", "/v2/models/digits").json()["versions"] == [MLP, SVC]
+    assert call(app, "GET", "/v2/models/digits-mlp").json()["versions"] == [MLP]
+    itself = call(app, "GET", f"/v2/models/{failed.id}").json()
+    assert itself["versions"] == [failed.id]
+
+
 def test_the_repository_index_lists_apps_and_variants(app: FastAPI) -> None:
     catalog = app.state.infaas.services.catalog
     profiling = replace(f.variant("digits-mlp.onnx-int8.cpu", 0.8, 0.5), status="profiling")
