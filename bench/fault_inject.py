@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.faults_stack import MODEL, FaultStack, batch_queue_held, variant_queue_held
 from infaas.demo import DEMO_APP
+from registry.catalog import Catalog
 from registry.registrations import (
     RegistrationOptions,
     RegistrationStore,
@@ -132,16 +133,15 @@ def worker_partition(stack: FaultStack, o: Options) -> Injected:
     return Injected(time.monotonic(), {"cut_s": o.partition_s})
 
 
-def registration_unsent(stack: FaultStack, _o: Options) -> Injected:
-    """Recorded exactly as the gateway records an upload (model, registration and task
-    rows in one transaction), and the gateway SIGKILLed before it sent the task; it is
-    started again, and its sweeper must send the task."""
-    catalog = stack.services.catalog
-    source = catalog.get_model(MODEL)
-    model_id = f"faults-{MODEL}-{time.monotonic_ns() % 10**8}"
+def record_unsent_registration(catalog: Catalog, source_model: str, model_id: str) -> str:
+    """Record a copy of ``source_model`` as ``model_id`` exactly as the gateway records an
+    upload (model, registration and task rows in one transaction) and send nothing, as a
+    gateway killed right after would; returns the registration's id."""
     registration_id = new_registration_id()
     catalog.add_model(
-        dataclasses.replace(source, id=model_id, status=QUEUED, metadata={}),
+        dataclasses.replace(
+            catalog.get_model(source_model), id=model_id, status=QUEUED, metadata={}
+        ),
         with_rows=new_registration_rows(
             registration_id,
             DEMO_APP,
@@ -150,6 +150,16 @@ def registration_unsent(stack: FaultStack, _o: Options) -> Injected:
             RegistrationOptions(budget_s_per_batch=0.05, batch_sizes=(1, 8)),
         ),
     )
+    return registration_id
+
+
+def registration_unsent(stack: FaultStack, _o: Options) -> Injected:
+    """Recorded exactly as the gateway records an upload (model, registration and task
+    rows in one transaction), and the gateway SIGKILLed before it sent the task; it is
+    started again, and its sweeper must send the task."""
+    catalog = stack.services.catalog
+    model_id = f"faults-{MODEL}-{time.monotonic_ns() % 10**8}"
+    registration_id = record_unsent_registration(catalog, MODEL, model_id)
     recorded = time.monotonic()
     stack.kill("gateway")
     end = time.monotonic()

@@ -10,7 +10,6 @@ stacks of the other tests.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import signal
@@ -29,6 +28,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from bench.fault_inject import record_unsent_registration
 from infaas.client import InfaasClient
 from infaas.demo import DEMO_APP
 from infaas.demo_models import load_validation
@@ -38,14 +38,11 @@ from registry.job_planning import CHUNK_DONE, JOB_SUCCEEDED
 from registry.jobs import JobStore
 from registry.livestate import now_ms
 from registry.registrations import (
-    RegistrationOptions,
     RegistrationResendRow,
     RegistrationRow,
     RegistrationStore,
-    new_registration_id,
-    new_registration_rows,
 )
-from registry.types import QUEUED, READY, utcnow
+from registry.types import READY, utcnow
 from tests import services
 from tests.e2e_support import DEDICATED, Stack, services_stack
 from tests.services import free_port
@@ -521,19 +518,8 @@ def test_a_registration_its_gateway_never_sent_is_sent_by_the_sweeper(fault_stac
     gateway's sweeper (its refresh loop) sends it again and a worker completes it."""
     stack = fault_stack
     catalog = stack.services.catalog
-    source = catalog.get_model("digits-logreg")
     model_id = f"faults-logreg-{uuid.uuid4().hex[:8]}"
-    registration_id = new_registration_id()
-    catalog.add_model(
-        dataclasses.replace(source, id=model_id, status=QUEUED, metadata={}),
-        with_rows=new_registration_rows(
-            registration_id,
-            DEMO_APP,
-            model_id,
-            ["cpu"],
-            RegistrationOptions(budget_s_per_batch=0.05, batch_sizes=(1, 8)),
-        ),
-    )
+    registration_id = record_unsent_registration(catalog, "digits-logreg", model_id)
     # nothing was sent (checked before it looks old: from then on the sweeper, every
     # 5 s, may send it at any moment)
     control = topology.control_queue(stack.services.broker.queue_prefix, "cpu")
