@@ -7,11 +7,24 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv demo serve test unit integration lint typecheck bench proto clean
 
+# uv installs the same pins as pip, about 15x faster (a fresh venv: pip 100 s, uv 6-14 s
+# here). It gets pip's own settings (find-links, extra index URLs, constraints) from
+# `pip config list`, and, like pip, takes a version from whichever index has it
+# (unsafe-best-match). Where uv cannot be installed, pip does the job.
+UV_VERSION := 0.13.9
+PIP_SETTINGS = $$($(PYTHON) -m pip config list 2>/dev/null \
+	| sed -nE "s/^[^.]*\.(find-links|extra-index-url|constraint)='(.*)'$$/\1 \2/p" \
+	| while read -r key values; do for v in $$values; do echo "--$$key $$v"; done; done)
+
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements-dev.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
+	if $(BIN)/python -m pip install -q uv==$(UV_VERSION); then \
+		$(BIN)/uv pip install -q --python $(BIN)/python --index-strategy unsafe-best-match \
+			$(PIP_SETTINGS) -r requirements-dev.txt -e . ; \
+	else \
+		$(BIN)/python -m pip install -q -r requirements-dev.txt && \
+		$(BIN)/python -m pip install -q --no-deps -e . ; \
+	fi
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -41,8 +54,13 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 
+# mypy's cache outside the checkout, so a fresh clone checks only what changed (a fresh
+# cache: 65-73 s here; a clone of an already-checked commit: 3 s). mypy revalidates every
+# entry by the file's hash, and a cache from another mypy version is ignored.
+MYPY_CACHE ?= $(HOME)/.cache/infaas/mypy
+
 typecheck: venv
-	$(BIN)/mypy .
+	$(BIN)/mypy --cache-dir $(MYPY_CACHE) .
 
 bench: venv  ## benchmarks; figures land in bench/results/
 	$(BIN)/python -m bench.pipeline
