@@ -4,6 +4,8 @@
         --policies all --out bench/results/sim/azure-conv
     python -m bench.sim --workload fluctuating --duration-s 3600 --policies all \\
         --out bench/results/sim/fluctuating
+    python -m bench.sim --frontier --workloads steady-low,fluctuating \\
+        --sweep headroom=1.05,1.15,1.3      # -> bench/results/sim/frontier/
 
 Trace data: Azure LLM inference traces (Patel et al., "Splitwise", ISCA 2024; Azure Public
 Dataset, CC-BY-4.0).
@@ -13,156 +15,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bench.sim.engine import SimSettings, Simulation
-from bench.sim.policies import (
-    POLICIES,
-    autoscaled,
-    decider_of,
-    place_static,
-    scaler_settings,
-    static_fleet,
+from bench.sim.engine import SimSettings
+from bench.sim.frontier import (
+    DEFAULT_SWEEP,
+    FRONTIER_WORKLOADS,
+    check_sweep,
+    parse_sweep,
+    run_workload,
+    write_table,
+    write_workload,
 )
+from bench.sim.policies import POLICIES
 from bench.sim.profiles import PROFILES, World, load_mix, load_world
 from bench.sim.report import plot_run, table
+from bench.sim.runs import WARMUP_S, peak_qps, ratios, run_policy
 from bench.sim.workload import WORKLOADS, Arrivals, load_trace, rescale, synthetic
-from queues.errors import InfaasError
-from registry.pricing import PriceTable
-from registry.selector import Requirements
-from workers.states import StateSettings
+from queues.errors import InfaasError, InvalidRequest
 
-WARMUP_S = 120  # longer than a GPU worker takes to join (60 s) and load
+FRONTIER_OUT = Path("bench/results/sim/frontier")
 
-
-def classes_of(world: World) -> tuple[list[tuple[str, Requirements]], np.ndarray]:
-    """Every (app, requirements) class of the mix and its share of all queries."""
-    classes, shares = [], []
-    total = sum(a.share for a in world.mix)
-    for app in world.mix:
-        for c in app.classes:
-            classes.append(
-                (
-                    app.app,
-                    Requirements(
-                        app=app.app,
-                        latency_ms=c.latency_ms,
-                        min_accuracy=c.min_accuracy,
-                        max_cost_per_hour=c.max_cost_per_hour,
-                    ),
-                )
-            )
-            shares.append(app.share / total * c.share / sum(x.share for x in app.classes))
-    return classes, np.asarray(shares) / sum(shares)
-
-
-def _class_name(req: Requirements) -> str:
-    return f"{req.app}|acc>={req.min_accuracy}|lat<={req.latency_ms}ms"
-
-
-def sim_prices() -> PriceTable:
-    """The paper's AWS prices; CPU workers are m5.large (2 vCPUs, $0.096/h)."""
-    base = PriceTable.default()
-    return PriceTable(base.instances, cpu_instance="m5.large", gpu_instance="p3.2xlarge")
-
-
-def peak_qps(per_second: np.ndarray, window_s: int = 5) -> float:
-    if len(per_second) == 0:
-        return 0.0
-    kernel = np.ones(min(window_s, len(per_second))) / min(window_s, len(per_second))
-    return float(np.convolve(per_second, kernel, mode="valid").max())
-
-
-def run_policy(
-    policy: str,
-    world: World,
-    arrivals: Arrivals,
-    seed: int,
-    sim_settings: SimSettings,
-    warmup_s: int = WARMUP_S,
-) -> tuple[dict[str, Any], Simulation]:
-    """Simulate ``policy`` over ``arrivals``, after a warm-up (not measured) that replays
-    their first ``warmup_s`` seconds, or all of them if they are shorter."""
-    if warmup_s < 0:
-        raise ValueError(f"warmup_s {warmup_s} is negative; give 0 for no warm-up")
-    # measure from where the warm-up really ends: arrivals shorter than the warm-up were
-    # measured from ``warmup_s`` on, past their end, and counted nothing
-    warmup_s = min(warmup_s, arrivals.duration_s)
-    classes, shares = classes_of(world)
-    warm = np.concatenate([arrivals.per_second[:warmup_s], arrivals.per_second])
-    rng = np.random.default_rng(seed)
-    times = Arrivals(arrivals.name, warm).times_s(rng)
-    class_of = rng.choice(len(classes), size=len(times), p=shares)
-    sim = Simulation(
-        world, times, class_of, classes, prices=sim_prices(), settings=sim_settings,
-        states=StateSettings(), seed=seed,
-    )  # fmt: skip
-    duration = warmup_s + arrivals.duration_s
-    started = time.perf_counter()
-    notes: list[str] = []
-    if policy.startswith("static-"):
-        hardware = policy.removeprefix("static-")
-        choices = static_fleet(
-            world.catalog, world.mix, peak_qps(arrivals.per_second), hardware, sim_settings
-        )
-        place_static(sim, choices)
-        notes = [f"{c.app}: {c.replicas} × {c.variant.id} ({c.why})" for c in choices]
-        sim.run(duration, None, measure_from_s=warmup_s)
-    else:
-        sim.start_worker("cpu", {})
-        settings = scaler_settings(policy, sim_settings)
-        sim.run(duration, autoscaled(decider_of(policy), settings), measure_from_s=warmup_s)
-    wall_s = time.perf_counter() - started
-    out = sim.outcome
-    violations = out.late + out.failed
-    result = {
-        "cost_usd": round(sim.cost_usd, 4),
-        "slo_violation_rate": violations / out.arrivals if out.arrivals else 0.0,
-        "throughput_qps": out.served / arrivals.duration_s,
-        "mean_accuracy": out.accuracy_sum / out.served if out.served else None,
-        "scaling_actions": sim.actions,
-        "queries": out.arrivals,
-        "served": out.served,
-        "late": out.late,
-        "failed": out.failed,
-        "failures": dict(out.failures),
-        "in_flight_at_end": out.in_flight_at_end,
-        "late_by_class": {
-            _class_name(classes[c][1]): n for c, n in sorted(out.late_by_class.items())
-        },
-        "simulated_s": arrivals.duration_s,
-        "wall_s": round(wall_s, 1),
-        "plan_ms_p99": float(np.percentile(sim.plan_ms, 99)) if sim.plan_ms else None,
-        "fleet": notes,
-    }
-    return result, sim
-
-
-def ratios(results: dict[str, dict[str, Any]], ours: str = "ours") -> dict[str, Any]:
-    if ours not in results:
-        return {}
-    mine = results[ours]
-    out = {}
-    for name, other in results.items():
-        if name == ours:
-            continue
-        cost = other["cost_usd"] / mine["cost_usd"] if mine["cost_usd"] else math.inf
-        v_ours, v_other = mine["slo_violation_rate"], other["slo_violation_rate"]
-        out[name] = {
-            "cost_x_lower": round(cost, 2),
-            "violations_x_fewer": round(v_other / v_ours, 2) if v_ours else None,
-            "violations_ours_vs_baseline": [round(v_ours, 5), round(v_other, 5)],
-            "throughput_x": round(mine["throughput_qps"] / other["throughput_qps"], 3)
-            if other["throughput_qps"]
-            else None,
-        }
-    return out
+__all__ = ["build_arrivals", "main", "run_policy"]
 
 
 def build_arrivals(args: argparse.Namespace) -> Arrivals:
@@ -184,34 +60,99 @@ def build_arrivals(args: argparse.Namespace) -> Arrivals:
     return Arrivals(args.workload, counts)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.sim", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--trace", help="CSV with a timestamp column, or integers per second")
     source.add_argument("--workload", choices=WORKLOADS)
+    source.add_argument(
+        "--frontier",
+        action="store_true",
+        help="sweep ours' knobs on each of --workloads beside every baseline; writes "
+        f"<workload>.json/.png and dominance.md/.json under --out (default {FRONTIER_OUT})",
+    )
     parser.add_argument("--apps", type=Path, default=None, help="app mix (JSON)")
     parser.add_argument("--profiles", type=Path, default=PROFILES)
     parser.add_argument("--policies", default="all", help=f"all, or some of {POLICIES}")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--time-column", default="TIMESTAMP")
     parser.add_argument("--rate-scale", type=float, default=1.0)
     parser.add_argument("--time-scale", type=float, default=1.0)
-    parser.add_argument("--duration-s", type=float, default=None)
+    parser.add_argument(
+        "--duration-s",
+        type=float,
+        default=None,
+        help="seconds to simulate (with --frontier: at most this much of each workload)",
+    )
     parser.add_argument("--low-qps", type=float, default=20.0)
     parser.add_argument("--high-qps", type=float, default=1000.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--workloads",
+        default="all",
+        help=f"with --frontier: all, or some of {', '.join(FRONTIER_WORKLOADS)}",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=None,
+        metavar="SETTING=V1,V2,...",
+        help="with --frontier: a scaler setting of ours and its values, swept one knob at "
+        "a time around the defaults (repeatable; default headroom=1.05,1.15,1.3)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
+    command = "python -m bench.sim " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        world = load_world(args.profiles, load_mix(args.apps))
+        if args.frontier:
+            return _frontier(parser, args, world, command)
+        if args.out is None:
+            raise InvalidRequest("give --out DIR for the run's table, plots and summary.json")
+        return _single(args, world, command)
+    except InfaasError as exc:
+        print(f"bench.sim: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _frontier(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, world: World, command: str
+) -> int:
+    names = list(FRONTIER_WORKLOADS) if args.workloads == "all" else args.workloads.split(",")
+    unknown = [n for n in names if n not in FRONTIER_WORKLOADS]
+    if unknown:
+        raise InvalidRequest(
+            f"unknown frontier workloads {unknown}; choose from {list(FRONTIER_WORKLOADS)}"
+        )
+    sweep = parse_sweep(args.sweep) if args.sweep else dict(DEFAULT_SWEEP)
+    sim_settings = SimSettings()
+    check_sweep(sweep, sim_settings)
+    out = args.out or FRONTIER_OUT
+    for name in names:
+        spec = parser.parse_args(FRONTIER_WORKLOADS[name])
+        if args.duration_s is not None:
+            spec.duration_s = min(spec.duration_s or args.duration_s, args.duration_s)
+        spec.seed = args.seed
+        arrivals = build_arrivals(spec)
+        record = run_workload(name, world, arrivals, sweep, args.seed, sim_settings, command)
+        write_workload(record, out)
+        print(f"{name}: frontier {record['frontier']}; ours (default) dominated by "
+              f"{record['default_dominated_by'] or 'none'}", file=sys.stderr)  # fmt: skip
+    print(write_table(out))
+    return 0
+
+
+def _single(args: argparse.Namespace, world: World, command: str) -> int:
     policies = list(POLICIES) if args.policies == "all" else args.policies.split(",")
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         print(f"unknown policies {unknown}; choose from {POLICIES}", file=sys.stderr)
         return 2
-    try:
-        world = load_world(args.profiles, load_mix(args.apps))
-        arrivals = build_arrivals(args)
-    except InfaasError as exc:
-        print(f"bench.sim: {exc.message}", file=sys.stderr)
-        return 2
+    arrivals = build_arrivals(args)
     sim_settings = SimSettings()
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
@@ -221,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{policy}: done in {results[policy]['wall_s']} s", file=sys.stderr)
     summary = {
         "workload": arrivals.name,
-        "command": "python -m bench.sim " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command,
         "duration_s": arrivals.duration_s,
         "queries": arrivals.total,
         "peak_qps": peak_qps(arrivals.per_second),

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.sim import __main__ as sim_main
-from bench.sim.__main__ import run_policy
+from bench.sim import runs as sim_runs
 from bench.sim.engine import SimSettings
 from bench.sim.policies import scaler_settings
 from bench.sim.profiles import PROFILES, load_mix, load_world
+from bench.sim.runs import run_policy
 from bench.sim.workload import Arrivals
 from scaler.settings import ScalerSettings
 
@@ -44,7 +44,7 @@ def _run(seed: int) -> dict[str, object]:
 
 
 def test_ours_replays_a_seed_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sim_main, "scaler_settings", _work_limit_only)
+    monkeypatch.setattr(sim_runs, "scaler_settings", _work_limit_only)
     first = _run(seed=3)
     assert _run(seed=3) == first
     assert _run(seed=4) != first  # the seed does reach the run
