@@ -68,6 +68,19 @@ ROUTE_ACCESS: Mapping[tuple[str, str], Access] = {
     ("GET", "/v1/keys"): Role.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): Role.ADMIN,
     ("GET", "/v1/audit"): Role.ADMIN,
+    # the web console (routes/ui.py): its pages and assets hold no data and are open; the
+    # data they show comes from the JSON routes, with the key typed into the console
+    ("GET", "/ui"): Open.PUBLIC,
+    ("GET", "/ui/apps/{app}"): Open.PUBLIC,
+    ("GET", "/ui/scaler"): Open.PUBLIC,
+    ("GET", "/ui/jobs"): Open.PUBLIC,
+    ("GET", "/ui/registrations"): Open.PUBLIC,
+    ("GET", "/ui/static/{name}"): Open.PUBLIC,
+    ("GET", "/v1/console/overview"): Role.QUERY,
+    ("GET", "/v1/console/apps/{app}/history"): Role.QUERY,
+    # every tenant's registrations and the scaler's plan: for admins
+    ("GET", "/v1/console/registrations"): Role.ADMIN,
+    ("GET", "/v1/console/scaler"): Role.ADMIN,
 }
 
 # The Open Inference Protocol over gRPC (api_gateway/grpc_server.py), by method of

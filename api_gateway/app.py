@@ -18,7 +18,7 @@ from api_gateway.responses import (
     unexpected_error_handler,
     validation_error_handler,
 )
-from api_gateway.routes import admin, apps, health, infer, jobs, oip, registration
+from api_gateway.routes import admin, apps, health, infer, jobs, oip, registration, ui
 from api_gateway.settings import GatewaySettings
 from api_gateway.state import GatewayServices, GatewayState
 from queues.errors import InfaasError
@@ -64,4 +64,5 @@ def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(ui.router)  # the web console at /ui (routes/ui.py)
     return app

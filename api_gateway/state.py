@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from api_gateway.accounting import Accounting
+from api_gateway.history import LoadHistory
 from api_gateway.jobs_dispatch import JobDispatcher
 from api_gateway.keyring import KeyRing
 from api_gateway.metrics import GatewayMetrics
@@ -85,6 +86,7 @@ class GatewayState:
         self.scaler_running = False
         self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.accounting = Accounting()
+        self.history = LoadHistory()  # the console's last hour, sampled by the refresh loop
         self._published_at = 0.0
         self.jobs = JobDispatcher(self)
         self.registrations = RegistrationSweeper(services.catalog, services.broker, services.celery)
@@ -117,6 +119,7 @@ class GatewayState:
                 await self.refresh()
             except Exception:  # keep serving on the last good snapshots
                 log.exception("refreshing the gateway's snapshots failed")
+            self.history.sample(self.accounting.apps, time.time())
             await self.jobs.tick()
             await self.registrations.tick()
 
