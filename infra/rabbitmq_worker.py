@@ -6,7 +6,7 @@ Names (``queues/topology.py`` and Celery's settings in ``queues/celery_app.py``)
 under the queue prefix ``P`` (``infaas``):
 
 - ``P.<app>.<variant>`` online queues, ``P.<app>.batch`` batch queues and exchanges,
-  ``P.control.<hardware>`` Celery task queues and their exchanges, ``P.dlx`` and
+  ``P.control.<hardware>.quorum`` Celery task queues and their exchanges, ``P.dlx`` and
   ``P.expired`` for expired queries: ``P.`` and anything after;
 - Celery's remote control (``control_exchange = P.ctl``): the fanout exchange
   ``P.ctl.pidbox`` (under ``P.`` already), each worker's ``<node>@<host>.P.ctl.pidbox``

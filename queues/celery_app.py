@@ -24,6 +24,9 @@ def create_celery_app(settings: BrokerSettings, *, name: str = "infaas") -> Any:
         broker_heartbeat=settings.broker_heartbeat_s,
         broker_transport_options={"polling_interval": 0.01} if settings.embedded else {},
         task_default_queue=topology.control_queue(prefix, "any"),
+        # every queue Celery declares by name is a control queue (batch queues come with
+        # their own declaration): quorum, as topology says
+        task_create_missing_queue_type=topology.CONTROL_QUEUE_TYPE,
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

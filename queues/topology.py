@@ -47,9 +47,23 @@ def batch_exchange(prefix: str, app: str) -> str:
     return batch_queue(prefix, app)
 
 
+# Control queues (registrations: variant generation, profiling; loading and unloading)
+# are quorum queues: replicated through Raft once the broker is a cluster, durable on one
+# node. The type is part of the name, since RabbitMQ refuses to redeclare a queue as
+# another type: the classic ``P.control.HW`` of earlier versions is left alone, and the
+# registration sweeper sends again what was recorded but sits in no current queue.
+CONTROL_QUEUE_TYPE = "quorum"
+
+
 def control_queue(prefix: str, hardware: str) -> str:
     """Celery tasks that need one kind of hardware (variant generation, profiling)."""
-    return f"{prefix}.control.{_check_part('hardware', hardware)}"
+    return f"{prefix}.control.{_check_part('hardware', hardware)}.{CONTROL_QUEUE_TYPE}"
+
+
+def control_queue_arguments() -> dict[str, Any]:
+    """What Celery declares every control queue with (``task_create_missing_queue_type``
+    in :mod:`queues.celery_app` makes it so for every queue it creates by name)."""
+    return {"x-queue-type": CONTROL_QUEUE_TYPE}
 
 
 def dead_letter_exchange(prefix: str) -> str:

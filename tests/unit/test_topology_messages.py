@@ -60,7 +60,9 @@ def test_bad_prefixes_are_refused(bad: str) -> None:
 
 def test_batch_and_control_queues() -> None:
     assert topology.batch_queue("p", "digits") == "p.digits.batch"
-    assert topology.control_queue("p", "gpu") == "p.control.gpu"
+    assert topology.control_queue("p", "gpu") == "p.control.gpu.quorum"
+    assert topology.control_queue_arguments() == {"x-queue-type": "quorum"}
+    assert topology.parse_variant_queue("p", topology.control_queue("p", "cpu")) is None
     assert topology.dead_letter_exchange("p") == "p.dlx"
 
 
