@@ -22,9 +22,10 @@ from api_gateway.state import GatewayState
 from queues.errors import Forbidden, InfaasError
 from registry.audit import OK, AuditEntry
 from registry.keys import Role
+from registry.tenancy import DEFAULT_TENANT, Namespace
 
 log = logging.getLogger(__name__)
-DEFAULT_TENANT = "default"
+__all__ = ["DEFAULT_TENANT", "State", "Tenant", "TenantContext"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,12 @@ class TenantContext:
 
     def audit_target(self, target: str) -> None:
         self.notes["target"] = target
+
+    @property
+    def names(self) -> Namespace:
+        """The names this caller sees (registry/tenancy.py): its tenant's own, or, for
+        an admin, every tenant's under their internal ids."""
+        return Namespace(self.tenant, everything=self.role is Role.ADMIN)
 
 
 # Both are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a thread

@@ -35,6 +35,7 @@ from api_gateway.state import GatewayState
 from api_gateway.upload_limits import MB
 from queues.errors import ConfigError, InfaasError, InvalidRequest
 from registry.keys import Role
+from registry.tenancy import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ _CONTENTS = {
 }
 
 
-Method = Callable[[Any], Awaitable[Message]]
+# a method of the service: the request and the names its caller sees (registry/tenancy.py)
+Method = Callable[[Any, Namespace], Awaitable[Message]]
 
 
 def grpc_status(http_status: int) -> grpc.StatusCode:
@@ -154,14 +156,18 @@ class InferenceService:
             "ModelInfer": self.model_infer,
         }
 
-    async def server_live(self, _request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+    async def server_live(
+        self, _request: pb.ServerLiveRequest, _names: Namespace
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def server_ready(self, _request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+    async def server_ready(
+        self, _request: pb.ServerReadyRequest, _names: Namespace
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=oip_service.server_ready(self.state))
 
     async def server_metadata(
-        self, _request: pb.ServerMetadataRequest
+        self, _request: pb.ServerMetadataRequest, _names: Namespace
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(
             name=oip_service.SERVER_NAME,
@@ -169,24 +175,32 @@ class InferenceService:
             extensions=list(oip_service.EXTENSIONS),
         )
 
-    async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
-        ready = await oip_service.model_ready(self.state, request.name, request.version or None)
+    async def model_ready(
+        self, request: pb.ModelReadyRequest, names: Namespace
+    ) -> pb.ModelReadyResponse:
+        version = request.version or None
+        ready = await oip_service.model_ready(self.state, names, request.name, version)
         return pb.ModelReadyResponse(ready=ready)
 
-    async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
-        target = await oip_service.find_target(self.state, request.name, request.version or None)
-        return _metadata_response(oip_service.metadata(target))
+    async def model_metadata(
+        self, request: pb.ModelMetadataRequest, names: Namespace
+    ) -> pb.ModelMetadataResponse:
+        version = request.version or None
+        target = await oip_service.find_target(self.state, names, request.name, version)
+        return _metadata_response(oip_service.metadata(target, names))
 
-    async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def model_infer(
+        self, request: pb.ModelInferRequest, names: Namespace
+    ) -> pb.ModelInferResponse:
         call = infer_call(request)
-        answer = await oip_service.infer(self.state, call)
+        answer = await oip_service.infer(self.state, names, call)
         variant, outputs = answer.variant, answer.outputs
         return pb.ModelInferResponse(
-            model_name=variant.model,
-            model_version=variant.id,
+            model_name=names.outside(variant.model),
+            model_version=names.outside(variant.id),
             id=call.id if call.id is not None else answer.served.request_id,
             parameters={
-                "app": pb.InferParameter(string_param=variant.app),
+                "app": pb.InferParameter(string_param=names.outside(variant.app)),
                 "hardware": pb.InferParameter(string_param=variant.hardware),
             },
             outputs=[
@@ -222,7 +236,7 @@ def _guarded(state: GatewayState, name: str, access: Access, method: Method) -> 
             needed = access if isinstance(access, Role) else Role.QUERY
             if not caller.role.allows(needed):
                 raise forbidden(caller, needed)
-            return await method(request)
+            return await method(request, caller.names)
         except InfaasError as exc:
             status = grpc_status(exc.status_code)
             await context.abort(status, exc.message, ((ERROR_CODE_KEY, exc.code),))

@@ -14,7 +14,7 @@ accounting are those of ``/v1``. Each transport decodes its request into an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from api_gateway.routes.infer import Served, serve
 from api_gateway.state import GatewayState
 from queues.errors import InvalidInput, InvalidRequest, NotFound, UnknownVariant
 from registry.selector import Requirements
+from registry.tenancy import DEFAULT_NAMESPACE, Namespace
 from registry.types import App, CatalogSnapshot, Model, Variant
 
 SERVER_NAME = "infaas"
@@ -144,24 +145,53 @@ def resolve(snapshot: CatalogSnapshot, name: str, version: str | None) -> Target
     return Target(name, target.kind, target.app, target.model, chosen, (chosen,))
 
 
-async def find_target(state: GatewayState, name: str, version: str | None) -> Target:
-    """:func:`resolve` on the gateway's catalog, re-read once when the name is unknown."""
-    target = resolve(state.catalog_snapshot, name, version)
-    if target is None:
-        await state.refresh(force=True)
-        target = resolve(state.catalog_snapshot, name, version)
+async def find_target(
+    state: GatewayState, names: Namespace, name: str, version: str | None
+) -> Target:
+    """:func:`resolve` on the gateway's catalog, re-read once when the name is unknown,
+    among the caller's names (another tenant's are as unknown as those that are not);
+    the target's ``name`` is the caller's."""
+    internal = names.inside(name)
+    inner_version = names.inside(version) if version is not None else None
+    target = None
+    if internal is not None:
+        target = _resolve_as(state.catalog_snapshot, names, internal, inner_version, version)
+        if target is None:
+            await state.refresh(force=True)
+            target = _resolve_as(state.catalog_snapshot, names, internal, inner_version, version)
     if target is None:
         raise NotFound(
             f"no variant, model or app named {name!r}; GET /v1/apps lists the apps, "
             "GET /v1/apps/{app} their models and variants"
         )
-    return target
+    return replace(target, name=name)
 
 
-def requirements(target: Target, params: InferParameters) -> Callable[[int], Requirements]:
+def _resolve_as(
+    snapshot: CatalogSnapshot,
+    names: Namespace,
+    internal: str,
+    inner_version: str | None,
+    version: str | None,
+) -> Target | None:
+    if version is not None and inner_version is None:
+        target = resolve(snapshot, internal, None)
+        if target is not None:  # a version no id of the caller's can be
+            raise UnknownVariant(f"{names.outside(internal)!r} has no version {version!r}")
+        return None
+    try:
+        return resolve(snapshot, internal, inner_version)
+    except UnknownVariant as exc:
+        names.shown(exc)
+        raise
+
+
+def requirements(
+    target: Target, params: InferParameters, names: Namespace = DEFAULT_NAMESPACE
+) -> Callable[[int], Requirements]:
     given = {k for k in ("latency_ms", *_APP_ONLY) if getattr(params, k) is not None}
     if target.variant is not None:
-        refused, what = given, f"variant {target.variant.id!r}"
+        refused, what = given, f"variant {names.outside(target.variant.id)!r}"
     elif target.kind == "model":
         refused, what = given & set(_APP_ONLY), f"model {target.name!r}"
     else:
@@ -169,7 +199,7 @@ def requirements(target: Target, params: InferParameters) -> Callable[[int], Req
     if refused:
         raise InvalidRequest(
             f"parameters {', '.join(sorted(refused))} do not apply when naming {what}; "
-            f"name the app {target.app.id!r} to have the system choose by them"
+            f"name the app {names.outside(target.app.id)!r} to have the system choose by them"
         )
     variant = target.variant
     if variant is not None:
@@ -186,7 +216,7 @@ def requirements(target: Target, params: InferParameters) -> Callable[[int], Req
     )
 
 
-def metadata(target: Target) -> dict[str, Any]:
+def metadata(target: Target, names: Namespace = DEFAULT_NAMESPACE) -> dict[str, Any]:
     app = target.app
     signature = app.signature
     if target.variant is not None:
@@ -199,24 +229,33 @@ def metadata(target: Target) -> dict[str, Any]:
         "name": target.name,
         # what a client may name as a version: the variants that can serve (a variant
         # named itself is listed whatever its state; the index says why it cannot)
-        "versions": [v.id for v in target.scope if v.ready or target.variant is not None],
+        "versions": [
+            names.outside(v.id) for v in target.scope if v.ready or target.variant is not None
+        ],
         "platform": platform,
         "inputs": [tensor_metadata(signature.name, signature.dtype, signature.shape)],
         "outputs": [tensor_metadata(target.output_name, "float32", [-1, app.num_classes or -1])],
-        "parameters": {"kind": target.kind, "app": app.id, "task": app.task},
+        "parameters": {"kind": target.kind, "app": names.outside(app.id), "task": app.task},
     }
 
 
-def repository_index(snapshot: CatalogSnapshot, *, ready_only: bool) -> list[dict[str, str]]:
+def repository_index(
+    snapshot: CatalogSnapshot, *, ready_only: bool, names: Namespace = DEFAULT_NAMESPACE
+) -> list[dict[str, str]]:
     """The model repository extension's index: each app, then each model's variants as
     its versions; READY when a query can be served (a variant not running is loaded on
-    the first one)."""
+    the first one). Only the caller's, by its names."""
     index = []
-    for app in sorted(snapshot.apps):
+    for app in sorted(a for a in snapshot.apps if names.owns(a)):
         ready = any(v.ready for v in snapshot.variants_of_app(app))
-        index.append({"name": app, "state": "READY" if ready else "UNAVAILABLE"})
-    for variant in sorted(snapshot.variants.values(), key=lambda v: (v.model, v.id)):
-        entry = {"name": variant.model, "version": variant.id, "state": "READY"}
+        index.append({"name": names.outside(app), "state": "READY" if ready else "UNAVAILABLE"})
+    owned = (v for v in snapshot.variants.values() if names.owns(v.id))
+    for variant in sorted(owned, key=lambda v: (v.model, v.id)):
+        entry = {
+            "name": names.outside(variant.model),
+            "version": names.outside(variant.id),
+            "state": "READY",
+        }
         if not variant.ready:
             entry |= {"state": "UNAVAILABLE", "reason": f"variant is {variant.status}"}
         index.append(entry)
@@ -227,10 +266,12 @@ def server_ready(state: GatewayState) -> bool:
     return state.services.client.connected and not state.catalog_error and not state.live_error
 
 
-async def model_ready(state: GatewayState, name: str, version: str | None) -> bool:
+async def model_ready(
+    state: GatewayState, names: Namespace, name: str, version: str | None
+) -> bool:
     """Ready when the gateway is and a ready variant of the name exists (one that is not
     running is loaded on the first query)."""
-    target = await find_target(state, name, version)
+    target = await find_target(state, names, name, version)
     return server_ready(state) and any(v.ready for v in target.scope)
 
 
@@ -246,14 +287,14 @@ def _decode(tensor: Tensor, target: Target) -> np.ndarray:
     return decode_input(tensor.name, tensor.shape, tensor.datatype, tensor.data, signature)
 
 
-async def infer(state: GatewayState, call: InferCall) -> Answer:
+async def infer(state: GatewayState, names: Namespace, call: InferCall) -> Answer:
     """Check the call against its target, then query it; nothing is counted for a call
     refused here."""
-    target = await find_target(state, call.name, call.version)
+    target = await find_target(state, names, call.name, call.version)
     if len(call.inputs) != 1:
-        names = ", ".join(repr(t.name) for t in call.inputs)
+        given = ", ".join(repr(t.name) for t in call.inputs)
         raise InvalidInput(
-            f"{len(call.inputs)} inputs ({names}); {call.name!r} takes one, "
+            f"{len(call.inputs)} inputs ({given}); {call.name!r} takes one, "
             f"{target.app.signature.name!r}"
         )
     unknown = [o for o in call.outputs or () if o != target.output_name]
@@ -262,10 +303,11 @@ async def infer(state: GatewayState, call: InferCall) -> Answer:
             f"output {unknown[0]!r} is not an output of {call.name!r}; it has one, "
             f"{target.output_name!r}"
         )
-    needs = requirements(target, call.parameters)
+    needs = requirements(target, call.parameters, names)
     batch = _decode(call.inputs[0], target)
     served = await serve(
         state,
+        names,
         batch,
         needs,
         timeout_ms=call.parameters.timeout_ms,

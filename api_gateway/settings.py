@@ -5,10 +5,31 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from queues.errors import ConfigError
+
+
+class QuotaLimits(BaseModel):
+    """A tenant's quotas; None: unlimited. One set for every tenant from the
+    ``INFAAS_QUOTA_*`` settings, overridden per tenant by ``INFAAS_QUOTA_TENANTS``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    qps: float | None = Field(default=None, gt=0, description="queries per second")
+    burst: float | None = Field(
+        default=None, ge=1, description="queries at once above the rate (default: 1 s of it)"
+    )
+    jobs: int | None = Field(default=None, ge=0, description="batch jobs not yet finished")
+    variants: int | None = Field(default=None, ge=0, description="variants in the catalog")
+    stored_mb: float | None = Field(
+        default=None, ge=0, description="MB of uploaded models and validation sets"
+    )
+
+    def merged(self, override: QuotaLimits) -> QuotaLimits:
+        """These limits with what ``override`` sets replacing them."""
+        return self.model_copy(update=override.model_dump(exclude_unset=True))
 
 
 class GatewaySettings(BaseSettings):
@@ -83,6 +104,42 @@ class GatewaySettings(BaseSettings):
         description="/metrics, /docs and /openapi.json without a key (on|off); unset: open "
         "on loopback only",
     )
+
+    quota_qps: float | None = Field(
+        default=None, gt=0, description="queries per second per tenant; unset: unlimited"
+    )
+    quota_burst: float | None = Field(
+        default=None, ge=1, description="queries a tenant may send at once above its rate"
+    )
+    quota_jobs: int | None = Field(default=None, ge=0, description="unfinished jobs per tenant")
+    quota_variants: int | None = Field(default=None, ge=0, description="variants per tenant")
+    quota_stored_mb: float | None = Field(
+        default=None, ge=0, description="MB of uploads (models, validation sets) per tenant"
+    )
+    quota_tenants: dict[str, QuotaLimits] = Field(
+        default_factory=dict,
+        description='per-tenant overrides, JSON: {"acme": {"qps": 50, "jobs": 2}}',
+    )
+
+    def quota_of(self, tenant: str) -> QuotaLimits:
+        """The quotas of one tenant: the INFAAS_QUOTA_* settings with its overrides."""
+        base = QuotaLimits(
+            qps=self.quota_qps,
+            burst=self.quota_burst,
+            jobs=self.quota_jobs,
+            variants=self.quota_variants,
+            stored_mb=self.quota_stored_mb,
+        )
+        override = self.quota_tenants.get(tenant)
+        return base if override is None else base.merged(override)
+
+    @property
+    def query_quota_on(self) -> bool:
+        """Whether any tenant has a queries-per-second quota (if not, no query touches
+        Redis for quotas)."""
+        return self.quota_qps is not None or any(
+            q.qps is not None for q in self.quota_tenants.values()
+        )
 
     @property
     def loopback(self) -> bool:

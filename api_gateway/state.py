@@ -18,6 +18,7 @@ from api_gateway.history import LoadHistory
 from api_gateway.jobs_dispatch import JobDispatcher
 from api_gateway.keyring import KeyRing
 from api_gateway.metrics import GatewayMetrics
+from api_gateway.quotas import MemoryQueryCounter, QueryCounter, Quotas
 from api_gateway.settings import GatewaySettings
 from queues.errors import (
     DeadlineExceeded,
@@ -57,6 +58,7 @@ class GatewayServices:
     client: QueryClient
     store: ObjectStore | None = None
     celery: Any = None  # the Celery app, to send registration and batch-job tasks
+    query_counter: QueryCounter | None = None  # quotas' buckets; None: in this process
 
 
 class GatewayState:
@@ -92,6 +94,7 @@ class GatewayState:
         self.registrations = RegistrationSweeper(services.catalog, services.broker, services.celery)
         self.keys = KeyRing(KeyStore(services.catalog))
         self.audit = AuditLog(services.catalog)
+        self.quotas = Quotas(settings, services.query_counter or MemoryQueryCounter())
 
     async def start(self) -> None:
         bootstrap = self.settings.bootstrap_admin_key
@@ -111,6 +114,7 @@ class GatewayState:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.services.client.close()
+        await self.quotas.counter.close()
 
     async def _refresh_loop(self) -> None:
         while True:

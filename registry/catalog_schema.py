@@ -28,12 +28,14 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     insert,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from registry.tenancy import DEFAULT_TENANT
 from registry.types import utcnow
 
 # Names constraints predictably, so later migrations can refer to them.
@@ -44,6 +46,17 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# Columns added to tables after catalogs with those tables existed: (table, column, type
+# and default). create_schema adds those missing, so an older catalog opens as it is;
+# every row it holds predates tenants, hence the default tenant.
+ADDED_COLUMNS = (
+    ("apps", "tenant", f"VARCHAR NOT NULL DEFAULT '{DEFAULT_TENANT}'"),
+    ("models", "tenant", f"VARCHAR NOT NULL DEFAULT '{DEFAULT_TENANT}'"),
+    ("models", "stored_bytes", "BIGINT NOT NULL DEFAULT 0"),
+    ("variants", "tenant", f"VARCHAR NOT NULL DEFAULT '{DEFAULT_TENANT}'"),
+    ("registrations", "tenant", f"VARCHAR NOT NULL DEFAULT '{DEFAULT_TENANT}'"),
+)
 
 # Any 64-bit number works; every process creating the schema takes this lock first.
 _SCHEMA_LOCK_KEY = 0x1AFAA5CA7A106
@@ -101,6 +114,7 @@ class AppRow(Base):
     __tablename__ = "apps"
 
     id: Mapped[str] = mapped_column(String, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String, nullable=False, default=DEFAULT_TENANT, index=True)
     task: Mapped[str] = mapped_column(String, nullable=False)
     input_name: Mapped[str] = mapped_column(String, nullable=False)
     input_dtype: Mapped[str] = mapped_column(String, nullable=False)
@@ -115,6 +129,9 @@ class ModelRow(Base):
     __tablename__ = "models"
 
     id: Mapped[str] = mapped_column(String, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String, nullable=False, default=DEFAULT_TENANT, index=True)
+    # what its registration stored (model file and validation set), for the tenant's quota
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), nullable=False, index=True)
     format: Mapped[str] = mapped_column(String, nullable=False)
     artifact_key: Mapped[str] = mapped_column(String, nullable=False)
@@ -131,6 +148,7 @@ class VariantRow(Base):
     __tablename__ = "variants"
 
     id: Mapped[str] = mapped_column(String, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String, nullable=False, default=DEFAULT_TENANT, index=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), nullable=False, index=True)
     app_id: Mapped[str] = mapped_column(ForeignKey("apps.id"), nullable=False, index=True)
     runtime: Mapped[str] = mapped_column(String, nullable=False)
@@ -156,6 +174,7 @@ def create_schema(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
     Base.metadata.create_all(connection)
+    add_missing_columns(connection)
     found = connection.execute(
         select(CatalogMetaRow.id).where(CatalogMetaRow.id == META_ROW_ID)
     ).first()
@@ -163,3 +182,21 @@ def create_schema(connection: Connection) -> None:
         connection.execute(
             insert(CatalogMetaRow).values(id=META_ROW_ID, revision=0, updated_at=utcnow())
         )
+
+
+def add_missing_columns(connection: Connection) -> list[str]:
+    """Add the columns of :data:`ADDED_COLUMNS` that an older catalog lacks (with their
+    index, named as :data:`NAMING_CONVENTION` would); returns ``table.column`` of each."""
+    inspector = inspect(connection)
+    tables = set(inspector.get_table_names())
+    added = []
+    for table, column, ddl in ADDED_COLUMNS:
+        if table not in tables:
+            continue  # create_all made it, with the column, or another module owns it
+        if column in {c["name"] for c in inspector.get_columns(table)}:
+            continue
+        connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+        if column == "tenant":
+            connection.execute(text(f"CREATE INDEX ix_{table}_{column} ON {table} ({column})"))
+        added.append(f"{table}.{column}")
+    return added

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from queues.errors import (
     UnknownApp,
     UnknownModel,
 )
-from registry.catalog import Catalog
+from registry.catalog import Catalog, UsageCheck
 from registry.names import HARDWARE, check_id
 from registry.registrations import (
     Registration,
@@ -38,6 +38,7 @@ from registry.registrations import (
     new_registration_rows,
 )
 from registry.store import ObjectStore
+from registry.tenancy import owner_of
 from registry.types import QUEUED, App, InputSignature, Model, Variant
 from registry.uploads import (
     DEFAULT_MAX_UNPACKED_BYTES,
@@ -50,6 +51,9 @@ from registry.uploads import (
 
 log = logging.getLogger(__name__)
 MAX_METADATA_BYTES = 64 * 1024
+# The check of a tenant's usage (its quotas) before it stores this many more bytes, or
+# None when it has no quota to check (api_gateway/quotas.py).
+Quota = Callable[[str, int], UsageCheck | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +166,14 @@ def accept_upload(
     upload: Upload,
     *,
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+    quota: Quota | None = None,
 ) -> Registration:
     """Check ``upload`` against its app, then store and record it (model status queued,
     one queued task per hardware). Raises a 4xx :class:`InfaasError` and changes nothing
     when the upload is refused. With ``upload.new_app`` the app must not exist yet; it is
-    made from the model's input and recorded with the model, or not at all."""
+    made from the model's input and recorded with the model, or not at all. ``quota``
+    gives the check of the model's tenant's usage, made before the files are stored and
+    again in the transaction that records the model."""
     if upload.new_app is None:
         catalog.get_app(upload.app)  # unknown app: refused before anything is read
     else:
@@ -202,6 +209,11 @@ def accept_upload(
             stored = sanitize_archive(
                 upload.model_path, Path(tmp) / "program.pt2", max_unpacked_bytes=max_unpacked_bytes
             )
+        stored_bytes = stored.stat().st_size + upload.validation_path.stat().st_size
+        tenant = owner_of(upload.model_id)
+        check_usage = quota(tenant, stored_bytes) if quota is not None else None
+        if check_usage is not None:
+            check_usage(catalog.usage(tenant))  # before storing anything
         try:
             store.put_file(model_key, stored)
             store.put_file(validation_key, upload.validation_path)
@@ -220,6 +232,8 @@ def accept_upload(
                     registration_id, app.id, upload.model_id, hardware, upload.options
                 ),
                 new_app=new_app,
+                stored_bytes=stored_bytes,
+                check_usage=check_usage,
             )
         except BaseException:
             _delete_quietly(store, [model_key, validation_key])

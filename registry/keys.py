@@ -31,7 +31,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from queues.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from registry.catalog_schema import Base, UTCDateTime
-from registry.names import check_id
+from registry.tenancy import check_tenant
 from registry.types import iso, utcnow
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class KeyStore:
     def create(
         self, tenant: str, role: Role | str, *, note: str = "", created_by: str = ""
     ) -> NewKey:
-        check_id("tenant", tenant)
+        check_tenant(tenant)
         role = parse_role(role) if isinstance(role, str) else role
         key, key_id = new_key()
         record = self._insert(key, key_id, tenant, role, _check_note(note), created_by)

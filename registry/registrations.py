@@ -12,7 +12,7 @@ reads (a variant's own row, written through the catalog, does).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from queues.errors import InvalidRequest, NotFound
 from registry.catalog_schema import Base, JSONColumn, UTCDateTime
+from registry.tenancy import DEFAULT_TENANT, owner_of
 from registry.types import FAILED, READY, VARIANT_STATUSES, iso, utcnow
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class RegistrationRow(Base):
     __tablename__ = "registrations"
 
     id: Mapped[str] = mapped_column(String, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String, nullable=False, default=DEFAULT_TENANT, index=True)
     app_id: Mapped[str] = mapped_column(String, nullable=False, index=True)
     model_id: Mapped[str] = mapped_column(String, nullable=False, index=True)
     options: Mapped[dict[str, Any]] = mapped_column(JSONColumn, nullable=False)
@@ -191,14 +193,16 @@ class Registration:
     def task(self, hardware: str) -> TaskProgress | None:
         return next((t for t in self.tasks if t.hardware == hardware), None)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, name: Callable[[str], str] = str) -> dict[str, Any]:
+        """``name`` shows an internal app, model or variant id as the caller calls it
+        (:meth:`registry.tenancy.Namespace.outside`)."""
         counts = dict.fromkeys(VARIANT_STATUSES, 0)
         for variant in self.variants:
             counts[variant.status] = counts.get(variant.status, 0) + 1
         return {
             "registration": self.id,
-            "app": self.app,
-            "model": self.model,
+            "app": name(self.app),
+            "model": name(self.model),
             "status": self.status,
             "finished": self.finished,
             "options": self.options.to_dict(),
@@ -216,7 +220,7 @@ class Registration:
             },
             "variants": [
                 {
-                    "id": v.variant,
+                    "id": name(v.variant),
                     "hardware": v.hardware,
                     "status": v.status,
                     "error": v.error or None,
@@ -262,6 +266,7 @@ def new_registration_rows(
     rows: list[Base] = [
         RegistrationRow(
             id=registration_id,
+            tenant=owner_of(model),
             app_id=app,
             model_id=model,
             options=options.to_dict(),
@@ -283,6 +288,13 @@ def new_registration_rows(
 
 class UnknownRegistration(NotFound):
     pass
+
+
+def unknown_registration(registration_id: str) -> UnknownRegistration:
+    return UnknownRegistration(
+        f"registration {registration_id!r} does not exist; use the id that "
+        "POST /v1/apps/<app>/models answered with"
+    )
 
 
 def _task_record(row: RegistrationTaskRow) -> TaskProgress:
@@ -339,10 +351,7 @@ class RegistrationStore:
     def _load(self, session: Session, registration_id: str) -> Registration:
         row = session.get(RegistrationRow, registration_id)
         if row is None:
-            raise UnknownRegistration(
-                f"registration {registration_id!r} does not exist; use the id that "
-                "POST /v1/apps/<app>/models answered with"
-            )
+            raise unknown_registration(registration_id)
         tasks = session.scalars(
             select(RegistrationTaskRow)
             .where(RegistrationTaskRow.registration_id == registration_id)

@@ -12,10 +12,12 @@ from api_gateway.accounting import merged_view
 from api_gateway.deps import State, Tenant
 from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
+from api_gateway.state import GatewayState
 from queues.errors import UnknownApp
 from registry import live_docs
 from registry.live_docs import LoadFailure
 from registry.livestate import ACTIVE, INACTIVE, LiveSnapshot
+from registry.tenancy import DEFAULT_NAMESPACE, Namespace
 from registry.types import App, Variant
 
 router = APIRouter(tags=["apps"], route_class=JSONBodyRoute)
@@ -32,7 +34,10 @@ def summarize_state(states: list[str]) -> str:
 
 
 def variant_view(
-    variant: Variant, live: LiveSnapshot, failures: Mapping[str, LoadFailure] | None = None
+    variant: Variant,
+    live: LiveSnapshot,
+    failures: Mapping[str, LoadFailure] | None = None,
+    names: Namespace = DEFAULT_NAMESPACE,
 ) -> dict[str, Any]:
     """A variant's record, profile and live state; ``load_failure`` when a worker could
     not load it in the last minute (it is not asked for again until then)."""
@@ -40,8 +45,8 @@ def variant_view(
     failure = (failures or {}).get(variant.id)
     placements = live.placements(variant.id)
     return {
-        "id": variant.id,
-        "model": variant.model,
+        "id": names.outside(variant.id),
+        "model": names.outside(variant.model),
         "runtime": variant.runtime,
         "precision": variant.precision,
         "hardware": variant.hardware,
@@ -71,9 +76,9 @@ def variant_view(
     }
 
 
-def app_view(app: App) -> dict[str, Any]:
+def app_view(app: App, names: Namespace = DEFAULT_NAMESPACE) -> dict[str, Any]:
     return {
-        "app": app.id,
+        "app": names.outside(app.id),
         "task": app.task,
         "input": app.signature.to_dict(),
         "output_kind": app.output_kind,
@@ -82,46 +87,60 @@ def app_view(app: App) -> dict[str, Any]:
     }
 
 
+async def visible_app(state: GatewayState, names: Namespace, app: str) -> str:
+    """The internal id of the caller's app called ``app`` (the catalog re-read once when
+    it is unknown); another tenant's is as unknown as one that does not exist."""
+    internal = names.inside(app)
+    if internal is not None and internal not in state.catalog_snapshot.apps:
+        await state.refresh(force=True)
+    if internal is None or internal not in state.catalog_snapshot.apps:
+        raise UnknownApp(f"no app named {app!r}; GET /v1/apps lists the apps")
+    return internal
+
+
 @router.get("/v1/apps", summary="Apps, with how many models and variants each has")
-async def list_apps(state: State, _tenant: Tenant) -> JSONResponse:
+async def list_apps(state: State, tenant: Tenant) -> JSONResponse:
     snapshot = state.catalog_snapshot
+    names = tenant.names
     apps = []
     for app in sorted(snapshot.apps.values(), key=lambda a: a.id):
-        view = app_view(app)
-        view["models"] = sorted(m.id for m in snapshot.models.values() if m.app == app.id)
+        if not names.owns(app.id):
+            continue
+        view = app_view(app, names)
+        view["models"] = sorted(
+            names.outside(m.id) for m in snapshot.models.values() if m.app == app.id
+        )
         view["variants"] = len(snapshot.variants_of_app(app.id))
         apps.append(view)
     return JSONResponse({"apps": apps})
 
 
 @router.get("/v1/apps/{app}", summary="An app's models, variants, profiles and states")
-async def get_app(app: str, state: State, _tenant: Tenant) -> JSONResponse:
+async def get_app(app: str, state: State, tenant: Tenant) -> JSONResponse:
+    names = tenant.names
+    internal = await visible_app(state, names, app)
     snapshot = state.catalog_snapshot
-    if app not in snapshot.apps:
-        await state.refresh(force=True)
-        snapshot = state.catalog_snapshot
-        if app not in snapshot.apps:
-            raise UnknownApp(f"no app named {app!r}; GET /v1/apps lists the apps")
-    view = app_view(snapshot.apps[app])
+    view = app_view(snapshot.apps[internal], names)
     view["models"] = [
-        {"id": m.id, "format": m.format, "status": m.status, "metadata": m.metadata}
+        {"id": names.outside(m.id), "format": m.format, "status": m.status, "metadata": m.metadata}
         for m in sorted(snapshot.models.values(), key=lambda m: m.id)
-        if m.app == app
+        if m.app == internal
     ]
     view["variants"] = [
-        variant_view(v, state.live_snapshot, state.load_failures)
-        for v in snapshot.variants_of_app(app)
+        variant_view(v, state.live_snapshot, state.load_failures, names)
+        for v in snapshot.variants_of_app(internal)
     ]
     return JSONResponse(view)
 
 
 @router.get("/v1/apps/{app}/stats", summary="SLO achieved, accuracy delivered, cost: per app")
-async def app_stats(app: str, state: State, _tenant: Tenant) -> JSONResponse:
+async def app_stats(app: str, state: State, tenant: Tenant) -> JSONResponse:
     """Merged over every gateway's accounting (published to live state each second)."""
-    if app not in state.catalog_snapshot.apps:
-        await state.refresh(force=True)
-        if app not in state.catalog_snapshot.apps:
-            raise UnknownApp(f"no app named {app!r}; GET /v1/apps lists the apps")
+    names = tenant.names
+    internal = await visible_app(state, names, app)
     await state.publish_accounting()  # this gateway's newest figures
     docs = await asyncio.to_thread(live_docs.read_gateway_totals, state.services.live)
-    return JSONResponse(merged_view(docs, app))
+    view = merged_view(docs, internal)
+    view["app"] = app
+    view["variants"] = {names.outside(k): v for k, v in view["variants"].items()}
+    return JSONResponse(view)

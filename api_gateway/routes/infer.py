@@ -19,10 +19,17 @@ from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
 from api_gateway.state import GatewayState
 from queues import topology
-from queues.errors import InfaasError, error_from_code
+from queues.errors import (
+    InfaasError,
+    UnknownApp,
+    UnknownModel,
+    UnknownVariant,
+    error_from_code,
+)
 from queues.messages import Query as QueryMessage
 from queues.messages import now_ms
 from registry.selector import Decision, Requirements
+from registry.tenancy import DEFAULT_NAMESPACE, Namespace
 
 router = APIRouter(tags=["inference"], route_class=JSONBodyRoute)
 
@@ -37,9 +44,6 @@ class Served:
     elapsed_ms: float
     model_ms: float
     explain: bool
-
-
-Render = Callable[[Served], JSONResponse]
 
 
 class InferRequest(BaseModel):
@@ -78,13 +82,18 @@ class VariantInferRequest(BaseModel):
 
 @router.post("/v1/apps/{app}/infer", summary="Model-less query: name the app and your needs")
 async def infer_app(
-    app: str, body: InferRequest, state: State, _tenant: Tenant, explain: bool = Query(False)
+    app: str, body: InferRequest, state: State, tenant: Tenant, explain: bool = Query(False)
 ) -> JSONResponse:
+    names = tenant.names
+    internal = names.inside(app)
+    if internal is None:
+        raise UnknownApp(f"no app named {app!r}; GET /v1/apps lists the apps")
     return await _serve(
         state,
+        names,
         body.inputs,
         lambda batch: Requirements(
-            app=app,
+            app=internal,
             batch=batch,
             latency_ms=body.latency_ms,
             min_accuracy=body.min_accuracy,
@@ -92,7 +101,7 @@ async def infer_app(
         ),
         timeout_ms=body.timeout_ms,
         explain=explain,
-        scope=app,
+        scope=internal,
     )
 
 
@@ -101,53 +110,69 @@ async def infer_model(
     model: str,
     body: ModelInferRequest,
     state: State,
-    _tenant: Tenant,
+    tenant: Tenant,
     explain: bool = Query(False),
 ) -> JSONResponse:
+    names = tenant.names
+    internal = names.inside(model)
+    if internal is None:
+        raise UnknownModel(f"no model named {model!r}; GET /v1/apps lists the models")
     return await _serve(
         state,
+        names,
         body.inputs,
-        lambda batch: Requirements(model=model, batch=batch, latency_ms=body.latency_ms),
+        lambda batch: Requirements(model=internal, batch=batch, latency_ms=body.latency_ms),
         timeout_ms=body.timeout_ms,
         explain=explain,
-        scope=model,
+        scope=internal,
     )
 
 
 @router.post("/v1/variants/{variant}/infer", summary="Variant query: no choice is made")
 async def infer_variant(
-    variant: str, body: VariantInferRequest, state: State, _tenant: Tenant
+    variant: str, body: VariantInferRequest, state: State, tenant: Tenant
 ) -> JSONResponse:
+    names = tenant.names
+    internal = names.inside(variant)
+    if internal is None:
+        raise UnknownVariant(f"no variant named {variant!r}; GET /v1/apps/<app> lists them")
     return await _serve(
         state,
+        names,
         body.inputs,
-        lambda batch: Requirements(variant=variant, batch=batch),
+        lambda batch: Requirements(variant=internal, batch=batch),
         timeout_ms=body.timeout_ms,
         explain=False,
-        scope=variant,
+        scope=internal,
     )
 
 
 async def _serve(
     state: GatewayState,
+    names: Namespace,
     raw_inputs: list[Any] | np.ndarray,
     requirements: Callable[[int], Requirements],
     *,
     timeout_ms: float | None,
     explain: bool,
     scope: str,
-    render: Render | None = None,
 ) -> JSONResponse:
-    """:func:`serve`, then ``render`` turns the answer into the response of its protocol
-    (default: this API's own, ``/v1``)."""
+    """:func:`serve`, answered in this API's own protocol (``/v1``)."""
     served = await serve(
-        state, raw_inputs, requirements, timeout_ms=timeout_ms, explain=explain, scope=scope
+        state,
+        names,
+        raw_inputs,
+        requirements,
+        timeout_ms=timeout_ms,
+        explain=explain,
+        scope=scope,
     )
-    return (render or v1_response)(served)
+    return v1_response(served, names)
 
 
 async def serve(
     state: GatewayState,
+    names: Namespace,
     raw_inputs: list[Any] | np.ndarray,
     requirements: Callable[[int], Requirements],
     *,
@@ -155,11 +180,13 @@ async def serve(
     explain: bool,
     scope: str,
 ) -> Served:
-    """Select, wait for a load if need be, dispatch and account: the query path of every
-    protocol (``/v1``, the Open Inference Protocol's REST and gRPC)."""
+    """Admit (the caller's quota), select, wait for a load if need be, dispatch and
+    account: the query path of every protocol (``/v1``, the Open Inference Protocol's
+    REST and gRPC). Errors name things as the caller does (``names``)."""
     started = time.perf_counter()
     app = scope
     try:
+        await state.quotas.take_query(names.tenant)
         check_batch_size(len(raw_inputs), state.settings.max_batch)
         req = requirements(len(raw_inputs))
         decision = await state.select(req, explain=explain)
@@ -177,9 +204,14 @@ async def serve(
         state.metrics.rejected.labels(app, exc.code).inc()
         if app in state.catalog_snapshot.apps:
             state.accounting.failed(app, exc.code)
+        names.shown(exc)
         raise
     left_ms = deadline_ms - (time.perf_counter() - started) * 1000
-    return await _dispatch(state, decision, req, batch, started, left_ms, explain)
+    try:
+        return await _dispatch(state, decision, req, batch, started, left_ms, explain)
+    except InfaasError as exc:
+        names.shown(exc)
+        raise
 
 
 async def _dispatch(
@@ -241,16 +273,17 @@ async def _dispatch(
     return Served(decision, outputs, request_id, elapsed_ms, reply.model_ms, explain)
 
 
-def v1_response(served: Served) -> JSONResponse:
+def v1_response(served: Served, names: Namespace = DEFAULT_NAMESPACE) -> JSONResponse:
     decision = served.decision
     variant = decision.variant
     outputs = served.outputs
+    shown = names.outside(variant.id)
     body: dict[str, Any] = {
         "outputs": outputs,
         "labels": outputs.argmax(axis=1) if outputs.ndim == 2 else [],
-        "app": variant.app,
-        "model": variant.model,
-        "variant": variant.id,
+        "app": names.outside(variant.app),
+        "model": names.outside(variant.model),
+        "variant": shown,
         "hardware": variant.hardware,
         "elapsed_ms": round(served.elapsed_ms, 3),
         "model_ms": round(served.model_ms, 3),
@@ -258,8 +291,11 @@ def v1_response(served: Served) -> JSONResponse:
     }
     if served.explain:
         body["decision"] = {
-            "reason": decision.reason,
             "load_requested": decision.load_request,
-            "candidates": [asdict(c) for c in decision.candidates],
+            "reason": names.show(decision.reason),
+            "candidates": [
+                asdict(c) | {"variant": names.outside(c.variant), "reason": names.show(c.reason)}
+                for c in decision.candidates
+            ],
         }
-    return JSONResponse(body, headers={"X-Infaas-Variant": variant.id})
+    return JSONResponse(body, headers={"X-Infaas-Variant": shown})

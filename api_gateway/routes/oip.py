@@ -33,6 +33,7 @@ from api_gateway.oip_tensors import encode_output, raw_output
 from api_gateway.responses import JSONResponse, validation_error
 from api_gateway.state import GatewayState
 from queues.errors import Forbidden, InfaasError, InvalidRequest, Unauthenticated
+from registry.tenancy import Namespace
 
 
 def oip_error(error: InfaasError) -> JSONResponse:
@@ -144,14 +145,15 @@ def _binary_output(body: OIPInferRequest) -> bool:
     return wanted
 
 
-def _render(answer: Answer, body: OIPInferRequest) -> Response:
+def _render(answer: Answer, body: OIPInferRequest, names: Namespace) -> Response:
     variant = answer.variant
-    headers = {"X-Infaas-Variant": variant.id}
+    version = names.outside(variant.id)
+    headers = {"X-Infaas-Variant": version}
     document: dict[str, Any] = {
-        "model_name": variant.model,
-        "model_version": variant.id,
+        "model_name": names.outside(variant.model),
+        "model_version": version,
         "id": body.id if body.id is not None else answer.served.request_id,
-        "parameters": {"app": variant.app, "hardware": variant.hardware},
+        "parameters": {"app": names.outside(variant.app), "hardware": variant.hardware},
     }
     if not _binary_output(body):
         document["outputs"] = [encode_output(answer.output_name, answer.outputs)]
@@ -166,11 +168,13 @@ def _render(answer: Answer, body: OIPInferRequest) -> Response:
     return Response(header + raw, media_type="application/octet-stream", headers=headers)
 
 
-async def _infer(request: Request, state: GatewayState, name: str, version: str | None) -> Response:
+async def _infer(
+    request: Request, state: GatewayState, names: Namespace, name: str, version: str | None
+) -> Response:
     body, tensors = await _request(request)
     outputs = [o.name for o in body.outputs] if body.outputs is not None else None
     call = InferCall(name, version, body.id, body.parameters, tensors, outputs)
-    return _render(await oip_service.infer(state, call), body)
+    return _render(await oip_service.infer(state, names, call), body, names)
 
 
 # The body is read (within INFAAS_MAX_BODY_MB) by the route class and parsed in _request:
@@ -187,8 +191,8 @@ _BODY = {
 @router.post(
     "/v2/models/{name}/infer", summary="Query an app, model or variant", openapi_extra=_BODY
 )
-async def infer(request: Request, name: str, state: State, _tenant: Tenant) -> Response:
-    return await _infer(request, state, name, None)
+async def infer(request: Request, name: str, state: State, tenant: Tenant) -> Response:
+    return await _infer(request, state, tenant.names, name, None)
 
 
 @router.post(
@@ -197,9 +201,9 @@ async def infer(request: Request, name: str, state: State, _tenant: Tenant) -> R
     openapi_extra=_BODY,
 )
 async def infer_version(
-    request: Request, name: str, version: str, state: State, _tenant: Tenant
+    request: Request, name: str, version: str, state: State, tenant: Tenant
 ) -> Response:
-    return await _infer(request, state, name, version)
+    return await _infer(request, state, tenant.names, name, version)
 
 
 @router.get("/v2", summary="Server metadata (Open Inference Protocol)")
@@ -225,29 +229,34 @@ async def server_ready(state: State) -> JSONResponse:
 
 
 @router.get("/v2/models/{name}", summary="Metadata of an app, model or variant")
-async def model_metadata(name: str, state: State, _tenant: Tenant) -> JSONResponse:
-    return JSONResponse(oip_service.metadata(await oip_service.find_target(state, name, None)))
+async def model_metadata(name: str, state: State, tenant: Tenant) -> JSONResponse:
+    names = tenant.names
+    target = await oip_service.find_target(state, names, name, None)
+    return JSONResponse(oip_service.metadata(target, names))
 
 
 @router.get("/v2/models/{name}/versions/{version}", summary="Metadata of one variant of a name")
-async def version_metadata(name: str, version: str, state: State, _tenant: Tenant) -> JSONResponse:
-    target = await oip_service.find_target(state, name, version)
-    return JSONResponse(oip_service.metadata(target))
+async def version_metadata(name: str, version: str, state: State, tenant: Tenant) -> JSONResponse:
+    names = tenant.names
+    target = await oip_service.find_target(state, names, name, version)
+    return JSONResponse(oip_service.metadata(target, names))
 
 
-async def _model_ready(state: GatewayState, name: str, version: str | None) -> JSONResponse:
-    ready = await oip_service.model_ready(state, name, version)
+async def _model_ready(
+    state: GatewayState, names: Namespace, name: str, version: str | None
+) -> JSONResponse:
+    ready = await oip_service.model_ready(state, names, name, version)
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 400)
 
 
 @router.get("/v2/models/{name}/ready", summary="An app, model or variant can serve")
-async def model_ready(name: str, state: State, _tenant: Tenant) -> JSONResponse:
-    return await _model_ready(state, name, None)
+async def model_ready(name: str, state: State, tenant: Tenant) -> JSONResponse:
+    return await _model_ready(state, tenant.names, name, None)
 
 
 @router.get("/v2/models/{name}/versions/{version}/ready", summary="A variant of a name can serve")
-async def version_ready(name: str, version: str, state: State, _tenant: Tenant) -> JSONResponse:
-    return await _model_ready(state, name, version)
+async def version_ready(name: str, version: str, state: State, tenant: Tenant) -> JSONResponse:
+    return await _model_ready(state, tenant.names, name, version)
 
 
 class IndexRequest(BaseModel):
@@ -255,7 +264,7 @@ class IndexRequest(BaseModel):
 
 
 @router.post("/v2/repository/index", summary="Apps, models and variants (model repository)")
-async def repository_index(request: Request, state: State, _tenant: Tenant) -> JSONResponse:
+async def repository_index(request: Request, state: State, tenant: Tenant) -> JSONResponse:
     """The index of the model repository extension; its load and unload are the scaler's
     (docs/decisions.md)."""
     body = await request.body()
@@ -264,5 +273,7 @@ async def repository_index(request: Request, state: State, _tenant: Tenant) -> J
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
     return JSONResponse(
-        oip_service.repository_index(state.catalog_snapshot, ready_only=wanted.ready)
+        oip_service.repository_index(
+            state.catalog_snapshot, ready_only=wanted.ready, names=tenant.names
+        )
     )

@@ -224,8 +224,9 @@ def test_changes_are_audited_with_tenant_key_route_target_and_outcome(tmp_path: 
         for r in reversed(records)
     ]
     assert summary == [
-        ("acme", deploy_id, "POST", "/v1/apps", "app=digits", "ok"),
-        ("acme", deploy_id, "POST", "/v1/apps", "app=digits", "conflict"),
+        # the audit log is the admins': it names things by their internal ids
+        ("acme", deploy_id, "POST", "/v1/apps", "app=acme--digits", "ok"),
+        ("acme", deploy_id, "POST", "/v1/apps", "app=acme--digits", "conflict"),
         ("acme", deploy_id, "POST", "/v1/apps", "", "invalid_request"),
         ("acme", query_id, "DELETE", "/v1/apps/{app}", "app=digits", "forbidden"),
     ]

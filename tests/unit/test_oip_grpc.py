@@ -247,9 +247,9 @@ def test_a_raw_size_that_does_not_match_the_shape_is_refused(app: FastAPI) -> No
 def test_keys_as_on_rest(tmp_path: Path) -> None:
     app = oip_app(tmp_path, grpc_port=0, auth=True)
     store = KeyStore(app.state.infaas.services.catalog)
-    query = store.create("acme", Role.QUERY).key
-    deploy = store.create("acme", Role.DEPLOY).key
-    revoked = store.create("acme", Role.ADMIN)
+    query = store.create("default", Role.QUERY).key
+    deploy = store.create("default", Role.DEPLOY).key
+    revoked = store.create("default", Role.ADMIN)
     store.revoke(revoked.record.id)
     # no method of the protocol needs more than a query key; a stricter rule shows 403
     access = {**GRPC_ACCESS, "ModelMetadata": Role.DEPLOY}
