@@ -27,7 +27,11 @@ from queues.errors import (
 )
 from queues.memory_rpc import memory_connection
 from queues.settings import BrokerSettings
-from registry.job_io import (
+from registry.jobs import Job, JobStore, NewJob, new_job_id
+from registry.jobs.chunking import ChunkPlan, InputObject, chunk_priority, plan_chunks
+from registry.jobs.locations import Location, parse_location
+from registry.jobs.messages import batch_queue_options, send_chunks
+from registry.jobs.objects import (
     check_output_writable,
     check_upload,
     discover_inputs,
@@ -35,22 +39,10 @@ from registry.job_io import (
     store_for,
     upload_location,
 )
-from registry.job_planning import (
-    ChunkPlan,
-    InputObject,
-    JobNeeds,
-    JobOption,
-    Location,
-    choose_variant,
-    chunk_priority,
-    chunks_to_republish,
-    parse_location,
-    plan_chunks,
-    request_fingerprint,
-)
-from registry.job_queue import batch_queue_options, send_chunks
-from registry.job_settings import JobSettings
-from registry.jobs import Job, JobStore, NewJob, new_job_id
+from registry.jobs.records import request_fingerprint
+from registry.jobs.recovery import chunks_to_republish
+from registry.jobs.settings import JobSettings
+from registry.jobs.variant_choice import JobNeeds, JobOption, choose_variant
 from registry.store import ObjectStore
 from registry.types import READY, App, utcnow
 

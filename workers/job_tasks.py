@@ -16,8 +16,8 @@ from celery import bootsteps
 
 from queues import topology
 from queues.errors import ConfigError, InfaasError
-from registry.job_queue import CHUNK_TASK, batch_queue_options
-from registry.job_settings import JobSettings
+from registry.jobs.messages import CHUNK_TASK, batch_queue_options
+from registry.jobs.settings import JobSettings
 from registry.types import READY
 from workers.jobs import ChunkRunner
 

@@ -31,18 +31,13 @@ import numpy as np
 
 from queues.errors import InfaasError, InvalidInput, Unavailable, UnknownJob, WorkerError
 from registry.catalog import Catalog
-from registry.job_io import finalize_job, store_for
-from registry.job_planning import (
-    CLAIM_DONE,
-    CLAIM_EXHAUSTED,
-    CLAIM_HELD,
-    CLAIM_RUN,
-    Location,
-    online_pressure,
-)
-from registry.job_queue import send_chunks
-from registry.job_settings import JobSettings
 from registry.jobs import Chunk, Claim, Job, JobStore
+from registry.jobs.locations import Location
+from registry.jobs.messages import send_chunks
+from registry.jobs.objects import finalize_job, store_for
+from registry.jobs.pacing import online_pressure
+from registry.jobs.recovery import CLAIM_DONE, CLAIM_EXHAUSTED, CLAIM_HELD, CLAIM_RUN
+from registry.jobs.settings import JobSettings
 from registry.livestate import LiveState
 from registry.selector import MS_PER_HOUR
 from registry.store import ObjectStore

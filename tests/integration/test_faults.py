@@ -34,8 +34,8 @@ from infaas.demo import DEMO_APP
 from infaas.demo_models import load_validation
 from infaas.services import Services
 from queues import topology
-from registry.job_planning import CHUNK_DONE, JOB_SUCCEEDED
 from registry.jobs import JobStore
+from registry.jobs.status import CHUNK_DONE, JOB_SUCCEEDED
 from registry.livestate import now_ms
 from registry.registrations import (
     RegistrationResendRow,

@@ -33,20 +33,14 @@ from infaas.demo import DEMO_APP
 from infaas.demo_models import load_validation
 from infaas.embedded import LocalStack
 from queues import topology
-from registry.job_io import discover_inputs
-from registry.job_planning import (
-    CHUNK_DONE,
-    JOB_CANCELLED,
-    JOB_SUCCEEDED,
-    JobNeeds,
-    Location,
-    estimate,
-    parse_location,
-    plan_chunks,
-)
-from registry.job_queue import batch_queue_options
-from registry.job_settings import JobSettings
 from registry.jobs import ChunkRow, JobStore, NewJob, new_job_id
+from registry.jobs.chunking import plan_chunks
+from registry.jobs.locations import Location, parse_location
+from registry.jobs.messages import batch_queue_options
+from registry.jobs.objects import discover_inputs
+from registry.jobs.settings import JobSettings
+from registry.jobs.status import CHUNK_DONE, JOB_CANCELLED, JOB_SUCCEEDED
+from registry.jobs.variant_choice import JobNeeds, estimate
 from registry.types import READY, utcnow
 from tests.e2e_support import Stack
 from workers.runtimes.base import RuntimeSpec, load_runtime

@@ -20,7 +20,7 @@ from queues import topology
 from queues.broker_admin import broker_connection
 from queues.celery_app import create_celery_app
 from queues.depth import QueueProbe
-from registry.job_queue import batch_kombu_queue, batch_queue_options
+from registry.jobs.messages import batch_kombu_queue, batch_queue_options
 from registry.registrations import RegistrationStore
 from registry.types import READY, Model
 from tests.e2e_support import Stack

@@ -14,7 +14,7 @@ from queues import topology
 from queues.broker_admin import Removal, broker_connection, remove_declared
 from queues.depth import QueueProbe
 from queues.settings import BrokerSettings
-from registry.job_queue import batch_kombu_queue
+from registry.jobs.messages import batch_kombu_queue
 
 
 def test_what_a_variant_and_an_app_declare() -> None:

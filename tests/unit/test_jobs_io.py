@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from queues.errors import InputUnreadable, InvalidInput, OutputNotWritable
-from registry.job_io import (
+from registry.jobs.locations import Location
+from registry.jobs.objects import (
     check_header,
     check_output_writable,
     check_upload,
@@ -19,7 +20,6 @@ from registry.job_io import (
     read_npz_header,
     store_for,
 )
-from registry.job_planning import Location
 from registry.store import LocalStore
 from registry.types import InputSignature
 from workers.jobs import encode_outputs

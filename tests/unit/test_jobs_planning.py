@@ -8,15 +8,25 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from queues.errors import InvalidRequest, NoEligibleVariant, NoWorker
-from registry.job_planning import (
-    CHUNK_DONE,
-    CHUNK_FAILED,
-    CHUNK_QUEUED,
-    CHUNK_RUNNING,
+from registry.jobs.chunking import InputObject, chunk_priority, plan_chunks
+from registry.jobs.locations import Location, manifest_key, output_key, parse_location
+from registry.jobs.pacing import online_pressure, required_items_per_s
+from registry.jobs.records import request_fingerprint
+from registry.jobs.recovery import (
     CLAIM_DONE,
     CLAIM_EXHAUSTED,
     CLAIM_HELD,
     CLAIM_RUN,
+    ChunkView,
+    chunks_to_republish,
+    claim_decision,
+)
+from registry.jobs.settings import JobSettings
+from registry.jobs.status import (
+    CHUNK_DONE,
+    CHUNK_FAILED,
+    CHUNK_QUEUED,
+    CHUNK_RUNNING,
     EVENT_CANCEL,
     EVENT_FAIL,
     EVENT_START,
@@ -26,25 +36,9 @@ from registry.job_planning import (
     JOB_QUEUED,
     JOB_RUNNING,
     JOB_SUCCEEDED,
-    ChunkView,
-    InputObject,
-    JobNeeds,
-    Location,
-    choose_variant,
-    chunk_priority,
-    chunks_to_republish,
-    claim_decision,
-    estimate,
-    manifest_key,
     next_job_status,
-    online_pressure,
-    output_key,
-    parse_location,
-    plan_chunks,
-    request_fingerprint,
-    required_items_per_s,
 )
-from registry.job_settings import JobSettings
+from registry.jobs.variant_choice import JobNeeds, choose_variant, estimate
 from registry.livestate import ACTIVE, INTERFERED, OVERLOADED, VariantLoad, WorkerReport
 from tests.factories import variant
 

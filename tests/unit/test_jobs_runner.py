@@ -24,16 +24,11 @@ from queues import topology
 from queues.celery_app import create_celery_app
 from queues.settings import BrokerSettings
 from registry.catalog import Catalog
-from registry.job_planning import (
-    CHUNK_DONE,
-    JOB_FAILED,
-    JOB_SUCCEEDED,
-    InputObject,
-    Location,
-    plan_chunks,
-)
-from registry.job_settings import JobSettings
 from registry.jobs import Job, JobStore, NewJob, new_job_id
+from registry.jobs.chunking import InputObject, plan_chunks
+from registry.jobs.locations import Location
+from registry.jobs.settings import JobSettings
+from registry.jobs.status import CHUNK_DONE, JOB_FAILED, JOB_SUCCEEDED
 from registry.livestate import MemoryLiveState
 from registry.store import LocalStore
 from registry.types import App, InputSignature, Model, Variant

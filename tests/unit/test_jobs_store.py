@@ -13,26 +13,22 @@ from sqlalchemy import update
 
 from queues.errors import Conflict, UnknownJob
 from registry.catalog import Catalog
-from registry.job_io import finalize_job
-from registry.job_planning import (
+from registry.jobs import ChunkRow, Job, JobStore, NewJob, job_view, new_job_id
+from registry.jobs.chunking import InputObject, plan_chunks
+from registry.jobs.locations import Location
+from registry.jobs.objects import finalize_job
+from registry.jobs.recovery import CLAIM_DONE, CLAIM_EXHAUSTED, CLAIM_HELD, CLAIM_RUN
+from registry.jobs.status import (
     CHUNK_DONE,
     CHUNK_FAILED,
     CHUNK_QUEUED,
     CHUNK_RUNNING,
-    CLAIM_DONE,
-    CLAIM_EXHAUSTED,
-    CLAIM_HELD,
-    CLAIM_RUN,
     JOB_CANCELLED,
     JOB_FAILED,
     JOB_QUEUED,
     JOB_RUNNING,
     JOB_SUCCEEDED,
-    InputObject,
-    Location,
-    plan_chunks,
 )
-from registry.jobs import ChunkRow, Job, JobStore, NewJob, job_view, new_job_id
 from registry.store import LocalStore
 from registry.types import utcnow
 

@@ -18,14 +18,11 @@ import numpy as np
 
 from queues.errors import InfaasError, InputUnreadable, InvalidInput, OutputNotWritable
 from registry.archives import ArchiveRefused, npy_member
-from registry.job_planning import (
-    CHUNK_DONE,
-    JOB_RUNNING,
-    InputObject,
-    Location,
-    manifest_key,
-)
-from registry.jobs import JobStore, build_manifest
+from registry.jobs.chunking import InputObject
+from registry.jobs.locations import Location, manifest_key
+from registry.jobs.status import CHUNK_DONE, JOB_RUNNING
+from registry.jobs.store import JobStore
+from registry.jobs.views import build_manifest
 from registry.store import ObjectStore
 from registry.types import InputSignature
 
