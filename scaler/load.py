@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from scaler.forecast import SeasonalParams, observe, rise_ahead
 from scaler.plan import ClassPlan, Key
 from scaler.snapshot import DemandClass
 from scaler.tick import Tick
@@ -44,6 +45,7 @@ def estimate(t: Tick, current: Mapping[Key, int]) -> list[ClassPlan]:
         t.estimates[key] = estimate
         per_class[key] = (measured, estimate, past, window)
     group_trend = _group_trends(t, classes, rises)
+    seasonal_rise = _seasonal(t, sum(c.qps for c in seen.values()))
     for key, (measured, estimate, past, window) in per_class.items():
         record = classes[key]
         trend = 0.0
@@ -54,8 +56,7 @@ def estimate(t: Tick, current: Mapping[Key, int]) -> list[ClassPlan]:
             trend = max(trend, estimate * group_trend.get(_group_of(t, record), 0.0))
         past.append((now, estimate))
         held = max(q for t, q in past if t > now - window)
-        if trend > 0:  # at most double: a step looks like a steep trend for a while
-            held = max(held, min(estimate + trend * s.forecast_s, 2.0 * estimate))
+        held = _ahead(held, estimate, trend, seasonal_rise, s.forecast_s)
         if held < 1e-6 and key not in seen:
             del t.estimates[key]
             continue  # gone for a whole hold-down: forget it
@@ -66,6 +67,31 @@ def estimate(t: Tick, current: Mapping[Key, int]) -> list[ClassPlan]:
         planned = _quantize(held * s.headroom + backlog / s.drain_s, s.load_quantum)
         plans.append(ClassPlan(key, record.app, measured, estimate, held, planned, 0.0))
     return plans
+
+
+def _ahead(held: float, estimate: float, trend: float, rise: float, ahead_s: float) -> float:
+    """The held load raised to where a trend (q/s per s) or the season's shape (a ratio)
+    says it is going, at most double the estimate: a step looks like a steep trend for a
+    while, and a shape learnt from the past may not repeat."""
+    if trend > 0:
+        held = max(held, min(estimate + trend * ahead_s, 2.0 * estimate))
+    if rise > 1.0:
+        held = max(held, estimate * min(rise, 2.0))
+    return held
+
+
+def _seasonal(t: Tick, total_qps: float) -> float:
+    """Learn the fleet's summed load's shape (``season_s``) and return how much it is
+    foreseen to rise within ``forecast_s`` (1: none, or the season is off or not yet
+    learnt). A sum of classes: its shape is steadier than any one class's."""
+    s = t.s
+    t.seasonal = t.state.seasonal
+    if s.season_s <= 0:
+        return 1.0
+    params = SeasonalParams(season_s=s.season_s, bin_s=s.season_bin_s)
+    now_s = t.now / 1000.0
+    t.seasonal = observe(t.state.seasonal, now_s, total_qps, params)
+    return rise_ahead(t.seasonal, now_s, max(s.forecast_s, s.season_bin_s), params)
 
 
 def _track_seen(t: Tick, key: str, seen: bool, window: float) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.routing import Routes
+from scaler.forecast import Seasonal
 from scaler.planner import Assignment, Problem
 from scaler.snapshot import DemandClass
 
@@ -143,3 +144,4 @@ class ScalerState:
     # the last capacity problem and its answer: the same problem again is not re-solved
     last_solved: tuple[Problem, Assignment] | None = field(default=None, compare=False)
     solved_ms: float | None = None  # when last_solved was solved (not merely kept)
+    seasonal: Seasonal = field(default_factory=Seasonal)  # the fleet load's learnt shape

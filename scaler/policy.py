@@ -239,5 +239,6 @@ class _Tick(Tick):
             fixed=self.fixed,
             last_solved=self.solved,
             solved_ms=self.solved_ms,
+            seasonal=self.seasonal,
         )
         return result, state

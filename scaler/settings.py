@@ -129,6 +129,21 @@ class ScalerSettings(BaseSettings):
         "window while its noise does not (10 s missed the slow ramps of classes of tens "
         "of q/s)",
     )
+    season_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=8 * 86_400,
+        description="learn the fleet's load's recurring shape over seasons of this length "
+        "(e.g. 86400, a day) by Holt-Winters and plan each class ahead of a rise it "
+        "foresees within forecast_s (0: off)",
+    )
+    season_bin_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="the seasonal shape's resolution: its bins' width (a season holds at "
+        "least two)",
+    )
     trend_z: float = Field(
         default=2.0,
         ge=0,
@@ -264,6 +279,12 @@ class ScalerSettings(BaseSettings):
             raise ValueError(
                 f"INFAAS_SCALER_IDLE_THRESHOLD ({self.idle_threshold}) must be below "
                 f"INFAAS_SCALER_HOT_THRESHOLD ({self.hot_threshold})"
+            )
+        if self.season_s and self.season_s < 2 * self.season_bin_s:
+            raise ValueError(
+                f"INFAAS_SCALER_SEASON_S ({self.season_s}) holds fewer than two bins of "
+                f"INFAAS_SCALER_SEASON_BIN_S ({self.season_bin_s}); lengthen the season or "
+                "narrow the bins"
             )
         if self.ilp_time_limit_s >= self.tick_interval_s:
             raise ValueError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from queues.errors import InvalidRequest
+from scaler.forecast import Seasonal
 from scaler.plan import Action, Key, Pending, ScalerState
 from scaler.planner import Assignment, Problem
 from scaler.settings import ScalerSettings
@@ -28,6 +29,7 @@ class Tick:
     history: dict[str, tuple[tuple[float, float], ...]]
     seen_ms: dict[str, float]
     lapsed: set[str]  # held, but not in the demand for a hold-down
+    seasonal: Seasonal  # the fleet load's learnt shape
     unservable: dict[str, bool]  # the run
     solved: tuple[Problem, Assignment]
     solved_ms: float | None
