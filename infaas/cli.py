@@ -75,6 +75,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api_gateway.app import create_app
+    from api_gateway.quotas import open_query_counter
     from api_gateway.serving import uvicorn_config
     from api_gateway.settings import GatewaySettings
     from api_gateway.state import GatewayServices
@@ -94,6 +95,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             client=create_query_client(services.broker),
             store=services.store,
             celery=create_celery_app(services.broker),
+            query_counter=open_query_counter(
+                services.registry.state_url, prefix=services.registry.state_prefix
+            ),
         ),
     )
     print(settings.describe_auth())

@@ -13,6 +13,7 @@ import time
 import uvicorn
 
 from api_gateway.app import create_app
+from api_gateway.quotas import open_query_counter
 from api_gateway.serving import uvicorn_config
 from api_gateway.settings import GatewaySettings
 from api_gateway.state import GatewayServices
@@ -59,6 +60,9 @@ class LocalStack:
                 client=create_query_client(services.broker),
                 store=services.store,
                 celery=create_celery_app(services.broker),
+                query_counter=open_query_counter(
+                    services.registry.state_url, prefix=services.registry.state_prefix
+                ),
             ),
         )
         self._server = uvicorn.Server(
