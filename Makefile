@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # INFAAS_HOME: as for `infaas` by hand, ~/.infaas unless set (`infaas home` prints it)
 
-.PHONY: venv demo serve test unit integration lint typecheck bench proto clean
+.PHONY: venv demo serve test unit integration lint typecheck bench proto clean stack-test
 
 # uv installs the same pins as pip, about 15x faster (a fresh venv: pip 100 s, uv 6-14 s
 # here). It gets pip's own settings (find-links, extra index URLs, constraints) from
@@ -61,6 +61,12 @@ MYPY_CACHE ?= $(HOME)/.cache/infaas/mypy
 
 typecheck: venv
 	$(BIN)/mypy --cache-dir $(MYPY_CACHE) .
+
+# The docker-compose stack built and run for real with podman, then removed (root, about
+# 15-30 minutes; not part of `make test`): run it after every change under infra/, to a
+# Dockerfile or to the requirements. README, "The stack, tested"; infra/stacktest/.
+stack-test: venv
+	PYTHONPATH=infra $(BIN)/python -m stacktest $(STACK_TEST_ARGS)
 
 bench: venv  ## benchmarks; figures land in bench/results/
 	$(BIN)/python -m bench.pipeline

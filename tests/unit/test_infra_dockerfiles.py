@@ -126,7 +126,15 @@ def test_the_cpu_image_takes_torch_cpu_build_and_the_scaler_gets_docker_compose(
     assert "PYTHON_IMAGE=python:3.11-slim-bookworm" in [s.args for s in steps if s.op == "ARG"]
     assert next(s.args for s in steps if s.op == "FROM") == "${PYTHON_IMAGE} AS deps"
     install = next(s.args for s in steps if s.op == "RUN" and "requirements.txt" in s.args)
-    assert "--index-url https://download.pytorch.org/whl/cpu" in install
+    # torch's index is a build argument whose default is PyTorch's CPU index
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in [
+        s.args for s in steps if s.op == "ARG" and not s.stage
+    ]
+    assert "TORCH_INDEX_URL" in [s.args for s in steps if s.op == "ARG" and s.stage == "deps"]
+    assert '--index-url "${TORCH_INDEX_URL}"' in install
+    # a build of the runtime target passes no stage that needs the docker CLI image
+    stages = [s.stage for s in steps if s.op == "FROM"]
+    assert stages.index("runtime") < stages.index("docker-cli") < stages.index("scaler")
     scaler = [s for s in steps if s.stage == "scaler"]
     copied = " ".join(s.args for s in scaler if s.op == "COPY")
     assert "/usr/local/bin/docker" in copied
