@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from api_gateway.grpc_server import grpc_service
 from api_gateway.json_body import JSONBodyRoute
 from api_gateway.metrics import GatewayMetrics
+from api_gateway.openapi_doc import GatewayApp
 from api_gateway.responses import (
     http_exception_handler,
     infaas_error_handler,
@@ -39,7 +40,7 @@ def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
             app.state.grpc = None
             await state.stop()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="INFaaS gateway",
         description="Model-less inference: say what you need, the system picks the variant.",
         version="0.1.0",

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from api_gateway.deps import State, Tenant
 from api_gateway.json_body import JSONBodyRoute
@@ -50,6 +50,6 @@ async def scaler_plan(state: State, _tenant: Tenant) -> JSONResponse:
     return JSONResponse(doc)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 async def metrics(state: State, _tenant: Tenant) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -30,6 +30,7 @@ from api_gateway.json_body import JSONBodyRoute, parse_json
 from api_gateway.oip_binary import HEADER_LENGTH, BinaryClaim, slice_inputs, split_body
 from api_gateway.oip_service import Answer, InferCall, InferParameters, Tensor
 from api_gateway.oip_tensors import encode_output, raw_output
+from api_gateway.openapi_doc import inline_schema
 from api_gateway.responses import JSONResponse, validation_error
 from api_gateway.state import GatewayState
 from queues.errors import Forbidden, InfaasError, InvalidRequest, Unauthenticated
@@ -183,7 +184,10 @@ _BODY = {
     "requestBody": {
         "description": "OIP inference request: JSON, or with Inference-Header-Content-Length "
         "a JSON header followed by the inputs' raw bytes",
-        "content": {"application/json": {}, "application/octet-stream": {}},
+        "content": {
+            "application/json": {"schema": inline_schema(OIPInferRequest)},
+            "application/octet-stream": {},
+        },
     }
 }
 
