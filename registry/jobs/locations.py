@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from queues.errors import InvalidRequest
-from registry.store import check_bucket_name, check_prefix
+from registry.store.keys import check_bucket_name, check_prefix
 
 
 @dataclass(frozen=True, slots=True)
