@@ -179,6 +179,12 @@ def accept_upload(
     else:
         _require_no_app(catalog, upload.app)
     require_free_model_id(catalog, upload.model_id)
+    tenant = owner_of(upload.model_id)
+    if quota is not None:  # before anything is read: the upload's files as they came
+        given = upload.model_path.stat().st_size + upload.validation_path.stat().st_size
+        early = quota(tenant, given)
+        if early is not None:
+            early(catalog.usage(tenant))
     hardware = check_hardware(upload.hardware)
     metadata = check_metadata(upload.metadata)
     info = inspect_model(
@@ -210,10 +216,7 @@ def accept_upload(
                 upload.model_path, Path(tmp) / "program.pt2", max_unpacked_bytes=max_unpacked_bytes
             )
         stored_bytes = stored.stat().st_size + upload.validation_path.stat().st_size
-        tenant = owner_of(upload.model_id)
         check_usage = quota(tenant, stored_bytes) if quota is not None else None
-        if check_usage is not None:
-            check_usage(catalog.usage(tenant))  # before storing anything
         try:
             store.put_file(model_key, stored)
             store.put_file(validation_key, upload.validation_path)

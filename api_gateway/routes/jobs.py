@@ -26,9 +26,12 @@ from api_gateway.deps import State, Tenant, TenantContext
 from api_gateway.jobs_dispatch import Submission
 from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
+from api_gateway.state import GatewayState
 from api_gateway.upload_limits import MB, UploadLimit
-from queues.errors import InvalidRequest, UnknownJob
+from queues.errors import InfaasError, InvalidRequest, UnknownApp, UnknownJob
 from registry.jobs import Job, check_status_filter, job_summary, job_view
+from registry.jobs.status import JOB_QUEUED, JOB_RUNNING
+from registry.tenancy import Namespace, owner_of
 from registry.types import utcnow
 
 router = APIRouter(tags=["batch jobs"], route_class=JSONBodyRoute)
@@ -138,9 +141,14 @@ def _form_fields(form: FormData) -> dict[str, Any]:
 
 
 def _submission(body: JobRequest, tenant: TenantContext, key: str | None) -> Submission:
+    """The job as the dispatcher takes it: its app by internal id, and its tenant the
+    app's (an admin's job on another tenant's app is that tenant's)."""
+    app = tenant.names.inside(body.app)
+    if app is None:
+        raise UnknownApp(f"no app named {body.app!r}; GET /v1/apps lists the apps")
     return Submission(
-        tenant=tenant.tenant,
-        app=body.app,
+        tenant=owner_of(app),
+        app=app,
         input=body.input,
         output=body.output,
         min_accuracy=body.min_accuracy,
@@ -151,14 +159,14 @@ def _submission(body: JobRequest, tenant: TenantContext, key: str | None) -> Sub
     )
 
 
-def _accepted(job: Job, replayed: bool) -> JSONResponse:
+def _accepted(job: Job, replayed: bool, names: Namespace) -> JSONResponse:
     status_url = f"/v1/jobs/{job.id}"
     body = {
         "job_id": job.id,
         "status_url": status_url,
         "status": job.status,
-        "app": job.app,
-        "variant": job.variant,
+        "app": names.outside(job.app),
+        "variant": names.outside(job.variant) if job.variant else job.variant,
         "items_total": job.items_total,
         "chunks_total": job.chunks_total,
         "estimate": job.estimate,
@@ -182,7 +190,16 @@ async def submit_job(
     tenant: Tenant,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    key = _check_key(idempotency_key)
+    try:
+        return await _submit(request, state, tenant, _check_key(idempotency_key))
+    except InfaasError as exc:
+        tenant.names.shown(exc)
+        raise
+
+
+async def _submit(
+    request: Request, state: GatewayState, tenant: TenantContext, key: str | None
+) -> JSONResponse:
     dispatcher = state.jobs
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -200,9 +217,10 @@ async def submit_job(
             finally:
                 await form.close()
             sub = replace(_submission(body, tenant, key), upload=path, upload_sha256=digest)
+            await _check_jobs_quota(state, sub.tenant)
             job, replayed = await asyncio.to_thread(dispatcher.submit, sub)
         tenant.audit_target(f"job={job.id} app={job.app}")
-        return _accepted(job, replayed)
+        return _accepted(job, replayed, tenant.names)
     if content_type and not content_type.startswith("application/json"):
         raise InvalidRequest(
             "send the job as JSON (content-type application/json) naming an s3:// input, "
@@ -214,14 +232,44 @@ async def submit_job(
             'give the input location ("input": "s3://BUCKET/PREFIX"), or upload a .npz '
             "as multipart/form-data with the file 'inputs'"
         )
-    job, replayed = await asyncio.to_thread(dispatcher.submit, _submission(body, tenant, key))
+    sub = _submission(body, tenant, key)
+    await _check_jobs_quota(state, sub.tenant)
+    job, replayed = await asyncio.to_thread(dispatcher.submit, sub)
     tenant.audit_target(f"job={job.id} app={job.app}")
-    return _accepted(job, replayed)
+    return _accepted(job, replayed, tenant.names)
+
+
+async def _check_jobs_quota(state: GatewayState, tenant: str) -> None:
+    """Refuse a job over ``tenant``'s quota of unfinished jobs (counted in the catalog
+    that every gateway shares; two gateways submitting at the same instant may both
+    pass, by one job). Not counted without a quota."""
+    limit = state.settings.quota_of(tenant).jobs
+    if limit is None:
+        return
+    store = state.jobs.jobs
+    unfinished = 0
+    for status in (JOB_QUEUED, JOB_RUNNING):
+        found = await asyncio.to_thread(
+            store.recent, tenant=tenant, status=status, limit=max(1, limit)
+        )
+        unfinished += len(found)
+    state.quotas.check_jobs(tenant, unfinished)
 
 
 def _check_owner(job: Job, tenant: TenantContext) -> None:
-    if job.tenant != tenant.tenant:
+    """Another tenant's job is as unknown as one that does not exist (admins see all)."""
+    if job.tenant != tenant.tenant and not tenant.names.everything:
         raise UnknownJob(f"job {job.id!r} does not exist; GET /v1/jobs lists your jobs")
+
+
+def _shown(view: dict[str, Any], names: Namespace) -> dict[str, Any]:
+    """A job's view in the caller's names."""
+    view["app"] = names.outside(view["app"])
+    if view.get("variant"):
+        view["variant"] = names.outside(view["variant"])
+    if "variants_used" in view:
+        view["variants_used"] = [names.outside(v) for v in view["variants_used"]]
+    return view
 
 
 async def _own_job(state: State, tenant: TenantContext, job_id: str) -> Job:
@@ -234,7 +282,7 @@ async def _own_job(state: State, tenant: TenantContext, job_id: str) -> Job:
 async def get_job(job_id: str, state: State, tenant: Tenant) -> JSONResponse:
     job, chunks = await asyncio.to_thread(state.jobs.jobs.get_with_chunks, job_id)
     _check_owner(job, tenant)
-    return JSONResponse(job_view(job, chunks, utcnow()))
+    return JSONResponse(_shown(job_view(job, chunks, utcnow()), tenant.names))
 
 
 @router.get("/v1/jobs", summary="Jobs, newest first")
@@ -246,10 +294,16 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JSONResponse:
     check_status_filter(status)
+    names = tenant.names
+    app_id = names.inside(app) if app is not None else None
+    if app is not None and app_id is None:
+        return JSONResponse({"jobs": []})  # no app of the caller's is called that
+    # an admin lists another tenant's jobs by naming its app (``acme--digits``)
+    owner = owner_of(app_id) if app_id is not None and names.everything else tenant.tenant
     found = await asyncio.to_thread(
-        state.jobs.jobs.recent, tenant=tenant.tenant, app=app, status=status, limit=limit
+        state.jobs.jobs.recent, tenant=owner, app=app_id, status=status, limit=limit
     )
-    return JSONResponse({"jobs": [job_summary(job, progress) for job, progress in found]})
+    return JSONResponse({"jobs": [_shown(job_summary(j, p), names) for j, p in found]})
 
 
 @router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
@@ -257,4 +311,4 @@ async def cancel_job(job_id: str, state: State, tenant: Tenant) -> JSONResponse:
     await _own_job(state, tenant, job_id)
     await asyncio.to_thread(state.jobs.jobs.cancel, job_id)
     job, chunks = await asyncio.to_thread(state.jobs.jobs.get_with_chunks, job_id)
-    return JSONResponse(job_view(job, chunks, utcnow()))
+    return JSONResponse(_shown(job_view(job, chunks, utcnow()), tenant.names))

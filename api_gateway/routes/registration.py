@@ -195,11 +195,6 @@ async def _register(
     create_app: bool,
 ) -> JSONResponse:
     services = state.services
-    if services.store is None or services.celery is None:
-        raise Unavailable(
-            "this gateway has no object store or task queue to register models with; "
-            "start it with `infaas gateway` or `infaas demo`"
-        )
     internal = names.inside(app)
     try:
         if internal is None:
@@ -214,6 +209,12 @@ async def _register(
             ) from exc
         internal = names.new_id("app", app)
         app_exists = False
+    store, celery = services.store, services.celery
+    if store is None or celery is None:
+        raise Unavailable(
+            "this gateway has no object store or task queue to register models with; "
+            "start it with `infaas gateway` or `infaas demo`"
+        )
     limit = UploadLimit(
         int(state.settings.max_upload_mb * MB),
         "INFAAS_MAX_UPLOAD_MB",
@@ -240,7 +241,7 @@ async def _register(
             functools.partial(
                 accept_upload,
                 services.catalog,
-                services.store,
+                store,
                 upload,
                 max_unpacked_bytes=limit.limit_bytes,  # compression buys no room
                 quota=state.quotas.usage_check,
@@ -249,7 +250,7 @@ async def _register(
     try:
         await asyncio.to_thread(_send_tasks, state, registration)
     except Exception as exc:
-        await asyncio.to_thread(remove_model, services.catalog, services.store, registration.model)
+        await asyncio.to_thread(remove_model, services.catalog, store, registration.model)
         if upload.new_app is not None:  # the app came with the model: it goes with it
             await asyncio.to_thread(services.catalog.delete_app, internal)
         raise BrokerUnavailable(
@@ -305,8 +306,6 @@ async def _delete_model(
     shown: tuple[str, str],
 ) -> JSONResponse:
     services = state.services
-    if services.store is None:
-        raise Unavailable("this gateway has no object store to delete model files from")
     catalog = services.catalog
     await asyncio.to_thread(catalog.get_app, app)
     if model_id is None:
@@ -315,6 +314,8 @@ async def _delete_model(
     found = await asyncio.to_thread(catalog.get_model, model)
     if found.app != app:
         raise UnknownModel(f"app {app!r} has no model {model!r} (it belongs to app {found.app!r})")
+    if services.store is None:
+        raise Unavailable("this gateway has no object store to delete model files from")
     registrations = await asyncio.to_thread(RegistrationStore(catalog).for_model, model)
     busy = [
         f"{r.id} ({t.hardware} on {t.worker or 'a worker'})"
