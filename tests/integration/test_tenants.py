@@ -285,3 +285,33 @@ def test_every_quota_is_a_429_with_retry_after_and_changes_nothing(
         assert not client.exists(f"{prefix}:quota:qps:tiny")
     finally:
         client.close()
+
+
+def test_a_postgresql_catalog_from_before_tenants_gains_its_columns() -> None:
+    """The columns are dropped from a fresh catalog to make one as it was before
+    tenants; opening it again adds them back, its rows the default tenant's."""
+    from sqlalchemy import text
+
+    from registry.catalog import Catalog
+    from tests.catalog_cases import make_app, make_model
+
+    with services.postgres_database() as url:
+        with Catalog(url) as catalog:
+            catalog.create_app(make_app("digits"))
+            catalog.add_model(make_model("digits-mlp", "digits"))
+            with catalog.write_session(bump=False) as session:
+                for table, column in (
+                    ("apps", "tenant"),
+                    ("models", "tenant"),
+                    ("models", "stored_bytes"),
+                    ("variants", "tenant"),
+                    ("registrations", "tenant"),
+                ):
+                    session.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        with Catalog(url) as catalog:
+            with catalog.read_session() as session:
+                rows = session.execute(text("SELECT id, tenant FROM apps")).all()
+                stored = session.execute(text("SELECT stored_bytes FROM models")).scalars().all()
+            assert [tuple(r) for r in rows] == [("digits", "default")]
+            assert list(stored) == [0]
+            assert catalog.usage("default").stored_bytes == 0
