@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         help="with --frontier: a scaler setting of ours and its values, swept one knob at "
         "a time around the defaults (repeatable; default headroom=1.05,1.15,1.3)",
     )
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="with --frontier: rebuild the tables from the workloads' JSON under --out, "
+        "running nothing",
+    )
     return parser
 
 
@@ -122,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 def _frontier(
     parser: argparse.ArgumentParser, args: argparse.Namespace, world: World, command: str
 ) -> int:
+    out = args.out or FRONTIER_OUT
+    if args.table_only:
+        print(write_table(out))
+        return 0
     names = list(FRONTIER_WORKLOADS) if args.workloads == "all" else args.workloads.split(",")
     unknown = [n for n in names if n not in FRONTIER_WORKLOADS]
     if unknown:
@@ -131,7 +141,6 @@ def _frontier(
     sweep = parse_sweep(args.sweep) if args.sweep else dict(DEFAULT_SWEEP)
     sim_settings = SimSettings()
     check_sweep(sweep, sim_settings)
-    out = args.out or FRONTIER_OUT
     for name in names:
         spec = parser.parse_args(FRONTIER_WORKLOADS[name])
         if args.duration_s is not None:

@@ -176,6 +176,10 @@ def write_table(out: Path) -> str:
     ``out``; returns the markdown."""
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     records = [r for r in records if "baselines" in r]
+    if not records:
+        raise InvalidRequest(
+            f"no workload's frontier under {out}; run python -m bench.sim --frontier first"
+        )
     records.sort(key=lambda r: list(FRONTIER_WORKLOADS).index(r["workload"])
                  if r["workload"] in FRONTIER_WORKLOADS else len(FRONTIER_WORKLOADS))  # fmt: skip
     by_workload = {
@@ -197,8 +201,27 @@ def write_table(out: Path) -> str:
         for r in records
     }
     (out / "dominance.md").write_text(markdown + "\n")
+    (out / "points.md").write_text(points_table(records) + "\n")
     (out / "dominance.json").write_text(json.dumps(summary, indent=1) + "\n")
     return markdown
+
+
+def points_table(records: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown table of every point of every workload: cost, violations, actions,
+    and whether the point is on its workload's frontier."""
+    rows = [
+        "| workload | point | cost $ | SLO violations | scaling actions | on the frontier |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        for p in [*r["baselines"], *r["ours"]]:
+            name = f"**{p['name']}**" if p["name"] == OURS else p["name"]
+            rows.append(
+                f"| {r['workload']} | {name} | {p['cost_usd']:.3f} | "
+                f"{100 * p['slo_violation_rate']:.3f} % | {p['scaling_actions']} | "
+                f"{'yes' if p['name'] in r['frontier'] else ''} |"
+            )
+    return "\n".join(rows)
 
 
 def plot_frontier(record: Mapping[str, Any], path: Path) -> None:

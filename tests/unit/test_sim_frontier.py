@@ -152,5 +152,14 @@ def test_verdict_and_the_table_written_from_the_files(tmp_path: Path) -> None:
     # the table follows the frontier workloads' order, not the files' names
     assert markdown.splitlines()[2].startswith("| fluctuating | ")
     assert markdown.splitlines()[3].endswith("| static-cpu |")
+    points = (tmp_path / "points.md").read_text().splitlines()
+    assert "| fluctuating | **ours** | 1.000 | 0.100 % | 3 | yes |" in points
+    assert "| azure-code | **ours** | 2.500 | 0.100 % | 3 |  |" in points
     summary = json.loads((tmp_path / "dominance.json").read_text())
     assert summary["azure-code"]["default_dominated_by"] == ["static-cpu"]
+
+
+def test_a_table_of_nothing_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="--frontier first"):
+        write_table(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing written
