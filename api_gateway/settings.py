@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from queues.errors import ConfigError
+from queues.errors import ConfigError, InvalidRequest
+from registry.tenancy import check_tenant
 
 
 class QuotaLimits(BaseModel):
@@ -121,6 +122,16 @@ class GatewaySettings(BaseSettings):
         description='per-tenant overrides, JSON: {"acme": {"qps": 50, "jobs": 2}}',
     )
 
+    @field_validator("quota_tenants")
+    @classmethod
+    def _check_quota_tenants(cls, value: dict[str, QuotaLimits]) -> dict[str, QuotaLimits]:
+        for tenant in value:
+            try:
+                check_tenant(tenant)
+            except InvalidRequest as exc:
+                raise ValueError(f"INFAAS_QUOTA_TENANTS: {exc.message}") from None
+        return value
+
     def quota_of(self, tenant: str) -> QuotaLimits:
         """The quotas of one tenant: the INFAAS_QUOTA_* settings with its overrides."""
         base = QuotaLimits(
@@ -179,6 +190,16 @@ class GatewaySettings(BaseSettings):
                 "do it anyway, or INFAAS_AUTH=on with INFAAS_BOOTSTRAP_ADMIN_KEY, or serve "
                 "on 127.0.0.1"
             )
+
+    def describe_quotas(self) -> str:
+        """The line a gateway starts with, after :meth:`describe_auth`."""
+        limits = self.quota_of("")  # what a tenant without an override gets
+        set_ = {k: v for k, v in limits.model_dump().items() if v is not None}
+        if not set_ and not self.quota_tenants:
+            return "quotas: none (INFAAS_QUOTA_QPS, _JOBS, _VARIANTS, _STORED_MB set them)"
+        shown = ", ".join(f"{k}={v:g}" for k, v in set_.items()) or "none"
+        tenants = ", ".join(sorted(self.quota_tenants))
+        return f"quotas per tenant: {shown}" + (f" (own limits: {tenants})" if tenants else "")
 
     def describe_auth(self) -> str:
         """The line a gateway starts with."""

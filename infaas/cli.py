@@ -42,6 +42,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     services = open_services()
     print(services.registry.describe_home())
     print(gateway.describe_auth())
+    print(gateway.describe_quotas())
     print(f"catalog: {services.catalog!r}")
     print(f"object store: {services.store.describe()}")
     print(f"broker: {services.broker.redacted_url()}")
@@ -101,6 +102,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         ),
     )
     print(settings.describe_auth())
+    print(settings.describe_quotas())
     port = settings.grpc_listen_port
     print(_describe_grpc(f"{settings.host}:{port or 'any free port'}" if port is not None else ""))
     uvicorn.Server(

@@ -62,9 +62,19 @@ def test_per_tenant_overrides_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert settings.query_quota_on
 
 
-def test_a_bad_override_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INFAAS_QUOTA_TENANTS", '{"acme": {"qps": -1}}')
-    with pytest.raises(ValueError, match="qps"):
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ('{"acme": {"qps": -1}}', "qps"),
+        ('{"acme": {"queries": 5}}', "queries"),
+        ('{"Acme Corp": {"qps": 5}}', "tenant id 'Acme Corp' is not valid"),
+    ],
+)
+def test_a_bad_override_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, overrides: str, words: str
+) -> None:
+    monkeypatch.setenv("INFAAS_QUOTA_TENANTS", overrides)
+    with pytest.raises(ValueError, match=words):
         GatewaySettings()
 
 
@@ -123,3 +133,11 @@ def test_jobs_variants_and_stored_bytes() -> None:
         check(TenantUsage("acme", variants=0, stored_bytes=MB // 2 + 1))
     assert stored.value.details == {"quota": "stored_mb", "limit": 1.0, "tenant": "acme"}
     assert Quotas(GatewaySettings(), MemoryQueryCounter()).usage_check("acme", 10) is None
+
+
+def test_the_gateway_says_which_quotas_it_applies() -> None:
+    assert GatewaySettings().describe_quotas().startswith("quotas: none")
+    line = GatewaySettings(
+        quota_qps=5, quota_tenants={"acme": QuotaLimits(qps=50)}
+    ).describe_quotas()
+    assert line == "quotas per tenant: qps=5 (own limits: acme)"
