@@ -58,6 +58,7 @@ from registry.catalog_schema import (
     VariantRow,
     create_schema,
 )
+from registry.tenancy import owner_of
 from registry.types import (
     READY,
     VARIANT_STATUSES,
@@ -282,7 +283,7 @@ class Catalog:
         _check_status(model.status)
         with self.write_session() as session:
             if check_usage is not None:
-                check_usage(_usage(session, model_row(model).tenant))
+                check_usage(_usage(session, owner_of(model.id)))
             if new_app is not None:
                 if session.get(AppRow, new_app.id) is not None:
                     raise Conflict(
