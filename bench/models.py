@@ -8,7 +8,7 @@ from infaas.demo import DEMO_APP
 from infaas.services import Services
 from queues.errors import UnknownModel
 from registry.types import READY, Model
-from workers.registration import BuildContext, generate_and_profile
+from workers.registration_task import BuildContext, generate_and_profile
 
 WIDE_MLP = "bench-wide-mlp"
 

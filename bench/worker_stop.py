@@ -52,7 +52,7 @@ from registry.registrations import RegistrationOptions
 from registry.settings import RegistrySettings
 from registry.types import App, InputSignature
 from tests import services as isolation
-from workers.registration import BuildContext, run_registration
+from workers.registration_task import BuildContext, run_registration
 
 MODEL = "digits-mlp-large"
 VARIANT = f"{MODEL}.onnx-fp32.cpu-t1"

@@ -23,7 +23,7 @@ from registry.intake import Upload, accept_upload, register_again
 from registry.registrations import RegistrationOptions
 from registry.types import READY, App, InputSignature
 from workers.profiler import MIN_RUNS
-from workers.registration import BuildContext, run_registration
+from workers.registration_task import BuildContext, run_registration
 
 DEMO_APP = "digits"
 Say = Callable[[str], None]

@@ -17,7 +17,7 @@ from celery import bootsteps
 from queues.errors import ConfigError, InfaasError
 from registry.registrations import REGISTER_TASK
 from registry.settings import RegistrySettings
-from workers.registration import BuildContext, run_registration
+from workers.registration_task import BuildContext, run_registration
 
 log = logging.getLogger(__name__)
 

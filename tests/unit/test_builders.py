@@ -30,8 +30,8 @@ from workers.builders import (
     detect_capabilities,
     int8_verdict,
     plan_variants,
-    quantized_op_types,
 )
+from workers.quantize import quantized_op_types
 from workers.runtimes.base import RuntimeSpec, load_runtime
 
 

@@ -49,12 +49,10 @@ from tests.registration_models import (
 )
 from workers import builders, profiler
 from workers.builders import ONNX_INT8_DYNAMIC, VariantPlan
-from workers.registration import (
+from workers.registration import ModelSource, ProfileSettings, build_and_profile
+from workers.registration_task import (
     MAX_REGISTRATION_ATTEMPTS,
     BuildContext,
-    ModelSource,
-    ProfileSettings,
-    build_and_profile,
     generate_and_profile,
     lost_too_often,
     run_registration,

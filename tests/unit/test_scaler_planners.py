@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from scipy.optimize import linprog
 
-from bench.planner import random_problem
+from bench.planner_instances import random_problem
 from queues.errors import InvalidRequest
 from scaler.greedy import GreedyPlanner
 from scaler.ilp import IlpPlanner
