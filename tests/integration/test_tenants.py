@@ -315,3 +315,23 @@ def test_a_postgresql_catalog_from_before_tenants_gains_its_columns() -> None:
             assert [tuple(r) for r in rows] == [("digits", "default")]
             assert list(stored) == [0]
             assert catalog.usage("default").stored_bytes == 0
+
+
+def test_the_redis_bucket_does_the_pure_buckets_arithmetic(
+    stack: tuple[Services, str, str],
+) -> None:
+    """A burst of 3 at 1 query per second: three queries pass, the fourth waits about a
+    second (less the time the first three took), and a refused one takes nothing."""
+    _, state_url, prefix = stack
+    counter = RedisQueryCounter(state_url, prefix=prefix)
+
+    async def main() -> list[float]:
+        try:
+            return [await counter.take("arith", 1.0, 3.0) for _ in range(5)]
+        finally:
+            await counter.close()
+
+    waits = asyncio.run(main())
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert 500 < waits[3] <= 1000
+    assert 500 < waits[4] <= waits[3]  # the refused fourth took no token

@@ -141,3 +141,21 @@ def test_the_gateway_says_which_quotas_it_applies() -> None:
         quota_qps=5, quota_tenants={"acme": QuotaLimits(qps=50)}
     ).describe_quotas()
     assert line == "quotas per tenant: qps=5 (own limits: acme)"
+
+
+def test_an_unreachable_counter_is_a_503_not_a_free_pass() -> None:
+    from api_gateway.quotas import RedisQueryCounter
+    from queues.errors import Unavailable
+    from tests.services import free_port
+
+    counter = RedisQueryCounter(f"redis://127.0.0.1:{free_port()}/0", prefix="nowhere")
+    quotas = Quotas(GatewaySettings(quota_qps=5), counter)
+
+    async def run() -> None:
+        try:
+            await quotas.take_query("acme")
+        finally:
+            await counter.close()
+
+    with pytest.raises(Unavailable, match="quota counter"):
+        asyncio.run(run())
