@@ -78,7 +78,11 @@ def add_commands(sub: Any) -> None:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
 
     create = keys_sub.add_parser("create", help="make a key; its secret is printed once")
-    create.add_argument("--tenant", required=True, help="the tenant the key acts for")
+    create.add_argument(
+        "--tenant",
+        required=True,
+        help="the tenant the key acts for: 1-24 of [a-z0-9-], no '--'; 'default' owns the demo's apps",
+    )
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--note", default="", help="what the key is for")
     create.add_argument("--json", action="store_true", help="print the record and key as JSON")
