@@ -81,7 +81,8 @@ def add_commands(sub: Any) -> None:
     create.add_argument(
         "--tenant",
         required=True,
-        help="the tenant the key acts for: 1-24 of [a-z0-9-], no '--'; 'default' owns the demo's apps",
+        help="the tenant the key acts for: 1-24 of [a-z0-9-], no '--' "
+        "('default' owns the demo's apps)",
     )
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--note", default="", help="what the key is for")
