@@ -103,8 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--table-only",
         action="store_true",
-        help="with --frontier: rebuild the tables from the workloads' JSON under --out, "
-        "running nothing",
+        help="with --frontier: rebuild the tables and plots from the workloads' JSON under "
+        "--out, running nothing",
     )
     return parser
 

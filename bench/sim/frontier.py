@@ -172,8 +172,8 @@ def write_workload(record: Mapping[str, Any], out: Path) -> None:
 
 
 def write_table(out: Path) -> str:
-    """Rebuild ``dominance.md`` and ``dominance.json`` from every workload's JSON in
-    ``out``; returns the markdown."""
+    """Rebuild ``dominance.md``, ``dominance.json``, ``points.md`` and each workload's
+    plot from every workload's JSON in ``out``; returns the dominance table."""
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     records = [r for r in records if "baselines" in r]
     if not records:
@@ -182,6 +182,8 @@ def write_table(out: Path) -> str:
         )
     records.sort(key=lambda r: list(FRONTIER_WORKLOADS).index(r["workload"])
                  if r["workload"] in FRONTIER_WORKLOADS else len(FRONTIER_WORKLOADS))  # fmt: skip
+    for r in records:
+        plot_frontier(r, out / f"{r['workload']}.png")
     by_workload = {
         r["workload"]: [
             *(as_point(p) for p in r["baselines"]),
@@ -244,13 +246,16 @@ def plot_frontier(record: Mapping[str, Any], path: Path) -> None:
         xs = [p["cost_usd"] for p in line]
         ys = [100 * p["slo_violation_rate"] for p in line]
         ax.plot(xs, ys, "o-", color="black", lw=1, ms=4, label=f"ours, {knob} swept", zorder=2)
-        for p, x, y in zip(line, xs, ys, strict=True):
+        for i, (p, x, y) in enumerate(zip(line, xs, ys, strict=True)):
             ax.annotate(f"{p['overrides'].get(knob, record['defaults'][knob]):g}", (x, y),
-                        textcoords="offset points", xytext=(4, 4), fontsize=7)  # fmt: skip
+                        textcoords="offset points", xytext=(3, 6 if i % 2 else -11),
+                        fontsize=7)  # fmt: skip
     ax.scatter(default["cost_usd"], 100 * default["slo_violation_rate"], marker="*", s=220,
                color="crimson", label="ours (default settings)", zorder=4)  # fmt: skip
+    highest = max(100 * p["slo_violation_rate"] for p in [*record["baselines"], *record["ours"]])
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_ylim(-0.002, max(3 * highest, 0.05))  # room below 0 for the zero-miss points
     ax.set_xlabel("cost of the run, US $ (log)")
     ax.set_ylabel("SLO violations, % of queries (linear below 0.01 %)")
     ax.set_title(f"{record['workload']}: cost against violations (seed {record['seed']})")
