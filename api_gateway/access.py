@@ -78,9 +78,8 @@ ROUTE_ACCESS: Mapping[tuple[str, str], Access] = {
     ("GET", "/ui/static/{name}"): Open.PUBLIC,
     ("GET", "/v1/console/overview"): Role.QUERY,
     ("GET", "/v1/console/apps/{app}/history"): Role.QUERY,
-    # every tenant's registrations and the scaler's plan: for admins
-    ("GET", "/v1/console/registrations"): Role.ADMIN,
-    ("GET", "/v1/console/scaler"): Role.ADMIN,
+    ("GET", "/v1/console/registrations"): Role.DEPLOY,  # the tenant's (an admin: all)
+    ("GET", "/v1/console/scaler"): Role.ADMIN,  # as /v1/scaler
 }
 
 # The Open Inference Protocol over gRPC (api_gateway/grpc_server.py), by method of

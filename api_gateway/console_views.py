@@ -1,6 +1,8 @@
 """What the web console's pages read that the other routes do not answer (pure): an
 overview of many apps with their live figures, the workers and what each holds, paged so
-that no answer grows with the catalog (routes/ui.py does the reading)."""
+that no answer grows with the catalog (routes/ui.py does the reading). A caller sees its
+own tenant's apps and variants under the names it gives them (registry/tenancy.py); an
+admin sees every tenant's, by their internal ids."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from api_gateway.history import LoadHistory
 from queues.errors import InvalidRequest
 from registry.live_docs import ClassDemand
 from registry.livestate import LiveSnapshot, WorkerReport
+from registry.tenancy import Namespace
 from registry.types import READY, CatalogSnapshot
 
 MAX_PER_PAGE = 200
@@ -76,8 +79,10 @@ def app_row(
     objective: dict[str, float | None] | None,
     now_s: float,
     models: int,
+    names: Namespace,
 ) -> dict[str, Any]:
-    """An app on the overview: its size, what runs, what it costs, what it gets."""
+    """An app (its internal id) on the overview: its size, what runs, what it costs,
+    what it gets."""
     variants = catalog.variants_of_app(app)
     replicas = running = 0
     cost_per_hour = 0.0
@@ -88,7 +93,7 @@ def app_row(
             replicas += placed
             cost_per_hour += placed * variant.cost_per_hour
     return {
-        "app": app,
+        "app": names.outside(app),
         "models": models,
         "variants": len(variants),
         "ready_variants": sum(1 for v in variants if v.status == READY),
@@ -110,11 +115,18 @@ def overview(
     apps_page: Page,
     workers_page: Page,
     app_filter: str = "",
+    names: Namespace | None = None,
 ) -> dict[str, Any]:
-    """One page of apps (by name, those containing ``app_filter``) with their live
-    figures, one page of workers, and the totals."""
-    names = sorted(a for a in catalog.apps if app_filter in a.lower())
-    shown, apps_meta = apps_page.cut(names)
+    """One page of the caller's apps (by the names it sees, those containing
+    ``app_filter``) with their live figures, one page of workers (holding only the
+    caller's variants), and the totals. ``names`` None: everything, as an admin."""
+    names = names or Namespace("default", everything=True)
+    apps = sorted(
+        (names.outside(a), a)
+        for a in catalog.apps
+        if names.owns(a) and app_filter in names.outside(a).lower()
+    )
+    shown, apps_meta = apps_page.cut(apps)
     wanted = objectives(demand)
     models: dict[str, int] = {}
     for model in catalog.models.values():
@@ -124,23 +136,25 @@ def overview(
     return {
         "now_s": now_s,
         "totals": {
-            "apps": len(catalog.apps),
-            "models": len(catalog.models),
-            "variants": len(catalog.variants),
+            "apps": sum(1 for a in catalog.apps if names.owns(a)),
+            "models": sum(1 for m in catalog.models if names.owns(m)),
+            "variants": sum(1 for v in catalog.variants if names.owns(v)),
             "workers": len(live.workers),
         },
         "apps": [
-            app_row(a, catalog, live, history, wanted.get(a), now_s, models.get(a, 0))
-            for a in shown
+            app_row(a, catalog, live, history, wanted.get(a), now_s, models.get(a, 0), names)
+            for _, a in shown
         ],
         "apps_page": apps_meta,
-        "workers": [worker_row(w, live.taken_ms) for w in shown_workers],
+        "workers": [worker_row(w, live.taken_ms, names) for w in shown_workers],
         "workers_page": workers_meta,
         "hardware": hardware_rows(workers),
     }
 
 
-def worker_row(worker: WorkerReport, now_ms: float) -> dict[str, Any]:
+def worker_row(worker: WorkerReport, now_ms: float, names: Namespace) -> dict[str, Any]:
+    """A worker and the variants of the caller's it holds (others' are counted only)."""
+    mine = [v for v in worker.variants.values() if names.owns(v.variant)]
     return {
         "worker": worker.worker_id,
         "hardware": worker.hardware,
@@ -153,16 +167,19 @@ def worker_row(worker: WorkerReport, now_ms: float) -> dict[str, Any]:
         "heartbeat_age_s": max(0.0, (now_ms - worker.heartbeat_ms) / 1000.0)
         if worker.heartbeat_ms
         else None,
+        "others_replicas": sum(
+            v.replicas for v in worker.variants.values() if not names.owns(v.variant)
+        ),
         "holds": [
             {
-                "variant": load.variant,
-                "app": load.app,
+                "variant": names.outside(load.variant),
+                "app": names.outside(load.app),
                 "state": load.state,
                 "replicas": load.replicas,
                 "qps": load.qps,
                 "busy": load.busy,
             }
-            for load in sorted(worker.variants.values(), key=lambda v: v.variant)
+            for load in sorted(mine, key=lambda v: v.variant)
         ],
     }
 

@@ -1,13 +1,10 @@
 // The INFaaS console: every page polls the gateway's JSON API with the key typed into the
-// header (kept in sessionStorage) and draws tables and small SVG charts. No build step.
+// header (kept in sessionStorage) and draws tables, and charts with charts.js. No build step.
 "use strict";
 
 const POLL_MS = 1500;
 const KEY = "infaas.key";
 const MINE = "infaas.registrations"; // registrations started from this tab
-const SVG = "http://www.w3.org/2000/svg";
-const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563",
-  "#ca8a04", "#db2777", "#65a30d"];
 
 // -- helpers ---------------------------------------------------------------------------
 
@@ -30,7 +27,12 @@ function num(x, digits) {
   return x === null || x === undefined || Number.isNaN(x) ? "–" : Number(x).toFixed(digits);
 }
 const pct = (x) => (x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %");
-const usd = (x) => (x === null || x === undefined ? "–" : "$" + Number(x).toFixed(4));
+function usd(x) {
+  if (x === null || x === undefined) return "–";
+  const v = Number(x);
+  // a query costs fractions of a cent: three significant digits, not four decimals
+  return "$" + (v !== 0 && Math.abs(v) < 0.01 ? v.toPrecision(3) : v.toFixed(4));
+}
 
 function banner(text) {
   const node = document.getElementById("banner");
@@ -124,76 +126,13 @@ function pageOf(rows, page, perPage) {
 
 function replace(id, ...nodes) {
   const node = document.getElementById(id);
-  if (node) node.replaceChildren(...nodes);
+  if (node) node.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined));
 }
 
 function bar(done, total) {
   const share = total ? Math.min(1, done / total) : 0;
   return el("span", { title: `${done} of ${total}` }, el("span", { class: "bar" },
     el("span", { style: `width:${(100 * share).toFixed(1)}%` })), ` ${done}/${total}`);
-}
-
-// -- charts ----------------------------------------------------------------------------
-
-// A line chart over time. series: [{name, values}] aligned with ts (Unix seconds);
-// the x axis is the last `spanS` seconds up to `nowS`. Missing seconds count as `gap`.
-function lineChart(id, ts, series, opts) {
-  const host = document.getElementById(id);
-  if (!host) return;
-  const w = 560, h = 150, left = 46, bottom = 18;
-  const nowS = opts.nowS, spanS = opts.spanS;
-  let top = opts.floorMax || 0;
-  for (const s of series) for (const v of s.values) if (v !== null && v > top) top = v;
-  if (opts.line !== undefined && opts.line !== null) top = Math.max(top, opts.line);
-  top = top > 0 ? top * 1.1 : 1;
-  const x = (t) => left + ((t - (nowS - spanS)) / spanS) * (w - left - 4);
-  const y = (v) => 4 + (1 - v / top) * (h - bottom - 8);
-  const svg = document.createElementNS(SVG, "svg");
-  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
-  svg.setAttribute("class", "chart");
-  const add = (tag, attrs, text) => {
-    const node = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = text;
-    svg.append(node);
-    return node;
-  };
-  add("line", { x1: left, y1: y(0), x2: w - 4, y2: y(0), class: "axis" });
-  add("text", { x: left - 4, y: y(top / 1.1) + 4, class: "tick", "text-anchor": "end" },
-    (top / 1.1).toPrecision(3));
-  add("text", { x: left - 4, y: y(0), class: "tick", "text-anchor": "end" }, "0");
-  add("text", { x: left, y: h - 2, class: "tick" }, `-${Math.round(spanS / 60)} min`);
-  add("text", { x: w - 4, y: h - 2, class: "tick", "text-anchor": "end" }, "now");
-  if (opts.line !== undefined && opts.line !== null) {
-    add("line", { x1: left, x2: w - 4, y1: y(opts.line), y2: y(opts.line), class: "objective" });
-  }
-  series.forEach((s, i) => {
-    const points = [];
-    let previous = null;
-    ts.forEach((t, j) => {
-      const v = s.values[j];
-      if (v === null || t < nowS - spanS) return;
-      // a second with no sample is a second without load: drop to the gap value
-      if (opts.gap !== undefined && previous !== null && t - previous > 1) {
-        points.push(`${x(previous + 1).toFixed(1)},${y(opts.gap).toFixed(1)}`);
-        points.push(`${x(t - 1).toFixed(1)},${y(opts.gap).toFixed(1)}`);
-      }
-      points.push(`${x(t).toFixed(1)},${y(v).toFixed(1)}`);
-      previous = t;
-    });
-    if (opts.gap !== undefined && previous !== null && nowS - previous > 2) {
-      points.push(`${x(previous + 1).toFixed(1)},${y(opts.gap).toFixed(1)}`);
-      points.push(`${x(nowS).toFixed(1)},${y(opts.gap).toFixed(1)}`);
-    }
-    add("polyline", { points: points.join(" "), stroke: COLORS[i % COLORS.length],
-      class: "series", "data-series": s.name, "data-points": points.length });
-  });
-  const legend = el("div", { class: "legend" }, series.map((s, i) => el("span", {},
-    el("i", { style: `background:${COLORS[i % COLORS.length]}` }), s.name)));
-  host.replaceChildren(el("h3", {}, opts.title), svg, legend);
-  host.dataset.points = String(ts.length);
-  host.dataset.sum = String(series.reduce((a, s) => a + s.values.reduce(
-    (b, v) => b + (v || 0), 0), 0));
 }
 
 // -- overview --------------------------------------------------------------------------
@@ -235,7 +174,8 @@ function overviewPage(main) {
     { title: "GPU", field: "gpu", cls: "n", cell: (w) => (w.hardware === "cpu" ? "–" : pct(w.gpu_util)) },
     { title: "memory MB", field: "memory", cls: "n", cell: (w) => num(w.memory_mb, 0) },
     { title: "holds", field: "holds", cell: (w) => el("ul", { class: "holds" }, w.holds.map((v) =>
-      el("li", {}, `${v.variant} ×${v.replicas} ${v.state}, ${num(v.qps, 1)} q/s, busy ${pct(v.busy)}`))) },
+      el("li", {}, `${v.variant} ×${v.replicas} ${v.state}, ${num(v.qps, 1)} q/s, busy ${pct(v.busy)}`)),
+    w.others_replicas ? el("li", { class: "muted" }, `and ${w.others_replicas} replicas of other tenants`) : null) },
   ];
   const poll = every(async () => {
     const q = new URLSearchParams({ page: appsPage, per_page: 25, workers_page: workersPage,
@@ -258,8 +198,12 @@ function overviewPage(main) {
 function appPage(main, app) {
   const base = `/v1/apps/${encodeURIComponent(app)}`;
   let variantsPage = 1;
+  const spans = { "5 min": 300, "15 min": 900, "1 hour": 3600 };
+  let spanS = Number(new URLSearchParams(location.search).get("span_s")) || 3600;
   const hist = { ts: [], qps: [], p50: [], p99: [], mix: {}, newest: null };
   main.replaceChildren(el("h2", {}, app), el("div", { id: "stats", class: "muted" }),
+    el("p", { id: "spans" }, "charts over the last ", Object.entries(spans).map(([name, s]) =>
+      el("button", { "data-span": s, onclick: () => { spanS = s; poll(); } }, name))),
     el("div", { class: "charts" }, el("div", { id: "chart-load" }), el("div", { id: "chart-latency" }),
       el("div", { id: "chart-mix" })),
     el("section", {}, el("h2", {}, "Models"), el("div", { id: "models" }),
@@ -310,10 +254,11 @@ function appPage(main, app) {
   const poll = every(async () => {
     const [view, stats] = await Promise.all([api(base), api(`${base}/stats`), refreshHistory()]);
     const nowS = Math.floor(Date.now() / 1000);
-    const opts = { nowS, spanS: 3600, gap: 0 };
+    const opts = { nowS, spanS, gap: 0 };
+    for (const b of document.querySelectorAll("#spans button")) b.classList.toggle("here", Number(b.dataset.span) === spanS);
     lineChart("chart-load", hist.ts, [{ name: "queries/s", values: hist.qps }], { ...opts, title: "Load (q/s)" });
     lineChart("chart-latency", hist.ts, [{ name: "p50 ms", values: hist.p50 }, { name: "p99 ms", values: hist.p99 }],
-      { nowS, spanS: 3600, title: "Achieved latency (ms)" });
+      { nowS, spanS, title: "Achieved latency (ms)" });
     lineChart("chart-mix", hist.ts, Object.entries(hist.mix).map(([name, values]) => ({ name, values })),
       { ...opts, title: "Variant mix (q/s per variant)" });
     replace("stats", `${stats.queries} queries answered, p50 ${num(stats.p50_ms, 2)} ms, ` +
@@ -464,7 +409,7 @@ function registrationsPage(main) {
         pager(got.page, (p) => { page = p; poll(); }, "registrations"));
     } catch (error) {
       if (error.status !== 403) throw error;
-      replace("registrations", el("p", { class: "muted" }, "Listing every registration needs an admin key; " +
+      replace("registrations", el("p", { class: "muted" }, "Listing registrations needs a deploy key; " +
         "those started from this tab are shown above."));
     }
   });

@@ -13,7 +13,7 @@ from string import Template
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from starlette.responses import Response
 
 from api_gateway import console_views
@@ -22,10 +22,12 @@ from api_gateway.deps import State, Tenant
 from api_gateway.history import columns
 from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
-from queues.errors import NotFound, UnknownApp
+from api_gateway.routes.apps import visible_app
+from queues.errors import NotFound
 from registry import live_docs
 from registry.catalog import Catalog
 from registry.registrations import RegistrationRow, RegistrationStore
+from registry.tenancy import Namespace
 
 router = APIRouter(tags=["console"], route_class=JSONBodyRoute)
 
@@ -37,6 +39,7 @@ PAGES = {
     "registrations": "Registrations",
 }
 ASSETS = {
+    "charts.js": "text/javascript; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
 }
@@ -106,7 +109,7 @@ PerPage = Annotated[int, Query(description=f"rows per page, 1 to {MAX_PER_PAGE}"
 @router.get("/v1/console/overview", summary="Apps with live figures, and workers: paged")
 async def console_overview(
     state: State,
-    _tenant: Tenant,
+    tenant: Tenant,
     page: PageNumber = 1,
     per_page: PerPage = console_views.DEFAULT_PER_PAGE,
     workers_page: PageNumber = 1,
@@ -123,6 +126,7 @@ async def console_overview(
         apps_page=Page.of(page, per_page),
         workers_page=Page.of(workers_page, workers_per_page),
         app_filter=console_views.check_filter(app_filter),
+        names=tenant.names,
     )
     return JSONResponse(view)
 
@@ -131,23 +135,17 @@ async def console_overview(
 async def app_history(
     app: str,
     state: State,
-    _tenant: Tenant,
+    tenant: Tenant,
     since_s: Annotated[int | None, Query(ge=0, description="only seconds after this")] = None,
 ) -> JSONResponse:
     """What this gateway served of the app in each second of the last hour (one gateway's
     view; api_gateway/history.py)."""
-    if app not in state.catalog_snapshot.apps:
-        await state.refresh(force=True)
-        if app not in state.catalog_snapshot.apps:
-            raise UnknownApp(f"no app named {app!r}; GET /v1/apps lists the apps")
-    points = state.history.since(app, since_s)
+    names = tenant.names
+    internal = await visible_app(state, names, app)
+    points = columns(state.history.since(internal, since_s))
+    points["mix"] = {names.outside(v): counts for v, counts in points["mix"].items()}
     return JSONResponse(
-        {
-            "app": app,
-            "step_s": 1,
-            "newest_s": state.history.newest_s,
-            "points": columns(points),
-        }
+        {"app": app, "step_s": 1, "newest_s": state.history.newest_s, "points": points}
     )
 
 
@@ -158,21 +156,24 @@ async def console_scaler(state: State, _tenant: Tenant) -> JSONResponse:
     return JSONResponse({"plan": doc, "message": message})
 
 
-def registrations_page_of(catalog: Catalog, page: Page) -> dict[str, Any]:
-    """Registrations, newest first, one page of them."""
+def registrations_page_of(catalog: Catalog, page: Page, names: Namespace) -> dict[str, Any]:
+    """The caller's registrations (an admin: everyone's), newest first, one page."""
     store = RegistrationStore(catalog)
+    mine = true() if names.everything else RegistrationRow.tenant == names.tenant
     with catalog.read_session() as session:
-        total = session.scalar(select(func.count()).select_from(RegistrationRow)) or 0
+        total = session.scalar(select(func.count()).select_from(RegistrationRow).where(mine))
         ids = session.scalars(
             select(RegistrationRow.id)
+            .where(mine)
             .order_by(RegistrationRow.created_at.desc(), RegistrationRow.id)
             .limit(page.per_page)
             .offset((page.number - 1) * page.per_page)
         ).all()
+    total = total or 0
     found = []
     for registration_id in ids:
         try:
-            found.append(store.get(registration_id).to_dict())
+            found.append(store.get(registration_id).to_dict(names.outside))
         except NotFound:  # deleted with its model between the two reads
             continue
     pages = max(1, -(-total // page.per_page))
@@ -185,11 +186,11 @@ def registrations_page_of(catalog: Catalog, page: Page) -> dict[str, Any]:
 @router.get("/v1/console/registrations", summary="Registrations, newest first: paged")
 async def console_registrations(
     state: State,
-    _tenant: Tenant,
+    tenant: Tenant,
     page: PageNumber = 1,
     per_page: PerPage = 20,
 ) -> JSONResponse:
     view = await asyncio.to_thread(
-        registrations_page_of, state.services.catalog, Page.of(page, per_page)
+        registrations_page_of, state.services.catalog, Page.of(page, per_page), tenant.names
     )
     return JSONResponse(view)

@@ -20,7 +20,10 @@ from api_gateway.console_views import Page, objectives, overview
 from api_gateway.history import LoadHistory, columns
 from api_gateway.settings import GatewaySettings
 from queues.errors import InvalidRequest
+from registry import live_docs
 from registry.live_docs import ClassDemand, RequirementClass
+from registry.livestate import now_ms
+from registry.tenancy import Namespace
 from tests import factories as f
 
 ONE_MB = 1024 * 1024
@@ -207,13 +210,16 @@ def get(app: FastAPI, *paths: str) -> list[httpx.Response]:
 
 def test_every_page_is_html_that_loads_only_from_the_gateway(console: FastAPI) -> None:
     pages = ["/ui", "/ui/apps/digits", "/ui/scaler", "/ui/jobs", "/ui/registrations"]
-    answers = get(console, *pages, "/ui/static/console.js", "/ui/static/console.css")
+    assets = ["/ui/static/console.js", "/ui/static/charts.js", "/ui/static/console.css"]
+    answers = get(console, *pages, *assets)
     for response in answers[:5]:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/html")
         assert "default-src 'self'" in response.headers["content-security-policy"]
     assert 'data-page="app" data-app="digits"' in answers[1].text
     assert answers[5].headers["content-type"].startswith("text/javascript")
+    assert answers[6].headers["content-type"].startswith("text/javascript")
+    assert answers[7].headers["content-type"].startswith("text/css")
     for response in answers:
         # nothing from a CDN: no absolute URL but the SVG namespace
         urls = set(re.findall(r"https?://[^\s\"'`)]+", response.text))
@@ -303,3 +309,32 @@ def test_registrations_list_is_paged_and_empty_at_first(console: FastAPI) -> Non
         "page": {"page": 1, "per_page": 20, "total": 0, "pages": 1},
     }
     assert bad.status_code == 422
+
+
+def test_the_scaler_view_answers_the_published_plan(console: FastAPI) -> None:
+    plan = {"now_ms": now_ms(), "tick": 7, "actions": [{"kind": "load", "reason": "demand"}]}
+    live_docs.put_plan(console.state.infaas.services.live, plan)
+    (response,) = get(console, "/v1/console/scaler")
+    assert response.json() == {"plan": plan, "message": None}
+
+
+def test_a_tenant_sees_its_own_apps_and_variants_by_its_own_names() -> None:
+    catalog = f.catalog(
+        f.variant("acme--m.onnx-fp32.cpu-t1", 0.95, 1.0, app="acme--digits"),
+        f.variant("m.onnx-fp32.cpu-t1", 0.95, 1.0, app="digits"),
+    )
+    live = f.live(
+        f.worker_report("w1", {"acme--m.onnx-fp32.cpu-t1": 1, "m.onnx-fp32.cpu-t1": 2}),
+    )
+    view = overview(
+        catalog, live, LoadHistory(), [], 1.0, apps_page=Page(), workers_page=Page(),
+        names=Namespace("acme"),
+    )  # fmt: skip
+    assert [a["app"] for a in view["apps"]] == ["digits"]  # acme's, as acme calls it
+    assert view["apps"][0]["replicas"] == 1
+    assert view["totals"]["apps"] == view["totals"]["variants"] == 1
+    (worker,) = view["workers"]
+    assert [h["variant"] for h in worker["holds"]] == ["m.onnx-fp32.cpu-t1"]
+    assert worker["others_replicas"] == 2
+    admin = overview(catalog, live, LoadHistory(), [], 1.0, apps_page=Page(), workers_page=Page())
+    assert [a["app"] for a in admin["apps"]] == ["acme--digits", "digits"]
