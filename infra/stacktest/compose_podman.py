@@ -299,7 +299,7 @@ def wait_for(
     for name in names:
         while True:
             status, code = _state(name)
-            if condition == "service_completed_successfully" and status == "exited":
+            if condition == "service_completed_successfully" and status in ("exited", "stopped"):
                 if code != 0:
                     raise ComposeError(f"{name} exited with {code}:\n{_logs(name)}")
                 break

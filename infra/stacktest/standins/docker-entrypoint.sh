@@ -20,9 +20,13 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         --auth-local=trust --auth-host=scram-sha-256 > /dev/null
     rm -f "$pwfile"
     echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
-    as_postgres pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start > /dev/null
+    # the first start listens on a private socket only: pg_isready (the healthcheck) and
+    # clients see no server until the database exists
+    install -d -o postgres -g postgres /tmp/initdb
+    as_postgres pg_ctl -D "$PGDATA" -w start \
+        -o "-c listen_addresses='' -c unix_socket_directories=/tmp/initdb" > /dev/null
     if [ "$POSTGRES_DB" != postgres ]; then
-        as_postgres createdb -U "$POSTGRES_USER" "$POSTGRES_DB"
+        as_postgres createdb -h /tmp/initdb -U "$POSTGRES_USER" "$POSTGRES_DB"
     fi
     as_postgres pg_ctl -D "$PGDATA" -m fast -w stop > /dev/null
     echo "docker-entrypoint (stand-in): cluster made, database $POSTGRES_DB"
