@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import uuid
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from pika.adapters.asyncio_connection import AsyncioConnection
@@ -31,13 +28,14 @@ from pika.channel import Channel
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 
-from queues import topology
-from queues.errors import BrokerUnavailable, DeadlineExceeded, NoWorker, QueueFull
+from queues.amqp_channel import DIRECT_REPLY_TO, ChannelHandlers, open_query_connection
+from queues.confirms import PublishConfirms
+from queues.errors import BrokerUnavailable, DeadlineExceeded, QueueFull
 from queues.messages import CONTENT_TYPE, Query, Reply, decode_reply, encode_query, now_ms
+from queues.replies import PendingReplies, no_answer, no_worker
 from queues.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 EXPIRY_GRACE_S = 0.2
 MAX_SENDS = 3  # a query sent on this many connections, each of them lost, is refused
 
@@ -67,9 +65,8 @@ class AmqpQueryClient:
         self._prefix = settings.queue_prefix
         self._connection: AsyncioConnection | None = None
         self._channel: Channel | None = None
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
-        self._unconfirmed: deque[tuple[int, str]] = deque()
-        self._delivery_tags = itertools.count(1)
+        self._pending = PendingReplies()
+        self._confirms = PublishConfirms()
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
         self._expired_answered = 0
@@ -98,44 +95,16 @@ class AmqpQueryClient:
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future[Channel] = loop.create_future()
-
-        def on_open_error(_conn: AsyncioConnection, exc: BaseException | str) -> None:
-            if not opened.done():
-                opened.set_exception(
-                    BrokerUnavailable(
-                        f"cannot reach the broker at {self._settings.redacted_url()}: {exc}"
-                    )
-                )
-
-        def on_channel(channel: Channel) -> None:
-            channel.add_on_close_callback(self._on_channel_closed)
-            channel.add_on_return_callback(self._on_return)
-            channel.confirm_delivery(self._on_confirm, callback=lambda _f: on_confirming(channel))
-
-        def on_confirming(channel: Channel) -> None:
-            # replies may only be published once the reply consumer exists
-            channel.basic_consume(
-                DIRECT_REPLY_TO,
-                self._on_reply,
-                auto_ack=True,
-                callback=lambda _f: self._declare_dead_letters(channel, on_ready),
-            )
-
-        def on_ready(channel: Channel) -> None:
-            if not opened.done():
-                opened.set_result(channel)
-
-        def on_open(conn: AsyncioConnection) -> None:
-            conn.channel(on_open_callback=on_channel)
-
-        connection = AsyncioConnection(
-            self._params,
-            on_open_callback=on_open,
-            on_open_error_callback=on_open_error,
-            on_close_callback=self._on_connection_closed,
-            custom_ioloop=loop,
+        handlers = ChannelHandlers(
+            on_connection_closed=self._on_connection_closed,
+            on_channel_closed=self._on_channel_closed,
+            on_return=self._on_return,
+            on_confirm=self._on_confirm,
+            on_reply=self._on_reply,
+            on_expired=self._on_expired,
+        )
+        connection, opened = open_query_connection(
+            self._params, handlers, prefix=self._prefix, broker=self._settings.redacted_url()
         )
         self._connection = connection
         try:
@@ -146,32 +115,9 @@ class AmqpQueryClient:
             raise BrokerUnavailable(
                 f"the broker at {self._settings.redacted_url()} did not answer in 10 s"
             ) from exc
-        self._delivery_tags = itertools.count(1)
-        self._unconfirmed.clear()
+        self._confirms.reset()
         self._lost_at = None
         self._connected.set()
-
-    def _declare_dead_letters(self, channel: Channel, on_ready: Callable[[Channel], None]) -> None:
-        dlx = topology.dead_letter_exchange(self._prefix)
-        dlq = topology.dead_letter_queue(self._prefix)
-
-        def declare_queue(_frame: Any) -> None:
-            channel.queue_declare(
-                dlq,
-                durable=True,
-                arguments=topology.dead_letter_queue_arguments(),
-                callback=bind,
-            )
-
-        def bind(_frame: Any) -> None:
-            channel.queue_bind(dlq, dlx, callback=consume)
-
-        def consume(_frame: Any) -> None:
-            channel.basic_consume(
-                dlq, self._on_expired, auto_ack=True, callback=lambda _f: on_ready(channel)
-            )
-
-        channel.exchange_declare(dlx, exchange_type="fanout", durable=True, callback=declare_queue)
 
     async def close(self) -> None:
         self._closing = True
@@ -225,11 +171,8 @@ class AmqpQueryClient:
             self._lost_at = asyncio.get_running_loop().time()
 
     def _fail_all(self, error: Exception) -> None:
-        pending, self._pending = self._pending, {}
-        self._unconfirmed.clear()
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(error)
+        self._confirms.clear()
+        self._pending.fail_all(error)
 
     # -- the query path -------------------------------------------------------------
 
@@ -289,8 +232,7 @@ class AmqpQueryClient:
             delivery_mode=1,
         )
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Reply] = loop.create_future()
-        self._pending[correlation_id] = future
+        future = self._pending.open(correlation_id)
         try:
             try:
                 self._publish(channel, queue, body, props, correlation_id, mandatory=True)
@@ -301,12 +243,9 @@ class AmqpQueryClient:
             remaining_s = max(0.0, give_up - loop.time())
             return await asyncio.wait_for(future, timeout=remaining_s + EXPIRY_GRACE_S)
         except TimeoutError as exc:
-            raise DeadlineExceeded(
-                f"no answer from variant queue {queue} within {timeout_s * 1000:.0f} ms; "
-                "raise timeout_ms or relax the latency objective"
-            ) from exc
+            raise no_answer(queue, timeout_s) from exc
         finally:
-            self._pending.pop(correlation_id, None)
+            self._pending.discard(correlation_id)
 
     def _publish(
         self,
@@ -320,16 +259,10 @@ class AmqpQueryClient:
     ) -> None:
         """Every publish on the confirm-mode channel takes the next delivery tag."""
         channel.basic_publish("", routing_key, body, props, mandatory=mandatory)
-        self._unconfirmed.append((next(self._delivery_tags), correlation_id))
+        self._confirms.published(correlation_id)
 
     def _resolve(self, correlation_id: str, result: Reply | Exception) -> None:
-        future = self._pending.get(correlation_id)
-        if future is None or future.done():
-            return
-        if isinstance(result, Exception):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
+        self._pending.resolve(correlation_id, result)
 
     def _on_reply(
         self, _ch: Channel, _method: Basic.Deliver, props: BasicProperties, body: bytes
@@ -345,16 +278,7 @@ class AmqpQueryClient:
         method = frame.method
         tag = int(method.delivery_tag)
         nacked = isinstance(method, Basic.Nack)
-        confirmed: list[str] = []
-        if getattr(method, "multiple", False):
-            while self._unconfirmed and self._unconfirmed[0][0] <= tag:
-                confirmed.append(self._unconfirmed.popleft()[1])
-        else:
-            for index, (seq, cid) in enumerate(self._unconfirmed):
-                if seq == tag:
-                    del self._unconfirmed[index]
-                    confirmed.append(cid)
-                    break
+        confirmed = self._confirms.settle(tag, multiple=bool(getattr(method, "multiple", False)))
         if nacked:
             for cid in confirmed:
                 self._resolve(
@@ -369,13 +293,7 @@ class AmqpQueryClient:
     def _on_return(
         self, _ch: Channel, method: Basic.Return, props: BasicProperties, _body: bytes
     ) -> None:
-        self._resolve(
-            props.correlation_id or "",
-            NoWorker(
-                f"no worker serves queue {method.routing_key} (it does not exist); "
-                "start a worker for this variant or retry once the scaler has loaded it"
-            ),
-        )
+        self._resolve(props.correlation_id or "", no_worker(method.routing_key))
 
     def _on_expired(
         self, ch: Channel, _method: Basic.Deliver, props: BasicProperties, _body: bytes

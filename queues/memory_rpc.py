@@ -21,8 +21,9 @@ from kombu import Queue as KombuQueue
 from kombu.exceptions import ChannelError
 from kombu.message import Message
 
-from queues.errors import BrokerUnavailable, DeadlineExceeded, NoWorker, QueueFull
+from queues.errors import BrokerUnavailable, QueueFull
 from queues.messages import CONTENT_TYPE, Query, Reply, decode_reply, encode_query
+from queues.replies import PendingReplies, no_answer, no_worker
 from queues.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class MemoryQueryClient:
     def __init__(self, settings: BrokerSettings) -> None:
         self._settings = settings
         self._reply_queue = f"{settings.queue_prefix}.replies.{uuid.uuid4().hex[:12]}"
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._pending = PendingReplies()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connection: Connection | None = None
         self._producer: Producer | None = None
@@ -69,10 +70,7 @@ class MemoryQueryClient:
         self._stop.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5)
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(BrokerUnavailable("the gateway is shutting down"))
-        self._pending.clear()
+        self._pending.fail_all(BrokerUnavailable("the gateway is shutting down"))
         if self._connection is not None:
             self._connection.release()
         self._producer = None
@@ -93,16 +91,7 @@ class MemoryQueryClient:
         except ValueError as exc:
             reply = BrokerUnavailable(f"malformed reply from a worker: {exc}")
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._resolve, cid, reply)
-
-    def _resolve(self, cid: str, result: Reply | Exception) -> None:
-        future = self._pending.get(cid)
-        if future is None or future.done():
-            return
-        if isinstance(result, Exception):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
+            self._loop.call_soon_threadsafe(self._pending.resolve, cid, reply)
 
     async def call(self, queue: str, query: Query, *, timeout_s: float) -> Reply:
         producer = self._producer
@@ -111,18 +100,14 @@ class MemoryQueryClient:
         try:
             _name, depth, _consumers = producer.channel.queue_declare(queue=queue, passive=True)
         except ChannelError as exc:
-            raise NoWorker(
-                f"no worker serves queue {queue} (it does not exist); start a worker for "
-                "this variant or retry once the scaler has loaded it"
-            ) from exc
+            raise no_worker(queue) from exc
         if depth >= self._settings.queue_max_length:
             raise QueueFull(
                 "the variant's queue is full; slow down and retry after the Retry-After delay"
             )
         body, headers = encode_query(query)
         cid = query.request_id or uuid.uuid4().hex
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[cid] = future
+        future = self._pending.open(cid)
         try:
             producer.publish(
                 body,
@@ -138,9 +123,6 @@ class MemoryQueryClient:
             )
             return await asyncio.wait_for(future, timeout=timeout_s)
         except TimeoutError as exc:
-            raise DeadlineExceeded(
-                f"no answer from variant queue {queue} within {timeout_s * 1000:.0f} ms; "
-                "raise timeout_ms or relax the latency objective"
-            ) from exc
+            raise no_answer(queue, timeout_s) from exc
         finally:
-            self._pending.pop(cid, None)
+            self._pending.discard(cid)
