@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from registry.livestate import LiveSnapshot, VariantLoad, WorkerReport
-from registry.selector import MS_PER_HOUR, Requirements, SelectorIndex, select
+from registry.pricing import MS_PER_HOUR
+from registry.selector import Requirements, SelectorIndex, select
 from registry.types import App, CatalogSnapshot, InputSignature, Model, Profile, Variant
 
 RESULTS = Path(__file__).resolve().parent / "results"

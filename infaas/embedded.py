@@ -13,14 +13,11 @@ import time
 import uvicorn
 
 from api_gateway.app import create_app
-from api_gateway.quotas import open_query_counter
 from api_gateway.serving import uvicorn_config
 from api_gateway.settings import GatewaySettings
-from api_gateway.state import GatewayServices
+from infaas.gateway_wiring import gateway_services
 from infaas.services import Services
-from queues.celery_app import create_celery_app
 from queues.errors import ConfigError
-from queues.rpc import create_query_client
 from workers.celery_worker import EmbeddedWorker, WorkerServices
 from workers.settings import WorkerSettings
 
@@ -51,20 +48,7 @@ class LocalStack:
                     cache_dir=cache,
                 ),
             )
-        self.app = create_app(
-            self.gateway_settings,
-            GatewayServices(
-                broker=services.broker,
-                catalog=services.catalog,
-                live=services.live,
-                client=create_query_client(services.broker),
-                store=services.store,
-                celery=create_celery_app(services.broker),
-                query_counter=open_query_counter(
-                    services.registry.state_url, prefix=services.registry.state_prefix
-                ),
-            ),
-        )
+        self.app = create_app(self.gateway_settings, gateway_services(services))
         self._server = uvicorn.Server(
             uvicorn_config(self.app, self.gateway_settings.host, self.gateway_settings.port)
         )

@@ -14,6 +14,14 @@ from typing import Any
 
 from queues.errors import ConfigError
 
+MS_PER_HOUR = 3_600_000.0
+
+
+def usd_for(cost_per_hour: float, ms: float) -> float:
+    """What ``ms`` milliseconds of a variant's time cost at ``cost_per_hour`` dollars an
+    hour."""
+    return cost_per_hour * ms / MS_PER_HOUR
+
 
 @dataclass(frozen=True, slots=True)
 class Instance:

@@ -32,10 +32,10 @@ from queues.errors import (
 )
 from registry.live_docs import class_key
 from registry.livestate import HEALTHY_STATES, LOADING, OVERLOADED, LiveSnapshot
+from registry.pricing import MS_PER_HOUR
 from registry.routing import RoundRobin, Routes
 from registry.types import CatalogSnapshot, Variant
 
-MS_PER_HOUR = 3_600_000.0
 UNHEALTHY_PREFIX = "running only where it is "
 
 

@@ -39,7 +39,7 @@ from registry.jobs.pacing import online_pressure
 from registry.jobs.recovery import CLAIM_DONE, CLAIM_EXHAUSTED, CLAIM_HELD, CLAIM_RUN
 from registry.jobs.settings import JobSettings
 from registry.livestate import LiveState
-from registry.selector import MS_PER_HOUR
+from registry.pricing import usd_for
 from registry.store import ObjectStore
 from registry.types import App, Model, Variant
 from workers.artifacts import artifact_cache_key, fetch_artifact
@@ -357,7 +357,7 @@ class ChunkRunner:
         payload = encode_outputs(np.concatenate(pieces), chunk.first_item)
         lease.check(force=True)  # cancelled meanwhile: stop without writing
         output.put_bytes(chunk.output_key, payload)
-        cost_usd = variant.cost_per_hour * model_ms / MS_PER_HOUR
+        cost_usd = usd_for(variant.cost_per_hour, model_ms)
         return ChunkResult(wrote=True, model_ms=model_ms, cost_usd=cost_usd)
 
     def _yield_to_online(self, lease: Lease) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from queues.errors import NoEligibleVariant, NoWorker
 from registry.jobs.settings import JobSettings
-from registry.selector import MS_PER_HOUR
+from registry.pricing import usd_for
 from registry.types import Variant
 
 
@@ -63,7 +63,7 @@ def estimate(variant: Variant, needs: JobNeeds, settings: JobSettings) -> JobOpt
     batch = profile.batch_limit
     per_item_ms = profile.predict_latency_ms(batch) / batch
     model_ms = needs.items * per_item_ms
-    cost_usd = variant.cost_per_hour * model_ms / MS_PER_HOUR
+    cost_usd = usd_for(variant.cost_per_hour, model_ms)
     total_ms = model_ms * settings.time_factor + needs.chunks * settings.chunk_overhead_ms
     duration_s = total_ms / 1000.0 / settings.assumed_replicas
     finish_at = needs.now + timedelta(seconds=duration_s)
