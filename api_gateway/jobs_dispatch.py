@@ -28,6 +28,7 @@ from queues.errors import (
 from queues.memory_rpc import memory_connection
 from queues.settings import BrokerSettings
 from registry.jobs import Job, JobStore, NewJob, new_job_id
+from registry.jobs.buckets import check_job_bucket
 from registry.jobs.chunking import ChunkPlan, InputObject, chunk_priority, plan_chunks
 from registry.jobs.locations import Location, parse_location
 from registry.jobs.messages import batch_queue_options, send_chunks
@@ -122,7 +123,7 @@ class JobDispatcher:
                 f"deadline {sub.deadline.isoformat()} is in the past (now is "
                 f"{now.isoformat()}); give a time still to come, with its time zone"
             )
-        output = parse_location(sub.output, "output")
+        output = self._confined(store, sub.tenant, parse_location(sub.output, "output"), "output")
         job_id = new_job_id()
         source, objects = self._inputs(store, sub, app, output, job_id)
         chunk_items = sub.chunk_items or self.settings.chunk_items
@@ -171,7 +172,7 @@ class JobDispatcher:
             return upload_location(job_id), [checked]
         if sub.input is None:
             raise InvalidRequest("give the input: an s3://BUCKET/PREFIX location or a file")
-        source = parse_location(sub.input, "input")
+        source = self._confined(store, sub.tenant, parse_location(sub.input, "input"), "input")
         if source.contains(output):
             raise InvalidRequest(
                 f"the output location {output.url} lies inside the input location "
@@ -182,6 +183,12 @@ class JobDispatcher:
         return source, discover_inputs(
             store, source, app.signature, max_objects=limit, max_unpacked_bytes=cap
         )
+
+    def _confined(self, store: ObjectStore, tenant: str, location: Location, what: str) -> Location:
+        """``location``, if the tenant's jobs may use its bucket (registry/jobs/buckets.py)."""
+        rules = self.settings.bucket_rules
+        check_job_bucket(rules, tenant, location, reserved={store.bucket_name}, what=what)
+        return location
 
     def _choose(self, app: str, plan: list[ChunkPlan], sub: Submission, now: datetime) -> JobOption:
         """The variant, among the app's ready ones whose hardware has a live worker."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from registry.jobs.buckets import DEFAULT_RULES, BucketRule, parse_bucket_rules
 
 
 class JobSettings(BaseSettings):
@@ -37,6 +39,12 @@ class JobSettings(BaseSettings):
     )
     assumed_replicas: int = Field(
         default=1, ge=1, le=10_000, description="workers a job can count on, for estimates"
+    )
+    buckets: str = Field(
+        default=DEFAULT_RULES,
+        description="the buckets each tenant's jobs may read and write: TENANT:BUCKET "
+        "patterns, comma-separated, {tenant} for the caller's (registry/jobs/buckets.py); "
+        "the store's own bucket never",
     )
     sweep_interval_s: float = Field(
         default=30.0, gt=0, le=3600, description="how often a gateway looks for stuck chunks"
@@ -90,6 +98,17 @@ class JobSettings(BaseSettings):
     yield_check_s: float = Field(
         default=0.5, gt=0, le=60, description="how often a chunk re-reads the worker's load"
     )
+
+    @field_validator("buckets")
+    @classmethod
+    def _check_buckets(cls, value: str) -> str:
+        """A bad rule raises ConfigError at start, saying the form."""
+        parse_bucket_rules(value)
+        return value
+
+    @property
+    def bucket_rules(self) -> tuple[BucketRule, ...]:
+        return parse_bucket_rules(self.buckets)
 
     @model_validator(mode="after")
     def _check_intervals(self) -> JobSettings:

@@ -15,16 +15,26 @@ from registry.store.files import COPY_CHUNK_BYTES, write_atomically
 from registry.store.keys import TMP_PREFIX, check_bucket_name, check_key, check_prefix
 from registry.store.protocol import probe
 
+# Where a local store keeps its other buckets: a folder beside the system's own.
+BUCKETS_FOLDER = "buckets"
+
 
 class LocalStore:
     """A folder standing in for one bucket.
 
-    Other buckets are sibling folders (``root.parent / name``), not sub-folders, so a
-    bucket can never collide with a key of this one.
+    The other buckets are folders of ``buckets/`` beside it (``root.parent / "buckets" /
+    name``): never inside this bucket, so they cannot collide with its keys, and never the
+    folders the system keeps beside its store (the workers' artifact cache, the demo's
+    models), which a batch job could otherwise name as buckets.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, buckets: Path | None = None) -> None:
         self.root = Path(os.path.abspath(root))
+        self.buckets = Path(os.path.abspath(buckets or self.root.parent / BUCKETS_FOLDER))
+
+    @property
+    def bucket_name(self) -> str:
+        return self.root.name
 
     def put_bytes(
         self, key: str, data: bytes, content_type: str = "application/octet-stream"
@@ -86,7 +96,7 @@ class LocalStore:
         return sorted(keys)
 
     def bucket(self, name: str) -> LocalStore:
-        return LocalStore(self.root.parent / check_bucket_name(name))
+        return LocalStore(self.buckets / check_bucket_name(name), buckets=self.buckets)
 
     def check_writable(self, prefix: str) -> None:
         probe(self, prefix)

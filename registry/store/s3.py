@@ -161,6 +161,10 @@ class S3Store:
     def describe(self) -> str:
         return self.location.describe()
 
+    @property
+    def bucket_name(self) -> str:
+        return self.location.bucket
+
     def _upload(self, key: str, send: Callable[[], object]) -> None:
         with self._translate("write", key):
             try:

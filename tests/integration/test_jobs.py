@@ -41,6 +41,7 @@ from registry.jobs.objects import discover_inputs
 from registry.jobs.settings import JobSettings
 from registry.jobs.status import CHUNK_DONE, JOB_CANCELLED, JOB_SUCCEEDED
 from registry.jobs.variant_choice import JobNeeds, estimate
+from registry.store import LocalStore
 from registry.types import READY, utcnow
 from tests.e2e_support import Stack
 from workers.runtimes.base import RuntimeSpec, load_runtime
@@ -545,6 +546,24 @@ BAD_SUBMISSIONS: list[tuple[str, dict[str, Any], dict[str, str], int, str, str]]
     ("accuracy above 1", {"min_accuracy": 1.5}, {}, 422, "invalid_request", "min_accuracy"),
     ("bad key", {}, {"Idempotency-Key": "x" * 300}, 422, "invalid_request", "Idempotency-Key"),
     ("no input", {"input": None}, {}, 422, "invalid_request", "give the input location"),
+    # the system's own bucket (models, artifacts, uploads) is no job's, even the default
+    # tenant's, whose INFAAS_JOB_BUCKETS rule allows every other bucket
+    (
+        "system bucket input",
+        {"input": "s3://{system}/models"},
+        {},
+        403,
+        "forbidden",
+        "in the system's own bucket",
+    ),
+    (
+        "system bucket output",
+        {"output": "s3://{system}/artifacts"},
+        {},
+        403,
+        "forbidden",
+        "which no job may read or write",
+    ),
 ]
 
 
@@ -593,7 +612,12 @@ def test_bad_submissions_are_refused_clearly_and_change_nothing(
         "output": f"s3://{out}/x",
         "min_accuracy": FAST_FLOOR,
     }
-    values = {"in": bad_inputs, "past": _past(), "soon": _soon()}
+    values = {
+        "in": bad_inputs,
+        "past": _past(),
+        "soon": _soon(),
+        "system": stack.services.store.bucket_name,
+    }
     for name, value in changes.items():
         body[name] = value.format(**values) if isinstance(value, str) else value
     body = {k: v for k, v in body.items() if v is not None}
@@ -612,9 +636,9 @@ def test_an_output_location_that_cannot_be_written_is_refused(embedded_e2e: Stac
     source = _put_inputs(stack, _bucket("in"), "run", [_rows(stack, 10)])
     store = stack.services.store
     blocked = _bucket("blocked")
-    root = getattr(store, "root", None)
-    assert isinstance(root, Path)  # the embedded default: a local folder
-    (root.parent / blocked).write_text("a file where the bucket's folder would be")
+    assert isinstance(store, LocalStore)  # the embedded default: a local folder
+    store.buckets.mkdir(parents=True, exist_ok=True)
+    (store.buckets / blocked).write_text("a file where the bucket's folder would be")
     before = _job_count(stack)
     response = _submit(
         stack,

@@ -149,11 +149,12 @@ def test_uploads_are_checked_and_keyed_by_job(tmp_path: Path) -> None:
 def test_the_output_probe_leaves_nothing_behind(store: LocalStore) -> None:
     check_output_writable(store, Location("jobs-out", "daily"))
     assert store.bucket("jobs-out").list() == []
-    assert not (store.root.parent / "jobs-out" / "daily").exists()
+    assert not (store.buckets / "jobs-out" / "daily").exists()
 
 
 def test_an_output_location_that_cannot_be_written_is_refused(store: LocalStore) -> None:
-    (store.root.parent / "blocked").write_text("a file where the bucket's folder would be")
+    store.buckets.mkdir(parents=True, exist_ok=True)
+    (store.buckets / "blocked").write_text("a file where the bucket's folder would be")
     with pytest.raises(OutputNotWritable, match=r"s3://blocked/x cannot be written"):
         check_output_writable(store, Location("blocked", "x"))
 
@@ -162,7 +163,7 @@ def test_store_for_picks_the_bucket_or_the_systems_own(store: LocalStore) -> Non
     assert store_for(store, Location("", "jobs/j1")) is store
     other = store_for(store, Location("jobs-out", ""))
     assert isinstance(other, LocalStore)
-    assert other.root == store.root.parent / "jobs-out"
+    assert other.root == store.buckets / "jobs-out"
 
 
 def test_chunk_outputs_carry_outputs_labels_and_item_indices() -> None:

@@ -231,14 +231,26 @@ class TestLocalStore(StoreContract):
         other = store.bucket("other-bucket")
         assert not store.root.parent.exists()
         other.put_bytes("k", b"x")
-        assert (store.root.parent / "other-bucket" / "k").read_bytes() == b"x"
+        assert (store.root.parent / "buckets" / "other-bucket" / "k").read_bytes() == b"x"
         assert not store.root.exists()
 
-    def test_bucket_is_a_sibling_folder(self, store: LocalStore) -> None:
+    def test_buckets_are_folders_of_their_own_beside_the_store(self, store: LocalStore) -> None:
         other = store.bucket("infaas-jobs")
         assert isinstance(other, LocalStore)
-        assert other.root == store.root.parent / "infaas-jobs"
-        assert other.describe() == str(store.root.parent / "infaas-jobs")
+        assert other.root == store.root.parent / "buckets" / "infaas-jobs"
+        assert other.describe() == str(store.root.parent / "buckets" / "infaas-jobs")
+        # a bucket's buckets are the same folders, not folders inside it
+        assert other.bucket("xyz").root == store.root.parent / "buckets" / "xyz"
+        assert (store.bucket_name, other.bucket_name) == ("infaas", "infaas-jobs")
+
+    def test_no_bucket_reaches_what_the_system_keeps_beside_its_store(
+        self, store: LocalStore
+    ) -> None:
+        cache = store.root.parent / "cache"
+        cache.mkdir(parents=True)
+        (cache / "artifact").write_bytes(b"secret")
+        assert not store.bucket("cache").exists("artifact")
+        assert store.bucket(store.bucket_name).root != store.root
 
     def test_write_goes_to_a_temp_file_then_replaces(
         self, store: LocalStore, monkeypatch: pytest.MonkeyPatch
