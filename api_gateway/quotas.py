@@ -10,8 +10,7 @@ stored bytes inside the transaction that adds a model (writers are serialized, s
 gateways cannot both slip under a limit), jobs when one is submitted.
 
 Over a quota: 429 in the error contract, ``details`` naming the quota, its limit and the
-tenant, with ``Retry-After``. (The code is ``queue_full``'s, the error tree's one 429,
-until ``queues/errors.py`` gains a code of its own for quotas.)
+tenant, with ``Retry-After``: ``quota_exceeded``.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any, Protocol
 
 from api_gateway.quota_bucket import TAKE_SCRIPT, Bucket, idle_ms, take
 from api_gateway.settings import GatewaySettings
-from queues.errors import QueueFull
+from queues.errors import QuotaExceeded
 from registry.catalog import TenantUsage, UsageCheck
 
 MB = 1024 * 1024
@@ -33,9 +32,9 @@ RETRY_HELD_S = 30
 
 def quota_exceeded(
     quota: str, limit: float, tenant: str, message: str, *, retry_after_s: float
-) -> QueueFull:
+) -> QuotaExceeded:
     """The 429 of one quota: ``details`` say which, its limit and whose."""
-    return QueueFull(
+    return QuotaExceeded(
         message,
         retry_after_s=max(1, math.ceil(retry_after_s)),
         details={"quota": quota, "limit": limit, "tenant": tenant},

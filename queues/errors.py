@@ -162,6 +162,12 @@ class QueueFull(InfaasError):
         self.headers.setdefault("Retry-After", str(retry_after_s))
 
 
+class QuotaExceeded(QueueFull):
+    """A tenant is over one of its quotas (``details``: which, its limit, whose)."""
+
+    code = "quota_exceeded"
+
+
 class Unavailable(InfaasError):
     status_code = 503
     code = "unavailable"

@@ -273,6 +273,7 @@ def test_every_quota_is_a_429_with_retry_after_and_changes_nothing(
     for quota, response in answers.items():
         assert response.status_code == 429, (quota, response.text)
         error = response.json()["error"]
+        assert error["code"] == "quota_exceeded"
         tenant = "tiny" if quota == "stored_mb" else "small"
         assert error["details"] == {"quota": quota, "limit": limits[quota], "tenant": tenant}
         assert int(response.headers["Retry-After"]) >= 1

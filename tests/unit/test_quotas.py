@@ -10,7 +10,7 @@ import pytest
 from api_gateway.quota_bucket import Bucket, take
 from api_gateway.quotas import MB, MemoryQueryCounter, Quotas
 from api_gateway.settings import GatewaySettings, QuotaLimits
-from queues.errors import QueueFull
+from queues.errors import QuotaExceeded
 from registry.catalog import TenantUsage
 
 
@@ -78,8 +78,8 @@ def test_a_bad_override_is_refused_at_start(
         GatewaySettings()
 
 
-def _over(call: object) -> QueueFull:
-    assert isinstance(call, QueueFull)
+def _over(call: object) -> QuotaExceeded:
+    assert isinstance(call, QuotaExceeded)
     return call
 
 
@@ -92,7 +92,7 @@ def test_queries_over_the_rate_get_429_naming_the_quota_with_retry_after() -> No
             try:
                 await quotas.take_query("acme")
                 outcomes.append("ok")
-            except QueueFull as exc:
+            except QuotaExceeded as exc:
                 outcomes.append(exc)
         await quotas.take_query("beta")  # a bucket per tenant
         return outcomes
@@ -119,17 +119,17 @@ def test_jobs_variants_and_stored_bytes() -> None:
         GatewaySettings(quota_jobs=2, quota_variants=3, quota_stored_mb=1), MemoryQueryCounter()
     )
     quotas.check_jobs("acme", 1)
-    with pytest.raises(QueueFull, match="2 batch job") as jobs:
+    with pytest.raises(QuotaExceeded, match="2 batch job") as jobs:
         quotas.check_jobs("acme", 2)
     assert jobs.value.details["quota"] == "jobs"
     assert jobs.value.headers["Retry-After"] == "30"
     check = quotas.usage_check("acme", adding_bytes=MB // 2)
     assert check is not None
     check(TenantUsage("acme", variants=2, stored_bytes=MB // 2))
-    with pytest.raises(QueueFull) as variants:
+    with pytest.raises(QuotaExceeded) as variants:
         check(TenantUsage("acme", variants=3, stored_bytes=0))
     assert variants.value.details == {"quota": "variants", "limit": 3, "tenant": "acme"}
-    with pytest.raises(QueueFull) as stored:
+    with pytest.raises(QuotaExceeded) as stored:
         check(TenantUsage("acme", variants=0, stored_bytes=MB // 2 + 1))
     assert stored.value.details == {"quota": "stored_mb", "limit": 1.0, "tenant": "acme"}
     assert Quotas(GatewaySettings(), MemoryQueryCounter()).usage_check("acme", 10) is None
