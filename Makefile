@@ -17,15 +17,17 @@ PIP_SETTINGS = $$($(PYTHON) -m pip config list 2>/dev/null \
 	| while read -r key values; do for v in $$values; do echo "--$$key $$v"; done; done)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	if $(BIN)/python -m pip install -q uv==$(UV_VERSION); then \
+	@echo "setting up $(VENV): the pins of requirements-dev.txt and this package (uv, else pip)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if $(BIN)/python -m pip install -q uv==$(UV_VERSION) 2>/dev/null; then \
 		$(BIN)/uv pip install -q --python $(BIN)/python --index-strategy unsafe-best-match \
 			$(PIP_SETTINGS) -r requirements-dev.txt -e . ; \
 	else \
+		echo "uv could not be installed; pip instead (a few minutes)"; \
 		$(BIN)/python -m pip install -q -r requirements-dev.txt && \
 		$(BIN)/python -m pip install -q --no-deps -e . ; \
 	fi
-	touch $(STAMP)
+	@touch $(STAMP)
 
 venv: $(STAMP)
 
