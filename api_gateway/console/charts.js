@@ -5,8 +5,9 @@ const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563",
   "#ca8a04", "#db2777", "#65a30d"];
 
-// A line chart over time. series: [{name, values}] aligned with ts (Unix seconds);
-// the x axis is the last `spanS` seconds up to `nowS`. Missing seconds count as `gap`.
+// A line chart over time. series: [{name, values}] aligned with ts (Unix seconds, each
+// point covering opts.spans[i] seconds, 1 if none); the x axis is the last `spanS`
+// seconds up to `nowS`. Seconds no point covers count as `gap`.
 function lineChart(id, ts, series, opts) {
   const host = document.getElementById(id);
   if (!host) return;
@@ -45,20 +46,20 @@ function lineChart(id, ts, series, opts) {
   }
   series.forEach((s, i) => {
     const points = [];
-    let previous = null;
+    let previous = null; // the end of the last point drawn (its start + its span)
     ts.forEach((t, j) => {
       const v = s.values[j];
       if (v === null || t < nowS - spanS) return;
       // a second with no sample is a second without load: drop to the gap value
-      if (opts.gap !== undefined && previous !== null && t - previous > 1) {
-        points.push(`${x(previous + 1).toFixed(1)},${y(opts.gap).toFixed(1)}`);
+      if (opts.gap !== undefined && previous !== null && t > previous) {
+        points.push(`${x(previous).toFixed(1)},${y(opts.gap).toFixed(1)}`);
         points.push(`${x(t - 1).toFixed(1)},${y(opts.gap).toFixed(1)}`);
       }
       points.push(`${x(t).toFixed(1)},${y(v).toFixed(1)}`);
-      previous = t;
+      previous = t + (opts.spans ? opts.spans[j] : 1);
     });
-    if (opts.gap !== undefined && previous !== null && nowS - previous > 2) {
-      points.push(`${x(previous + 1).toFixed(1)},${y(opts.gap).toFixed(1)}`);
+    if (opts.gap !== undefined && previous !== null && nowS - previous > 1) {
+      points.push(`${x(previous).toFixed(1)},${y(opts.gap).toFixed(1)}`);
       points.push(`${x(nowS).toFixed(1)},${y(opts.gap).toFixed(1)}`);
     }
     add("polyline", { points: points.join(" "), stroke: COLORS[i % COLORS.length],

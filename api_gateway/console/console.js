@@ -200,7 +200,7 @@ function appPage(main, app) {
   let variantsPage = 1;
   const spans = { "5 min": 300, "15 min": 900, "1 hour": 3600 };
   let spanS = Number(new URLSearchParams(location.search).get("span_s")) || 3600;
-  const hist = { ts: [], qps: [], p50: [], p99: [], mix: {}, newest: null };
+  const hist = { ts: [], spans: [], qps: [], p50: [], p99: [], mix: {}, newest: null };
   main.replaceChildren(el("h2", {}, app), el("div", { id: "stats", class: "muted" }),
     el("p", { id: "spans" }, "charts over the last ", Object.entries(spans).map(([name, s]) =>
       el("button", { "data-span": s, onclick: () => { spanS = s; poll(); } }, name))),
@@ -244,21 +244,22 @@ function appPage(main, app) {
     const old = hist.ts.length;
     for (const name of Object.keys(p.mix)) if (!hist.mix[name]) hist.mix[name] = new Array(old).fill(0);
     p.t_s.forEach((t, i) => {
-      hist.ts.push(t); hist.qps.push(p.qps[i]); hist.p50.push(p.p50_ms[i]); hist.p99.push(p.p99_ms[i]);
+      hist.ts.push(t); hist.spans.push(p.span_s[i]); hist.qps.push(p.qps[i]);
+      hist.p50.push(p.p50_ms[i]); hist.p99.push(p.p99_ms[i]);
       for (const name of Object.keys(hist.mix)) hist.mix[name].push(p.mix[name] ? p.mix[name][i] : 0);
     });
     if (p.t_s.length) hist.newest = p.t_s[p.t_s.length - 1];
     const cut = hist.ts.findIndex((t) => t > Date.now() / 1000 - 3600);
-    if (cut > 0) for (const a of [hist.ts, hist.qps, hist.p50, hist.p99, ...Object.values(hist.mix)]) a.splice(0, cut);
+    if (cut > 0) for (const a of [hist.ts, hist.spans, hist.qps, hist.p50, hist.p99, ...Object.values(hist.mix)]) a.splice(0, cut);
   }
   const poll = every(async () => {
     const [view, stats] = await Promise.all([api(base), api(`${base}/stats`), refreshHistory()]);
     const nowS = Math.floor(Date.now() / 1000);
-    const opts = { nowS, spanS, gap: 0 };
+    const opts = { nowS, spanS, gap: 0, spans: hist.spans };
     for (const b of document.querySelectorAll("#spans button")) b.classList.toggle("here", Number(b.dataset.span) === spanS);
     lineChart("chart-load", hist.ts, [{ name: "queries/s", values: hist.qps }], { ...opts, title: "Load (q/s)" });
     lineChart("chart-latency", hist.ts, [{ name: "p50 ms", values: hist.p50 }, { name: "p99 ms", values: hist.p99 }],
-      { nowS, spanS, title: "Achieved latency (ms)" });
+      { nowS, spanS, spans: hist.spans, title: "Achieved latency (ms)" });
     lineChart("chart-mix", hist.ts, Object.entries(hist.mix).map(([name, values]) => ({ name, values })),
       { ...opts, title: "Variant mix (q/s per variant)" });
     replace("stats", `${stats.queries} queries answered, p50 ${num(stats.p50_ms, 2)} ms, ` +

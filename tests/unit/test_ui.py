@@ -88,19 +88,31 @@ def test_the_live_window_merges_histograms_and_drops_older_seconds() -> None:
 
 
 def test_the_history_is_bounded_in_seconds_and_apps() -> None:
-    acc, history = Accounting(), LoadHistory(history_s=5, max_apps=2)
-    for second in range(8):
-        answer(acc, "a", "v", 1.0, 10.0)
+    acc, history = Accounting(), LoadHistory(history_s=40, max_apps=2, fine_s=10)
+    for second in range(60):
+        answer(acc, "a", "v", 1.0 + second, 10.0)
         history.sample(acc.apps, 1.0 + second)
-    assert [p.t_s for p in history.since("a")] == [3, 4, 5, 6, 7]
+    points = history.since("a")
+    # the last 10 s one point a second, the rest of the 40 s ten seconds a point
+    assert [p.t_s for p in points] == [10, 20, 30, 40, *range(50, 60)]
+    assert [p.span_s for p in points] == [10] * 4 + [1] * 10
+    coarse = points[0]
+    assert (coarse.queries, coarse.slo_misses, coarse.mix) == (10, 10, (("v", 10),))
+    assert coarse.p99_ms == pytest.approx(20.0, rel=0.06)  # the largest second's
+    assert coarse.p50_ms == pytest.approx(15.5, rel=0.06)  # the seconds' mean
+    cols = columns(points)
+    assert cols["qps"] == [1.0] * 14
+    assert cols["mix"] == {"v": [1.0] * 14}
+    assert [p.t_s for p in history.since("a", after_s=30)] == [40, *range(50, 60)]
+    assert [p.t_s for p in history.since("a", after_s=55)] == [56, 57, 58, 59]
     answer(acc, "b", "v", 1.0, 10.0)
-    history.sample(acc.apps, 10.0)
+    history.sample(acc.apps, 62.0)
     answer(acc, "c", "v", 1.0, 10.0)
-    history.sample(acc.apps, 11.0)  # a third app: the idlest (a) is forgotten
+    history.sample(acc.apps, 63.0)  # a third app: the idlest (a) is forgotten
     assert history.since("a") == []
-    assert [p.t_s for p in history.since("b")] == [9]
-    assert [p.t_s for p in history.since("c")] == [10]
-    history.sample(acc.apps, 30.0)  # nothing for longer than the history: all forgotten
+    assert [p.t_s for p in history.since("b")] == [61]
+    assert [p.t_s for p in history.since("c")] == [62]
+    history.sample(acc.apps, 200.0)  # nothing for longer than the history: all forgotten
     assert history.since("b") == history.since("c") == []
 
 
