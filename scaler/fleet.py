@@ -73,6 +73,7 @@ def track_workers(t: Tick, current: Mapping[Key, int]) -> None:
     t.draining = {w: t for w, t in t.state.draining.items() if w in snap.workers}
     t.removing = {w: t for w, t in t.state.removing.items() if w in snap.workers}
     t.worker_action_ms = dict(t.state.worker_action_ms)
+    t.worker_added_ms = dict(t.state.worker_added_ms)
     t.spares = pick_spares(t, current)
     # a spare is not idle: once it takes replicas it is idle from then on, not before
     t.low_since = {}
@@ -104,6 +105,9 @@ def pick_drain(t: Tick, current: Mapping[Key, int]) -> str | None:
             continue  # one at a time
         if t.count(hw) - 1 < s.min_workers(hw) or t.backed_off(hw):
             continue
+        added = t.worker_added_ms.get(hw)
+        if added is not None and now - added < s.drain_hold_s * 1000:
+            continue  # the room just added is for the load that asked for it
         idle = [
             w
             for w in t.snap.workers.values()
@@ -208,6 +212,8 @@ def _add_worker(t: Tick, hw: str, plan: Assignment) -> bool:
         t.actions.append(Action(ADD_WORKER, hardware=hw, reason=why))
         t.pending_workers = (*t.pending_workers, (hw, t.now))
     t.worker_action_ms[hw] = t.now
+    if count:
+        t.worker_added_ms[hw] = t.now
     return True
 
 

@@ -140,6 +140,7 @@ class ScalerState:
     draining: Mapping[str, float] = field(default_factory=dict)  # worker -> since
     removing: Mapping[str, float] = field(default_factory=dict)  # worker -> asked at
     worker_action_ms: Mapping[str, float] = field(default_factory=dict)
+    worker_added_ms: Mapping[str, float] = field(default_factory=dict)  # hardware -> last add
     fixed: Mapping[str, str] = field(default_factory=dict)  # replicate-only: app -> variant
     # the last capacity problem and its answer: the same problem again is not re-solved
     last_solved: tuple[Problem, Assignment] | None = field(default=None, compare=False)

@@ -236,6 +236,7 @@ class _Tick(Tick):
             draining=self.draining,
             removing=self.removing,
             worker_action_ms=self.worker_action_ms,
+            worker_added_ms=self.worker_added_ms,
             fixed=self.fixed,
             last_solved=self.solved,
             solved_ms=self.solved_ms,

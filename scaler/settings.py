@@ -180,6 +180,14 @@ class ScalerSettings(BaseSettings):
         le=3600,
         description="no worker action of a hardware this soon after one",
     )
+    drain_hold_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=86_400,
+        description="no idle worker of a hardware is drained this soon after a worker of "
+        "it was added: on a bursty load the drain packs into the room just added for a "
+        "burst, and the next burst asks for a worker again (0: only the worker back-off)",
+    )
     worker_idle_s: float = Field(
         default=30.0, ge=0, le=86_400, description="low use this long makes a worker removable"
     )

@@ -23,6 +23,7 @@ class Tick:
     draining: dict[str, float]
     removing: dict[str, float]
     worker_action_ms: dict[str, float]
+    worker_added_ms: dict[str, float]
     low_since: dict[str, float]
     classes: dict[str, DemandClass]  # load.estimate
     estimates: dict[str, float]
