@@ -76,31 +76,15 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api_gateway.app import create_app
-    from api_gateway.quotas import open_query_counter
     from api_gateway.serving import uvicorn_config
     from api_gateway.settings import GatewaySettings
-    from api_gateway.state import GatewayServices
+    from infaas.gateway_wiring import gateway_services
     from infaas.services import open_services
-    from queues.celery_app import create_celery_app
-    from queues.rpc import create_query_client
 
     services = open_services(*_require_services("gateway"))
     given = (("host", args.host), ("port", args.port), ("grpc_port", args.grpc_port))
     settings = GatewaySettings(**{k: v for k, v in given if v is not None})
-    app = create_app(
-        settings,
-        GatewayServices(
-            broker=services.broker,
-            catalog=services.catalog,
-            live=services.live,
-            client=create_query_client(services.broker),
-            store=services.store,
-            celery=create_celery_app(services.broker),
-            query_counter=open_query_counter(
-                services.registry.state_url, prefix=services.registry.state_prefix
-            ),
-        ),
-    )
+    app = create_app(settings, gateway_services(services))
     print(settings.describe_auth())
     print(settings.describe_quotas())
     port = settings.grpc_listen_port

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -24,6 +24,39 @@ def default_url() -> str:
 
 def default_api_key() -> str | None:
     return os.environ.get("INFAAS_API_KEY") or None
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """The values given, without those left unset (None)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def form_fields(**values: Any) -> dict[str, str]:
+    """Multipart form fields: the values given, as text."""
+    return {key: str(value) for key, value in given(**values).items()}
+
+
+def poll_until(
+    fetch: Callable[[], dict[str, Any]],
+    done: Callable[[dict[str, Any]], bool],
+    timed_out: Callable[[dict[str, Any]], str],
+    *,
+    timeout_s: float | None,
+    poll_s: float,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """``fetch()`` every ``poll_s`` until ``done`` says so (its last answer), or
+    InfaasError with ``timed_out``'s message once ``timeout_s`` has passed (None: never)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        state = fetch()
+        if on_progress is not None:
+            on_progress(state)
+        if done(state):
+            return state
+        if deadline is not None and time.monotonic() > deadline:
+            raise InfaasError(timed_out(state))
+        time.sleep(poll_s)
 
 
 class InfaasClient:
@@ -92,21 +125,18 @@ class InfaasClient:
         body: dict[str, Any] = {"inputs": np.asarray(inputs).tolist()}
         if latency_ms is not None:
             body["latency_ms"] = latency_ms
-        result: dict[str, Any] = self._call("POST", f"/v1/models/{model}/infer", json=body)
-        return result
+        return cast(dict[str, Any], self._call("POST", f"/v1/models/{model}/infer", json=body))
 
     def infer_variant(self, variant: str, inputs: np.ndarray | list[Any]) -> dict[str, Any]:
         body = {"inputs": np.asarray(inputs).tolist()}
-        result: dict[str, Any] = self._call("POST", f"/v1/variants/{variant}/infer", json=body)
-        return result
+        return cast(dict[str, Any], self._call("POST", f"/v1/variants/{variant}/infer", json=body))
 
     def apps(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/v1/apps")["apps"]
         return result
 
     def app(self, app: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/apps/{app}")
-        return result
+        return cast(dict[str, Any], self._call("GET", f"/v1/apps/{app}"))
 
     # -- registration
 
@@ -131,12 +161,10 @@ class InfaasClient:
         }
         if num_classes is not None:
             body["num_classes"] = num_classes
-        result: dict[str, Any] = self._call("POST", "/v1/apps", json=body)
-        return result
+        return cast(dict[str, Any], self._call("POST", "/v1/apps", json=body))
 
     def delete_app(self, app: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("DELETE", f"/v1/apps/{app}")
-        return result
+        return cast(dict[str, Any], self._call("DELETE", f"/v1/apps/{app}"))
 
     def register_model(
         self,
@@ -161,18 +189,17 @@ class InfaasClient:
         ``create_app``: when the app does not exist, the gateway makes it from the
         model's input (``num_classes``, ``description`` for it) together with the model,
         so a refused upload leaves no app behind; ``app_created`` in the answer says so."""
-        optional: dict[str, Any] = {
-            "id": model_id,
-            "metadata": json.dumps(metadata) if metadata is not None else None,
-            "hardware": ",".join(hardware) if hardware else None,
-            "budget_s_per_batch": budget_s_per_batch,
-            "batch_sizes": ",".join(str(b) for b in batch_sizes) if batch_sizes else None,
-            "output": output,
-            "format": model_format,
-            "num_classes": num_classes,
-            "description": description or None,
-        }
-        fields = {key: str(value) for key, value in optional.items() if value is not None}
+        fields = form_fields(
+            id=model_id,
+            metadata=json.dumps(metadata) if metadata is not None else None,
+            hardware=",".join(hardware) if hardware else None,
+            budget_s_per_batch=budget_s_per_batch,
+            batch_sizes=",".join(str(b) for b in batch_sizes) if batch_sizes else None,
+            output=output,
+            format=model_format,
+            num_classes=num_classes,
+            description=description or None,
+        )
         model_file, validation_file = Path(model_path), Path(validation_path)
         with model_file.open("rb") as model_data, validation_file.open("rb") as validation_data:
             result: dict[str, Any] = self._call(
@@ -192,8 +219,7 @@ class InfaasClient:
         return result
 
     def registration(self, registration_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/registrations/{registration_id}")
-        return result
+        return cast(dict[str, Any], self._call("GET", f"/v1/registrations/{registration_id}"))
 
     def wait_for_registration(
         self,
@@ -204,23 +230,20 @@ class InfaasClient:
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Poll until every hardware's task finished; returns the last progress."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            progress = self.registration(registration_id)
-            if on_progress is not None:
-                on_progress(progress)
-            if progress["finished"]:
-                return progress
-            if time.monotonic() > deadline:
-                raise InfaasError(
-                    f"registration {registration_id} did not finish within {timeout_s:g} s "
-                    f"(status {progress['status']}); is a worker of each hardware running?"
-                )
-            time.sleep(poll_s)
+        return poll_until(
+            lambda: self.registration(registration_id),
+            lambda progress: bool(progress["finished"]),
+            lambda progress: (
+                f"registration {registration_id} did not finish within {timeout_s:g} s "
+                f"(status {progress['status']}); is a worker of each hardware running?"
+            ),
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            on_progress=on_progress,
+        )
 
     def delete_model(self, app: str, model: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("DELETE", f"/v1/apps/{app}/models/{model}")
-        return result
+        return cast(dict[str, Any], self._call("DELETE", f"/v1/apps/{app}/models/{model}"))
 
     # -- batch jobs
 
@@ -242,14 +265,14 @@ class InfaasClient:
         if (input_url is None) == (upload is None):
             raise InfaasError("give either input_url (s3://BUCKET/PREFIX) or upload (a .npz)")
         when = deadline.isoformat() if isinstance(deadline, datetime) else deadline
-        fields: dict[str, Any] = {"app": app, "output": output, "min_accuracy": min_accuracy}
-        for name, value in (
-            ("deadline", when),
-            ("max_cost_usd", max_cost_usd),
-            ("chunk_items", chunk_items),
-        ):
-            if value is not None:
-                fields[name] = value
+        fields = given(
+            app=app,
+            output=output,
+            min_accuracy=min_accuracy,
+            deadline=when,
+            max_cost_usd=max_cost_usd,
+            chunk_items=chunk_items,
+        )
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         if upload is None:
             result: dict[str, Any] = self._call(
@@ -261,30 +284,24 @@ class InfaasClient:
             uploaded: dict[str, Any] = self._call(
                 "POST",
                 "/v1/jobs",
-                data={k: str(v) for k, v in fields.items()},
+                data=form_fields(**fields),
                 files={"inputs": (path.name, data, "application/octet-stream")},
                 headers=headers,
             )
         return uploaded
 
     def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")
-        return result
+        return cast(dict[str, Any], self._call("GET", f"/v1/jobs/{job_id}"))
 
     def jobs(
         self, *, app: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit}
-        if app is not None:
-            params["app"] = app
-        if status is not None:
-            params["status"] = status
+        params = given(limit=limit, app=app, status=status)
         result: list[dict[str, Any]] = self._call("GET", "/v1/jobs", params=params)["jobs"]
         return result
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/v1/jobs/{job_id}/cancel")
-        return result
+        return cast(dict[str, Any], self._call("POST", f"/v1/jobs/{job_id}/cancel"))
 
     def wait_for_job(
         self,
@@ -295,28 +312,25 @@ class InfaasClient:
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Poll until the job succeeded, failed or was cancelled; returns its last status."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            status = self.job(job_id)
-            if on_progress is not None:
-                on_progress(status)
-            if status["status"] in ("succeeded", "failed", "cancelled"):
-                return status
-            if deadline is not None and time.monotonic() > deadline:
-                raise InfaasError(
-                    f"job {job_id} did not finish within {timeout_s:g} s (status "
-                    f"{status['status']}, {status['progress']['items_done']} of "
-                    f"{status['progress']['items_total']} items); is a worker running?"
-                )
-            time.sleep(poll_s)
+        return poll_until(
+            lambda: self.job(job_id),
+            lambda status: status["status"] in ("succeeded", "failed", "cancelled"),
+            lambda status: (
+                f"job {job_id} did not finish within {timeout_s or 0:g} s (status "
+                f"{status['status']}, {status['progress']['items_done']} of "
+                f"{status['progress']['items_total']} items); is a worker running?"
+            ),
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            on_progress=on_progress,
+        )
 
     # -- keys and audit (admin)
 
     def create_key(self, tenant: str, role: str, *, note: str = "") -> dict[str, Any]:
         """A new API key; ``key`` in the answer is its secret, shown this once."""
-        body = {"tenant": tenant, "role": role, "note": note}
-        result: dict[str, Any] = self._call("POST", "/v1/keys", json=body)
-        return result
+        body = given(tenant=tenant, role=role, note=note)
+        return cast(dict[str, Any], self._call("POST", "/v1/keys", json=body))
 
     def keys(self, *, revoked: bool = False) -> list[dict[str, Any]]:
         params = {"revoked": "true"} if revoked else None
@@ -324,13 +338,10 @@ class InfaasClient:
         return result
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("DELETE", f"/v1/keys/{key_id}")
-        return result
+        return cast(dict[str, Any], self._call("DELETE", f"/v1/keys/{key_id}"))
 
     def audit(self, *, limit: int = 100, tenant: str | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit}
-        if tenant is not None:
-            params["tenant"] = tenant
+        params = given(limit=limit, tenant=tenant)
         result: list[dict[str, Any]] = self._call("GET", "/v1/audit", params=params)["records"]
         return result
 

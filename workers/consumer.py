@@ -91,6 +91,37 @@ def _bytes_waiting(conn: Connection) -> bool | None:
     return bool(readable)
 
 
+def ack_messages(channel: Any, messages: list[Message], *, multiple: bool) -> None:
+    """Acknowledge ``messages``: at once up to the last (``multiple``), or each."""
+    if not messages:
+        return
+    if multiple:
+        channel.basic_ack(messages[-1].delivery_tag, multiple=True)
+    else:
+        for message in messages:
+            message.ack()
+
+
+def publish_reply(producer: Producer, message: Message, reply: Reply) -> None:
+    """Send ``reply`` to the query's reply-to address (none: a query nobody waits for)."""
+    reply_to = message.properties.get("reply_to")
+    if not reply_to:
+        return
+    body, headers = encode_reply(reply)
+    producer.publish(
+        body,
+        exchange="",
+        routing_key=reply_to,
+        correlation_id=message.properties.get("correlation_id"),
+        headers=headers,
+        content_type=CONTENT_TYPE,
+        content_encoding="binary",
+        serializer=None,
+        delivery_mode=1,
+        retry=False,
+    )
+
+
 class Replica:
     def __init__(
         self,
@@ -204,7 +235,7 @@ class Replica:
                     held = {id(message) for message in unstarted}
                     messages = [m for m in messages if id(m) not in held]
                     self._pending = unstarted + self._pending
-                self._ack(channel, messages, multiple=multiple_ack and not unstarted)
+                ack_messages(channel, messages, multiple=multiple_ack and not unstarted)
             # Stop: the batches already run were answered above. Cancel first so the broker
             # sends nothing more (deliveries that raced the cancel arrive before its reply
             # and join the pending), then put back what was prefetched and not started:
@@ -269,16 +300,6 @@ class Replica:
         elapsed = max(now - self._last_round, 1e-4)
         self._last_round = now
         self._arrival_qps = 0.7 * self._arrival_qps + 0.3 * (count / elapsed)
-
-    @staticmethod
-    def _ack(channel: Any, messages: list[Message], *, multiple: bool) -> None:
-        if not messages:
-            return
-        if multiple:
-            channel.basic_ack(messages[-1].delivery_tag, multiple=True)
-        else:
-            for message in messages:
-                message.ack()
 
     # -- one round ------------------------------------------------------------------
 
@@ -363,7 +384,7 @@ class Replica:
                 queued_ms=max(0.0, done_ms - model_ms - query.sent_ms),
             )
             offset += rows
-            self._reply(producer, message, reply)
+            publish_reply(producer, message, reply)
             latencies.append(done_ms - query.sent_ms)
         self._stats.finished_batch(len(items), model_ms, latencies, rows=len(batch))
         self._open -= len(items)
@@ -373,25 +394,6 @@ class Replica:
     ) -> None:
         code = getattr(error, "code", WorkerError.code)
         cid = str(message.properties.get("correlation_id", ""))
-        self._reply(producer, message, error_reply(cid, code, str(error), self.config.worker_id))
+        publish_reply(producer, message, error_reply(cid, code, str(error), self.config.worker_id))
         self._stats.failed(1, expired=expired)
         self._open -= 1
-
-    @staticmethod
-    def _reply(producer: Producer, message: Message, reply: Reply) -> None:
-        reply_to = message.properties.get("reply_to")
-        if not reply_to:
-            return
-        body, headers = encode_reply(reply)
-        producer.publish(
-            body,
-            exchange="",
-            routing_key=reply_to,
-            correlation_id=message.properties.get("correlation_id"),
-            headers=headers,
-            content_type=CONTENT_TYPE,
-            content_encoding="binary",
-            serializer=None,
-            delivery_mode=1,
-            retry=False,
-        )
