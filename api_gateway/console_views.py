@@ -19,6 +19,7 @@ from registry.tenancy import Namespace
 from registry.types import READY, CatalogSnapshot
 
 MAX_PER_PAGE = 200
+MAX_PAGE = 1_000_000  # beyond any catalog; and the page number stays a 64-bit integer
 DEFAULT_PER_PAGE = 50
 MAX_FILTER_CHARS = 128
 
@@ -32,8 +33,10 @@ class Page:
 
     @classmethod
     def of(cls, number: int, per_page: int) -> Page:
-        if number < 1:
-            raise InvalidRequest(f"page must be 1 or more, not {number}; pages count from 1")
+        if not 1 <= number <= MAX_PAGE:
+            raise InvalidRequest(
+                f"page must be between 1 and {MAX_PAGE:,}, not {number}; pages count from 1"
+            )
         if not 1 <= per_page <= MAX_PER_PAGE:
             raise InvalidRequest(
                 f"per_page must be between 1 and {MAX_PER_PAGE}, not {per_page}; "

@@ -121,7 +121,12 @@ def test_the_history_is_bounded_in_seconds_and_apps() -> None:
 
 @pytest.mark.parametrize(
     ("number", "per_page", "says"),
-    [(0, 10, "page must be 1 or more"), (1, 0, "per_page must be"), (1, 201, "per_page must be")],
+    [
+        (0, 10, "page must be between 1 and 1,000,000"),
+        (10**20, 10, "page must be between 1 and 1,000,000"),
+        (1, 0, "per_page must be"),
+        (1, 201, "per_page must be"),
+    ],
 )
 def test_a_bad_page_is_refused_with_what_to_do(number: int, per_page: int, says: str) -> None:
     with pytest.raises(InvalidRequest, match=says):
@@ -251,7 +256,7 @@ def test_an_unknown_asset_or_bad_page_number_is_a_clear_error(console: FastAPI) 
     missing, bad_page, bad_size, long_filter, no_app = get(
         console,
         "/ui/static/secrets.txt",
-        "/v1/console/overview?page=0",
+        "/v1/console/overview?page=99999999999999999999",
         "/v1/console/overview?workers_per_page=500",
         "/v1/console/overview?filter=" + "x" * 200,
         "/v1/console/apps/nope/history",
@@ -259,7 +264,7 @@ def test_an_unknown_asset_or_bad_page_number_is_a_clear_error(console: FastAPI) 
     assert missing.status_code == 404
     assert "console.js" in missing.json()["error"]["message"]
     for response, says in (
-        (bad_page, "page must be 1 or more"),
+        (bad_page, "page must be between 1 and 1,000,000"),
         (bad_size, "per_page must be between 1 and 200"),
         (long_filter, "at most 128"),
     ):
@@ -315,12 +320,19 @@ def test_the_scaler_view_says_when_no_scaler_runs(console: FastAPI) -> None:
 
 
 def test_registrations_list_is_paged_and_empty_at_first(console: FastAPI) -> None:
-    first, bad = get(console, "/v1/console/registrations", "/v1/console/registrations?page=0")
+    first, bad, huge = get(
+        console,
+        "/v1/console/registrations",
+        "/v1/console/registrations?page=0",
+        "/v1/console/registrations?page=9223372036854775807&per_page=200",
+    )
     assert first.json() == {
         "registrations": [],
         "page": {"page": 1, "per_page": 20, "total": 0, "pages": 1},
     }
     assert bad.status_code == 422
+    assert huge.status_code == 422  # not an overflow in the database's OFFSET
+    assert huge.json()["error"]["code"] == "invalid_request"
 
 
 def test_the_scaler_view_answers_the_published_plan(console: FastAPI) -> None:
