@@ -60,6 +60,17 @@ def test_cold_choice_without_fill_in_ranks_by_load_time_plus_latency() -> None:
     assert decision.load_request == quick_load.id
 
 
+def test_cold_choice_takes_the_cheaper_of_two_about_as_soon() -> None:
+    """A 2-thread copy that loads 0.2 ms sooner is not worth twice the cost per hour."""
+    t1 = f.variant("w.onnx-fp32.cpu-t1", 0.98, 0.012, cost=0.048, load_ms=2.4)
+    t2 = f.variant("w.onnx-fp32.cpu-t2", 0.98, 0.012, cost=0.096, threads=2, load_ms=2.2)
+    idx = index(variants=(t2, t1))
+    decision = select(idx, Requirements(app="digits", min_accuracy=0.97, latency_ms=20))
+    assert decision.variant == t1
+    assert decision.load_request == t1.id
+    assert "cheapest of those soonest" in decision.reason
+
+
 @pytest.mark.parametrize("state", [OVERLOADED, INTERFERED])
 def test_overloaded_and_interfered_variants_are_avoided(state: str) -> None:
     live = f.live(f.worker("w1", {FAST.id: state, MID.id: "active"}))
@@ -191,7 +202,7 @@ def test_a_loading_variant_does_not_fill_in() -> None:
     live = f.live(f.worker("w1", {SLOW.id: "loading"}), f.worker("g1", hardware="gpu"))
     idx = SelectorIndex(f.catalog(*ALL), live, overhead_ms=0.0)
     decision = select(idx, Requirements(app="digits", min_accuracy=0.985, latency_ms=50))
-    # nothing can answer now: the fastest to load is chosen (the query waits for it)
+    # nothing can answer now: the soonest to load and answer is chosen (the query waits)
     assert decision.variant == GPU
     assert decision.load_request == GPU.id
 
