@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stacktest import compose_podman
+from stacktest import compose_podman, second_host
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -41,6 +41,7 @@ DEBIAN_ROOT = STATE / "bookworm-root"
 BASE_IMAGE = "localhost/infaas-bookworm-base:python3.11"
 TAG = "stacktest"
 PROJECT = "infaas-st"
+WORKER_PROJECT = "infaas-st-host2"  # the worker host's compose project
 IMAGES = {
     "cpu": f"localhost/infaas-cpu:{TAG}",
     "standins": f"localhost/infaas-standins:{TAG}",
@@ -136,9 +137,10 @@ def build_images(figures: dict[str, Any]) -> None:
         figures[f"image_{name}_mb"] = round(int(size.strip()) / 1e6)
 
 
-def write_env_file(path: Path, socket: Path) -> None:
+def write_env_file(path: Path, socket: Path, certs: Path) -> None:
     """infra/.env.example with a fresh secret for every "changethis" (check-secrets passes
-    with INFAAS_DEV=0), this run's project, tag, podman socket and the file itself."""
+    with INFAAS_DEV=0), this run's project, tag, podman socket, certificates, private
+    address (the link to the worker host) and the file itself."""
     values = compose_podman.read_env_file(INFRA / ".env.example")
     for key, value in values.items():
         if "changethis" in value:
@@ -146,30 +148,66 @@ def write_env_file(path: Path, socket: Path) -> None:
     values.update({
         "COMPOSE_PROJECT_NAME": PROJECT, "INFAAS_DEV": "0", "IMAGE_TAG": TAG,
         "INFAAS_PODMAN_SOCKET": str(socket), "INFAAS_STACK_ENV_FILE": str(path),
+        "INFAAS_STACK_CERTS": str(certs), "INFAAS_PRIVATE_ADDR": second_host.STACK_ADDR,
     })  # fmt: skip
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     path.chmod(0o600)
 
 
 def left_behind() -> dict[str, str]:
-    label = f"label=com.docker.compose.project={PROJECT}"
-    found = {
-        "containers": run("podman", "ps", "-a", "-q", "--filter", label),
-        "networks": run("podman", "network", "ls", "-q", "--filter", label),
-        "volumes": run("podman", "volume", "ls", "-q", "--filter", label),
-    }
+    found = {}
+    for project in (PROJECT, WORKER_PROJECT):
+        label = f"label=com.docker.compose.project={project}"
+        found[f"{project} containers"] = run("podman", "ps", "-a", "-q", "--filter", label)
+        found[f"{project} networks"] = run("podman", "network", "ls", "-q", "--filter", label)
+        found[f"{project} volumes"] = run("podman", "volume", "ls", "-q", "--filter", label)
     return {kind: out.strip() for kind, out in found.items() if out.strip()}
 
 
 def stack_up(netns: str, env_file: Path, figures: dict[str, Any]) -> None:
     files = [str(INFRA / "docker-compose.yml"), str(INFRA / "stacktest/docker-compose.podman.yml")]
-    project = compose_podman.open_project(files, [str(env_file)], PROJECT, [])
+    project = compose_podman.open_project(files, [str(env_file)], PROJECT, ["remote-workers"])
     started = time.monotonic()
     compose_podman.up(project, [], {})
     compose_podman.wait_for(project, "worker-cpu", "service_healthy", 900)
     compose_podman.wait_for(project, "scaler", "service_started", 60)
     figures["ready_s"] = round(time.monotonic() - started, 1)
     print(f"stack ready in {figures['ready_s']} s (netns {netns})", flush=True)
+
+
+def user_session(enter: list[str], env_file: Path, work: Path, *extra: str) -> dict[str, Any]:
+    """stacktest/user.py in the stack's namespace; what it saw, as a dict."""
+    user = subprocess.run(
+        [*enter, sys.executable, "-m", "stacktest.user", "--project", PROJECT,
+         "--env-file", str(env_file), "--work", str(work), *extra],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": f"{INFRA}:{REPO}"},
+        capture_output=True, text=True, timeout=3600, check=False,
+    )  # fmt: skip
+    if user.returncode != 0:
+        raise StackTestError(f"the user's session failed:\n{user.stderr[-4000:]}")
+    seen: dict[str, Any] = json.loads(user.stdout.strip().splitlines()[-1])
+    return seen
+
+
+def worker_host(worker_netns: str, env_file: Path, figures: dict[str, Any]) -> str:
+    """infra/docker-compose.worker.yml's worker up on the worker host; its container."""
+    worker_env = env_file.with_name("worker.env")
+    stack_env = compose_podman.read_env_file(env_file)
+    second_host.write_worker_env(worker_env, INFRA / "worker.env.example", stack_env,
+                                 WORKER_PROJECT)  # fmt: skip
+    files = [str(INFRA / "docker-compose.worker.yml"),
+             str(INFRA / "stacktest/docker-compose.worker.podman.yml")]  # fmt: skip
+    stack_podman = os.environ["INFAAS_PODMAN"]
+    os.environ["INFAAS_PODMAN"] = f"nsenter --net=/run/netns/{worker_netns} podman"
+    try:
+        project = compose_podman.open_project(files, [str(worker_env)], WORKER_PROJECT, [])
+        started = time.monotonic()
+        compose_podman.up(project, ["worker-cpu"], {})
+        compose_podman.wait_for(project, "worker-cpu", "service_healthy", 600)
+        figures["worker_host_ready_s"] = round(time.monotonic() - started, 1)
+    finally:
+        os.environ["INFAAS_PODMAN"] = stack_podman
+    return f"{WORKER_PROJECT}-worker-cpu-1"
 
 
 def main(argv: list[str]) -> int:
@@ -190,25 +228,27 @@ def main(argv: list[str]) -> int:
         build_images(figures)
         run("ip", "netns", "add", netns)
         run("ip", "-n", netns, "link", "set", "lo", "up")
+        second_host.link(netns, f"{netns}-host2")
+        second_host.make_certs(run_dir / "certs")
         enter = ["nsenter", f"--net=/run/netns/{netns}"]
-        write_env_file(env_file, socket)
+        write_env_file(env_file, socket, run_dir / "certs")
         service = subprocess.Popen(
             [*enter, "podman", "system", "service", "--time=0", f"unix://{socket}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         os.environ["INFAAS_PODMAN"] = " ".join([*enter, "podman"])
         stack_up(netns, env_file, figures)
-        (run_dir / "work").mkdir()
-        user = subprocess.run(
-            [*enter, sys.executable, "-m", "stacktest.user", "--project", PROJECT,
-             "--env-file", str(env_file), "--work", str(run_dir / "work"),
-             "--scale-timeout-s", str(args.scale_timeout_s)],
-            cwd=REPO, env={**os.environ, "PYTHONPATH": f"{INFRA}:{REPO}"},
-            capture_output=True, text=True, timeout=3600, check=False,
-        )  # fmt: skip
-        if user.returncode != 0:
-            raise StackTestError(f"the user's session failed:\n{user.stderr[-4000:]}")
-        figures.update(json.loads(user.stdout.strip().splitlines()[-1]))
+        work = run_dir / "work"
+        work.mkdir()
+        figures.update(user_session(enter, env_file, work, "--scale-timeout-s",
+                                    str(args.scale_timeout_s)))  # fmt: skip
+        # the scaler stops first: its compose actuator scales this host's workers only and
+        # would count the worker host's as one of them (removing it scales a local one away)
+        compose_podman.podman("stop", "--time", "10", f"{PROJECT}-scaler-1")
+        container = worker_host(f"{netns}-host2", env_file, figures)
+        worker_podman = f"nsenter --net=/run/netns/{netns}-host2 podman"
+        figures["worker_host"] = user_session(enter, env_file, work, "--worker-host",
+                                              worker_podman, container)  # fmt: skip
         figures["ok"] = True
     except (StackTestError, compose_podman.ComposeError) as exc:
         print(f"stack test failed: {exc}", file=sys.stderr)
@@ -238,11 +278,15 @@ def teardown(
     """Everything the run made goes: the stack's containers, networks and volumes, podman's
     service, the namespace, the run's folder and (unless kept) the images built."""
     if service is not None:
+        os.environ["INFAAS_PODMAN"] = f"nsenter --net=/run/netns/{netns}-host2 podman"
+        compose_podman.down(WORKER_PROJECT, volumes=True)
+        os.environ["INFAAS_PODMAN"] = f"nsenter --net=/run/netns/{netns} podman"
         compose_podman.down(PROJECT, volumes=True)
         service.terminate()
         service.wait(30)
     os.environ.pop("INFAAS_PODMAN", None)
-    subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
+    for name in (f"{netns}-host2", netns):
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
     shutil.rmtree(run_dir, ignore_errors=True)
     if not keep_images:
         subprocess.run(["podman", "rmi", "--force", *IMAGES.values()], check=False,

@@ -99,9 +99,10 @@ def prometheus(url: str, query: str) -> list[dict[str, Any]]:
 
 
 def drive_load(
-    gateway: str, key: str, project: str, rows: np.ndarray, max_s: float
+    gateway: str, key: str, project: str, rows: np.ndarray, max_s: float, prom: str
 ) -> dict[str, Any]:
-    """Closed-loop clients until a second CPU worker runs and is serving (or ``max_s``)."""
+    """Closed-loop clients until a second CPU worker runs, is up and Prometheus scraped
+    it (or ``max_s``)."""
     body = json.dumps(
         {"inputs": rows[:1].tolist(), "latency_ms": 1000, "min_accuracy": 0.9}
     ).encode()
@@ -132,7 +133,16 @@ def drive_load(
         except httpx.HTTPError:
             pass
         time.sleep(1)
+    scraped_s = None
+    while serving_s is not None and time.monotonic() - started < max_s:
+        asyncio.run(closed_loop(gateway, f"/v1/apps/{APP}/infer", body, concurrency=16,
+                                duration_s=3, headers=headers, record=False))  # fmt: skip
+        seen = prometheus(prom, 'count(infaas_worker_info{job="workers"})')
+        if seen and float(seen[0]["value"][1]) >= 2:
+            scraped_s = time.monotonic() - started
+            break
     return {
+        "scale_up_prometheus_s": None if scraped_s is None else round(scraped_s, 1),
         "scale_up_container_s": None if up_s is None else round(up_s, 1),
         "scale_up_worker_up_s": None if serving_s is None else round(serving_s, 1),
         "load_queries": sent,
@@ -188,17 +198,82 @@ def batch_job(url: str, s3: Any, rows: np.ndarray) -> dict[str, Any]:
     return {"job": job_id, "items": status["progress"]["items_done"], "outputs": keys}
 
 
+def remote_completed(worker_podman: list[str], container: str) -> float:
+    """Queries the worker host's worker completed, from its own metrics."""
+    read = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9100/metrics').read().decode())"
+    done = subprocess.run([*worker_podman, "exec", container, "python", "-c", read],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    lines = done.stdout.splitlines() if done.returncode == 0 else []
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("infaas_worker_variant_completed_total{")
+    )
+
+
+def second_host(
+    gateway: str, key: str, project: str, worker_podman: list[str], container: str
+) -> dict[str, Any]:
+    """The worker host's worker serves the app's queries. The scaler is stopped first: its
+    compose actuator scales this host's workers only, and would count that one as its own."""
+    compose_podman.podman("stop", "--time", "10", f"{project}-scaler-1")
+    body = json.dumps({"inputs": [[0.0] * 13], "latency_ms": 1000}).encode()
+    started = time.monotonic()
+    sent = 0
+    while time.monotonic() - started < 180:
+        run = asyncio.run(
+            closed_loop(gateway, f"/v1/apps/{APP}/infer", body, concurrency=8, duration_s=3,
+                        headers={"Authorization": f"Bearer {key}"})
+        )  # fmt: skip
+        sent += len(run.latencies_ms)
+        completed = remote_completed(worker_podman, container)
+        if completed > 0:
+            return {"remote_completed": completed, "sent": sent,
+                    "first_served_s": round(time.monotonic() - started, 1)}  # fmt: skip
+    raise StackTestFailure(f"the worker host's worker served none of {sent} queries in 180 s")
+
+
+def observe(project: str, prom: str, env: dict[str, str]) -> dict[str, Any]:
+    """The gateway's and the workers' metrics in Prometheus; Flower's API behind its login."""
+    seen: dict[str, Any] = {}
+    queries = prometheus(prom, 'sum(infaas_queries_total{job="gateway"})')
+    workers = prometheus(prom, 'count(count_over_time(infaas_worker_info{job="workers"}[15m]))')
+    seen["prometheus"] = {
+        "gateway_queries": float(queries[0]["value"][1]) if queries else 0.0,
+        "workers_seen": int(float(workers[0]["value"][1])) if workers else 0,
+    }
+    if not seen["prometheus"]["gateway_queries"] or seen["prometheus"]["workers_seen"] < 2:
+        raise StackTestFailure(f"Prometheus lacks the gateway's or the workers' metrics: {seen}")
+    flower = f"http://{container_ip(project, 'flower')}:5555/api/workers"
+    login = (env["FLOWER_USER"], env["FLOWER_PASSWORD"])
+    seen["flower"] = [httpx.get(flower, timeout=30).status_code,
+                      httpx.get(flower, auth=login, timeout=30).status_code]  # fmt: skip
+    if seen["flower"] != [401, 200]:
+        raise StackTestFailure(f"Flower answered {seen['flower']} without and with its login")
+    return seen
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--project", required=True)
     parser.add_argument("--env-file", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--scale-timeout-s", type=float, default=420)
+    parser.add_argument(
+        "--worker-host",
+        nargs=2,
+        metavar=("PODMAN", "CONTAINER"),
+        help="only check the worker host's worker: how to run podman there, its container",
+    )
     args = parser.parse_args(argv)
     env = compose_podman.read_env_file(args.env_file)
     key = env["GATEWAY_ADMIN_TOKEN"]
     os.environ["INFAAS_API_KEY"] = key
     url = f"http://{container_ip(args.project, 'gateway')}:8080"
+    if args.worker_host:
+        podman, container = args.worker_host
+        print(json.dumps(second_host(url, key, args.project, podman.split(), container)))
+        return 0
     prom = f"http://{container_ip(args.project, 'prometheus')}:9090"
     s3 = boto3.client(
         "s3",
@@ -229,21 +304,15 @@ def main(argv: list[str]) -> int:
 
     seen["batch"] = batch_job(url, s3, rows)
     settle(args.project, 1, stable_s=20, max_s=args.scale_timeout_s)
-    seen.update(drive_load(url, key, args.project, rows, args.scale_timeout_s))
-    if seen["scale_up_worker_up_s"] is None:
+    seen.update(drive_load(url, key, args.project, rows, args.scale_timeout_s, prom))
+    if seen["scale_up_prometheus_s"] is None:
         raise StackTestFailure(f"no second CPU worker in {args.scale_timeout_s:.0f} s: {seen}")
     seen["scale_down_s"] = wait_scale_down(args.project, args.scale_timeout_s)
     if seen["scale_down_s"] is None:
         raise StackTestFailure(f"the added worker was not removed: {seen}")
+    settle(args.project, 1, stable_s=30, max_s=120)  # and no worker comes back unasked
 
-    queries = prometheus(prom, 'sum(infaas_queries_total{job="gateway"})')
-    workers = prometheus(prom, 'count(count_over_time(infaas_worker_info{job="workers"}[15m]))')
-    seen["prometheus"] = {
-        "gateway_queries": float(queries[0]["value"][1]) if queries else 0.0,
-        "workers_seen": int(float(workers[0]["value"][1])) if workers else 0,
-    }
-    if not seen["prometheus"]["gateway_queries"] or seen["prometheus"]["workers_seen"] < 2:
-        raise StackTestFailure(f"Prometheus lacks the gateway's or the workers' metrics: {seen}")
+    seen.update(observe(args.project, prom, env))
     print(json.dumps(seen))
     return 0
 

@@ -66,6 +66,7 @@ def stack_env(tmp_path: Path) -> Path:
         IMAGE_TAG="t1",
         INFAAS_PODMAN_SOCKET="/run/x/podman.sock",
         INFAAS_STACK_ENV_FILE=str(tmp_path / "stack.env"),
+        INFAAS_STACK_CERTS=str(tmp_path / "certs"),
     )
     path = tmp_path / "stack.env"
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -200,3 +201,22 @@ def test_a_bad_scale_is_refused(tmp_path: Path, fake_podman: Path) -> None:
     assert cp.main([*args, "up", "--scale", "worker-cpu=two", "worker-cpu"]) == 1
     assert cp.main([*args, "up", "--no-deps", "no-such-service"]) == 1
     assert not fake_podman.exists() or not json.loads(fake_podman.read_text())["containers"]
+
+
+def test_the_worker_host_trusts_the_tests_ca_not_infra_certs(tmp_path: Path) -> None:
+    env = stack_env(tmp_path)
+    with env.open("a") as out:
+        out.write("STACK_HOST=10.254.25.1\n")
+    files = [INFRA / "docker-compose.worker.yml", STACKTEST / "docker-compose.worker.podman.yml"]
+    project = cp.open_project([str(f) for f in files], [str(env)], "w", [])
+    assert set(project.services) == {"check-secrets", "worker-cpu"}
+    worker = project.services["worker-cpu"]
+    assert worker["volumes"] == [f"{tmp_path / 'certs'}:/etc/infaas/certs:ro"]
+    assert "@10.254.25.1:5671/infaas" in worker["environment"]["INFAAS_BROKER_URL"]
+    # and the stack's TLS services take the same folder
+    stack = cp.open_project([str(f) for f in FILES], [str(env)], "p", ["remote-workers"])
+    for name in ("db", "remote-access"):
+        mounts = stack.services[name]["volumes"]
+        assert f"{tmp_path / 'certs'}:/certs:ro" in mounts, name
+        assert "./certs:/certs:ro" not in mounts, name
+    assert stack.services["remote-access"]["image"] == "infaas-standins:t1"
