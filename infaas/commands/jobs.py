@@ -13,6 +13,12 @@ from queues.errors import ConfigError
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
+def object_url(location: str, key: str) -> str:
+    """``s3://BUCKET/KEY`` of an output key (keys are relative to the location's bucket)."""
+    bucket = location.removeprefix("s3://").partition("/")[0]
+    return f"s3://{bucket}/{key}" if location.startswith("s3://") else key
+
+
 def add_commands(sub: Any) -> None:
     from infaas.client import default_url
 
@@ -98,12 +104,13 @@ def _describe(status: dict[str, Any]) -> None:
     for error in status.get("errors", []):
         where = "job" if error["chunk"] is None else f"chunk {error['chunk']}"
         print(f"{where}: {error['error']}")
+    bucket = object_url(status["output"], "")
     if status.get("manifest"):
-        print(f"manifest: {status['output']} {status['manifest']}")
+        print(f"manifest: {bucket}{status['manifest']}")
     elif status["status"] in ("failed", "cancelled") and status.get("outputs"):
         print(f"partial outputs ({len(status['outputs'])}) under {status['output']}:")
         for key in status["outputs"]:
-            print(f"  {key}")
+            print(f"  {bucket}{key}")
 
 
 def _wait(client: Any, job_id: str, timeout_s: float | None) -> int:

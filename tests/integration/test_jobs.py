@@ -710,7 +710,7 @@ def test_cli_submits_waits_shows_and_lists_jobs(services_e2e: Stack, tmp_path: P
     job_id = done.stdout.split()[1].rstrip(":")
     assert "500 items in 3 chunks" in done.stdout
     assert "succeeded, 500/500 items" in done.stdout
-    assert "manifest:" in done.stdout
+    assert f"manifest: {out}/{job_id}/manifest.json" in done.stdout
     shown = _cli("jobs", "status", job_id, "--json", "--url", stack.url)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["status"] == JOB_SUCCEEDED
