@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -23,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 from infaas.demo import DEMO_APP
 from infaas.demo_models import load_validation
 from tests.e2e_support import Stack
+from tests.oip_support import names, own_output
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,24 +49,6 @@ def grpc(stack: Stack) -> Iterator[grpcclient.InferenceServerClient]:
     client = grpcclient.InferenceServerClient(stack.gateway.grpc_address)
     yield client
     client.close()
-
-
-def own_output(stack: Stack, variant_id: str, rows: np.ndarray, tmp: Path) -> np.ndarray:
-    """What the variant's ONNX file computes, run directly with onnxruntime."""
-    catalog = stack.services.catalog
-    variant = catalog.get_variant(variant_id)
-    model = catalog.get_model(variant.model)
-    path = stack.services.store.get_file(variant.artifact_key, tmp / f"{variant_id}.onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    [output] = session.run([model.output_name], {session.get_inputs()[0].name: rows})
-    return np.asarray(output)
-
-
-def names(stack: Stack) -> tuple[str, str]:
-    """The demo app's input name, and a served variant of the SVC model."""
-    signature = stack.services.catalog.get_app(DEMO_APP).signature
-    variant = next(v for v in stack.served_variants() if v.startswith("digits-svc."))
-    return signature.name, variant
 
 
 def query(
