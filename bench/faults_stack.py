@@ -64,6 +64,12 @@ class FaultStack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     partition_host: netns.Host | None = None
 
+    @property
+    def data_bucket(self) -> str:
+        """Where the job reads and writes: a bucket of its own, since no job may use the
+        system's (registry/jobs/buckets.py)."""
+        return f"{self.bucket}-data"
+
     def env_via(self, address: str) -> dict[str, str]:
         """The services' URLs as a process behind a forwarder on ``address`` reaches them."""
         keys = ("INFAAS_BROKER_URL", "INFAAS_CATALOG_URL", "INFAAS_STATE_URL", "INFAAS_STORE_URL")
@@ -270,15 +276,16 @@ def upload_job_input(stack: FaultStack, inputs: np.ndarray, items: int) -> str:
     rows = np.resize(inputs, (items, inputs.shape[1])).astype(np.float32)
     buffer = io.BytesIO()
     np.savez(buffer, inputs=rows)
-    stack.services.store.bucket(stack.bucket).put_bytes("job-in/part-000.npz", buffer.getvalue())
-    return f"s3://{stack.bucket}/job-in"
+    data = stack.services.store.bucket(stack.data_bucket)
+    data.put_bytes("job-in/part-000.npz", buffer.getvalue())
+    return f"s3://{stack.data_bucket}/job-in"
 
 
 def submit_job(stack: FaultStack, source: str) -> str:
     body = {
         "app": DEMO_APP,
         "input": source,
-        "output": f"s3://{stack.bucket}/job-out",
+        "output": f"s3://{stack.data_bucket}/job-out",
         "min_accuracy": MIN_ACCURACY,
         "chunk_items": CHUNK_ITEMS,
     }
