@@ -254,8 +254,7 @@ def main(argv: list[str]) -> int:
         print(f"stack test failed: {exc}", file=sys.stderr)
         logs = [c["name"] for c in compose_podman.containers(PROJECT)] if service else []
         for name in logs:
-            print(f"--- {name}\n{compose_podman.podman('logs', '--tail', '20', name, check=False)}",
-                  file=sys.stderr)  # fmt: skip
+            print(f"--- {name}\n{compose_podman.logs(name, 25)}", file=sys.stderr)
     finally:
         if args.keep_running and service is not None:
             print(f"left running: netns {netns}, INFAAS_PODMAN={os.environ['INFAAS_PODMAN']}")

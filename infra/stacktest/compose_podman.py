@@ -4,17 +4,17 @@ library and PyYAML): the stack test imports it, and in the scaler's stand-in ima
 the `docker` program, so the actuator's `docker compose ps|up --scale` run unchanged.
 
     compose_podman.py [compose] [-f FILE]... [-p NAME] [--env-file FILE] [--profile P]
-        up [--detach] [--no-deps] [--no-recreate] [--scale SERVICE=N]... [SERVICE...]
-        ps [--quiet] [--status STATUS] [SERVICE...]  |  down [--volumes]
+        up [--detach] [--no-deps] [--no-recreate] [--scale SERVICE=N]... [SERVICE...] |
+        ps [--quiet] [--status STATUS] [SERVICE...] | down [--volumes]
 
 As docker compose: anchors and merge keys; ${VAR}, ${VAR:-default}, ${VAR-default},
 ${VAR:?message}, ${VAR?message} and $$ from the environment, then the env files
 (COMPOSE_ENV_FILES, else .env beside the first file); later files merged over earlier ones
-(mappings key by key, `volumes` by target, other lists replaced); inactive profiles
-skipped; COMPOSE_FILE and COMPOSE_PROJECT_NAME honoured; `depends_on` conditions
-service_started, service_healthy (the healthcheck's test run with `podman exec`) and
-service_completed_successfully; docker compose's labels on containers, networks and
-volumes. The podman command is INFAAS_PODMAN (default `podman`).
+(mappings key by key, `volumes` by target, other lists replaced); inactive profiles skipped;
+COMPOSE_FILE and COMPOSE_PROJECT_NAME honoured; `depends_on` conditions service_started,
+service_healthy (the healthcheck's test run with `podman exec`) and
+service_completed_successfully; docker compose's labels on containers, networks and volumes.
+The podman command is INFAAS_PODMAN (default `podman`).
 """
 
 from __future__ import annotations
@@ -155,9 +155,6 @@ def load(files: list[Path], env: dict[str, str], name: str, profiles: set[str]) 
     return Project(name, files[0].parent.resolve(), services, top["networks"], top["volumes"])
 
 
-# -- podman ---------------------------------------------------------------------------
-
-
 def podman_command() -> list[str]:
     return shlex.split(os.environ.get("INFAAS_PODMAN", "podman"))
 
@@ -266,8 +263,11 @@ def _state(name: str) -> tuple[str, int]:
     return status, int(code or 0)
 
 
-def _logs(name: str) -> str:
-    return podman("logs", "--tail", "15", name, check=False)
+def logs(name: str, lines: int = 15) -> str:
+    """The container's last output lines, its standard error included."""
+    command = [*podman_command(), "logs", "--tail", str(lines), name]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout + done.stderr
 
 
 def wait_for(
@@ -277,9 +277,8 @@ def wait_for(
     timeout_s: float,
     abort: threading.Event | None = None,
 ) -> None:
-    """Block until every container of ``service`` meets ``condition`` (its containers may
-    still be on their way: another thread of `up` starts them). A container that exits is
-    waited for again when its restart policy restarts it."""
+    """Block until every container of ``service`` meets ``condition`` (they may be on their
+    way: another thread of `up` starts them); one that exits is waited for if it restarts."""
     test = _health_test(project.services[service])
     if condition == "service_healthy" and test is None:
         raise ComposeError(f"service {service} is waited on as healthy but has no healthcheck")
@@ -290,8 +289,8 @@ def wait_for(
         if abort is not None and abort.is_set():
             raise ComposeError(f"stopped waiting for {what}: another service failed")
         if time.monotonic() > deadline:
-            logs = _logs(what) if what != service else ""
-            raise ComposeError(f"{what} not {condition} in {timeout_s:.0f} s:\n{logs}")
+            tail = logs(what) if what != service else ""
+            raise ComposeError(f"{what} not {condition} in {timeout_s:.0f} s:\n{tail}")
         time.sleep(2)
 
     while not (names := [c["name"] for c in containers(project.name) if c["service"] == service]):
@@ -301,10 +300,10 @@ def wait_for(
             status, code = _state(name)
             if condition == "service_completed_successfully" and status in ("exited", "stopped"):
                 if code != 0:
-                    raise ComposeError(f"{name} exited with {code}:\n{_logs(name)}")
+                    raise ComposeError(f"{name} exited with {code}:\n{logs(name)}")
                 break
             if status in ("exited", "stopped") and not restarts:
-                raise ComposeError(f"{name} stopped ({code}) while waited on:\n{_logs(name)}")
+                raise ComposeError(f"{name} stopped ({code}) while waited on:\n{logs(name)}")
             if condition == "service_started" and status == "running":
                 break
             if condition == "service_healthy" and status == "running" and test is not None:
@@ -351,8 +350,8 @@ def _ensure_resources(project: Project, services: list[str]) -> None:
 
 
 def _replicas(project: Project, service: str, replicas: int) -> None:
-    """Exactly ``replicas`` containers of ``service``: missing numbers started, stopped ones
-    started again, the highest numbers beyond removed (the newest first)."""
+    """``replicas`` containers of ``service``: missing numbers run, stopped ones started,
+    numbers beyond removed, the newest first (as docker compose removes them)."""
     have = [c for c in containers(project.name) if c["service"] == service]
     for extra in [c for c in have if c["number"] > replicas][::-1]:
         podman("rm", "--force", "--time", "30", extra["name"])
@@ -422,9 +421,6 @@ def down(project_name: str, volumes: bool) -> None:
     if volumes:
         for vol in podman("volume", "ls", "--quiet", "--filter", label).split():
             podman("volume", "rm", "--force", vol)
-
-
-# -- command line ---------------------------------------------------------------------
 
 
 def open_project(files: list[str], env_files: list[str], name: str | None,

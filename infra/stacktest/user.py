@@ -158,10 +158,11 @@ def settle(project: str, workers: int, stable_s: float, max_s: float) -> None:
         if running_workers(project) != workers:
             since = time.monotonic()
         if time.monotonic() - started > max_s:
+            log = compose_podman.logs(f"{project}-scaler-1", 400).splitlines()
+            actions = "\n".join(line for line in log if "scaling: scaled" in line)
             raise StackTestFailure(
                 f"the fleet did not rest at {workers} CPU worker(s) for {stable_s:.0f} s "
-                f"within {max_s:.0f} s; the scaler's log says why (podman logs "
-                f"{project}-scaler-1)"
+                f"within {max_s:.0f} s; the scaler's worker actions:\n{actions}"
             )
         time.sleep(2)
 
