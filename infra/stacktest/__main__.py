@@ -117,6 +117,19 @@ def build_volumes() -> list[str]:
     return [arg for v in volumes for arg in ("--volume", v)]
 
 
+def image_ids(*filters: str) -> set[str]:
+    args = [arg for f in filters for arg in ("--filter", f)]
+    found = run("podman", "images", "--quiet", "--no-trunc", *args).split()
+    return {image.removeprefix("sha256:") for image in found}
+
+
+def stale_images(before: set[str], ours_before: set[str]) -> set[str]:
+    """Untagged images this run left: build stages made now, and the images its builds
+    replaced under this test's tags."""
+    dangling = image_ids("dangling=true")
+    return (dangling - before) | (dangling & ours_before)
+
+
 def build_images(figures: dict[str, Any]) -> None:
     volumes = build_volumes()
     torch_index = ["--build-arg", "TORCH_INDEX_URL=file:///opt/pypi/simple"] if volumes else []
@@ -220,6 +233,11 @@ def main(argv: list[str]) -> int:
     figures: dict[str, Any] = {"ok": False}
     started = time.monotonic()
     preflight()
+    ours = [IMAGES[name] for name in IMAGES if image_exists(IMAGES[name])]
+    ours_before = {
+        run("podman", "image", "inspect", "--format", "{{.Id}}", i).strip() for i in ours
+    }
+    images_before = (image_ids(), ours_before)
     run_dir = Path(tempfile.mkdtemp(prefix="infaas-stacktest-", dir="/run"))
     netns, service = f"{PROJECT}-{os.getpid()}", None
     socket, env_file = run_dir / "podman.sock", run_dir / "stack.env"
@@ -259,7 +277,7 @@ def main(argv: list[str]) -> int:
         if args.keep_running and service is not None:
             print(f"left running: netns {netns}, INFAAS_PODMAN={os.environ['INFAAS_PODMAN']}")
         else:
-            teardown(netns, service, run_dir, args.keep_images, figures)
+            teardown(netns, service, run_dir, args.keep_images, figures, images_before)
             figures["total_s"] = round(time.monotonic() - started, 1)
             args.results.parent.mkdir(parents=True, exist_ok=True)
             args.results.write_text(json.dumps(figures, indent=1) + "\n")
@@ -273,6 +291,7 @@ def teardown(
     run_dir: Path,
     keep_images: bool,
     figures: dict[str, Any],
+    images_before: tuple[set[str], set[str]],
 ) -> None:
     """Everything the run made goes: the stack's containers, networks and volumes, podman's
     service, the namespace, the run's folder and (unless kept) the images built."""
@@ -290,7 +309,12 @@ def teardown(
     if not keep_images:
         subprocess.run(["podman", "rmi", "--force", *IMAGES.values()], check=False,
                        capture_output=True)  # fmt: skip
+    stale = stale_images(*images_before)
+    if stale:
+        subprocess.run(["podman", "rmi", "--force", *stale], check=False, capture_output=True)
     figures["left_behind"] = left_behind()
+    if stale_images(*images_before):
+        figures["left_behind"]["images"] = " ".join(sorted(stale_images(*images_before)))
 
 
 if __name__ == "__main__":
