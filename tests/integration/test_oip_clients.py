@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 from infaas.demo import DEMO_APP
 from infaas.demo_models import load_validation
 from tests.e2e_support import Stack
-from tests.oip_support import names, own_output
+from tests.oip_conformance import names, own_output
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ from infaas.demo import DEMO_APP
 from infaas.demo_models import load_validation
 from tests.e2e_support import Stack
 from tests.kserve_venv import kserve_python
-from tests.oip_support import names, own_output
+from tests.oip_conformance import names, own_output
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
