@@ -12,6 +12,14 @@ and throughput at 1 and 16 concurrent clients, the latency the pipeline adds, an
 Protocol's routes (v2 REST JSON, v2 REST binary, gRPC; bench/oip.py), interleaved with
 ``/v1`` in ``--oip-rounds`` short rounds, each reported with its throughput's ratio to
 ``/v1``'s.
+
+Then both ``/v1`` routes, pinned (``/v1/variants/{variant}/infer``) and model-less
+(``/v1/apps/{app}/infer``, needs that select the same variant), at ``--clients`` (1, 8,
+32) in a closed loop, interleaved in ``--cell-rounds`` rounds (medians), each cell with
+CPU milliseconds per answered query of the gateway, worker, broker and Redis process
+trees and their resident memory (bench/procstat.py), the model-less/pinned throughput
+ratio per client count; and an open-loop capacity ramp (Poisson arrivals at
+``--open-rates``; bench/loadgen.py) per route, unless ``--skip-open-loop``.
 """
 
 from __future__ import annotations
@@ -19,8 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -28,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import oip
-from bench.loadgen import LoadResult, closed_loop
+from bench import oip, procstat
+from bench.loadgen import DEFAULT_RATES, LoadResult, capacity_ramp, closed_loop
 from bench.models import register_wide_mlp
 from bench.stack import bench_stack
 from infaas.demo_models import load_validation
@@ -37,6 +47,11 @@ from workers.runtimes.base import RuntimeSpec, load_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"added_p50_ms": 3.0, "added_p99_ms": 10.0, "throughput_16_qps": 600.0}
+CLIENTS = (1, 8, 32)
+CPU_TARGET_MS = 0.22  # gateway + worker CPU per query at CPU_TARGET_CLIENTS clients
+CPU_TARGET_CLIENTS = 32
+MODELLESS_TARGET_RATIO = 0.95  # model-less throughput within 5 % of the pinned route's
+ROUTES = ("pinned", "modelless")
 
 
 def direct_baseline(
@@ -76,7 +91,18 @@ def direct_baseline(
     }
 
 
-def run(variant: str, requests: int, duration_s: float, oip_rounds: int = 5) -> dict[str, Any]:
+def run(
+    variant: str,
+    requests: int,
+    duration_s: float,
+    oip_rounds: int = 5,
+    *,
+    clients: tuple[int, ...] = CLIENTS,
+    cell_rounds: int = 3,
+    open_rates: tuple[float, ...] | None = DEFAULT_RATES,
+    open_step_s: float = 3.0,
+) -> dict[str, Any]:
+    """``open_rates`` None skips the open-loop ramps."""
     with bench_stack() as stack:
         inputs, _ = load_validation(stack.demo.validation_path)
         sample = inputs[:1]
@@ -115,6 +141,36 @@ def run(variant: str, requests: int, duration_s: float, oip_rounds: int = 5) -> 
         chosen = _chosen_variant(url, path, body)
         if chosen != variant:
             raise RuntimeError(f"the gateway chose {chosen}, the benchmark measures {variant}")
+        pinned = (f"/v1/variants/{variant}/infer", json.dumps({"inputs": sample.tolist()}).encode())
+        routes_v1 = {"pinned": pinned, "modelless": (path, body)}
+        for name, (route, route_body) in routes_v1.items():
+            chosen = _chosen_variant(url, route, route_body)
+            if chosen != variant:
+                raise RuntimeError(f"{name}: the gateway chose {chosen}, not {variant}")
+        watch = procstat.ProcWatch(
+            {
+                "gateway": _subcommand_pids(stack, "gateway"),
+                "worker": _subcommand_pids(stack, "worker"),
+                "broker": procstat.broker_pids,
+                "redis": procstat.redis_pids,
+            }
+        )
+        cells = run_cells(url, routes_v1, watch, clients, cell_rounds, duration_s)
+        open_figures = None
+        if open_rates:
+            open_figures = {
+                name: asyncio.run(
+                    capacity_ramp(
+                        url,
+                        route,
+                        route_body,
+                        rates=open_rates,
+                        step_s=open_step_s,
+                        measure=watch.begin,
+                    )
+                )
+                for name, (route, route_body) in routes_v1.items()
+            }
         needs = {"latency_ms": 50.0, "min_accuracy": round(record.profile.accuracy - 0.001, 4)}
         input_name = stack.services.catalog.get_app(record.app).signature.name
         routes = run_oip(
@@ -134,7 +190,13 @@ def run(variant: str, requests: int, duration_s: float, oip_rounds: int = 5) -> 
     return {
         "benchmark": "pipeline",
         "command": f"python -m bench.pipeline --variant {variant} --requests {requests} "
-        f"--duration-s {duration_s:g} --oip-rounds {oip_rounds}",
+        f"--duration-s {duration_s:g} --oip-rounds {oip_rounds} "
+        f"--clients {','.join(map(str, clients))} --cell-rounds {cell_rounds} "
+        + (
+            f"--open-rates {','.join(f'{r:g}' for r in open_rates)} --open-step-s {open_step_s:g}"
+            if open_rates
+            else "--skip-open-loop"
+        ),
         "machine": {
             "cores": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
@@ -150,6 +212,10 @@ def run(variant: str, requests: int, duration_s: float, oip_rounds: int = 5) -> 
             "target_ratio": OIP_TARGET_RATIO,
             "rounds": oip_rounds,
         },
+        "cells": cells,
+        "cpu_per_query": cpu_per_query(cells),
+        "rss_mb": rss_mb(cells),
+        "open_loop": open_loop_figures(open_figures, open_step_s),
         "targets": TARGETS,
         "met": {
             "added_p50_ms": added_p50 <= TARGETS["added_p50_ms"],
@@ -157,6 +223,131 @@ def run(variant: str, requests: int, duration_s: float, oip_rounds: int = 5) -> 
             "throughput_16_qps": sixteen.throughput_qps >= TARGETS["throughput_16_qps"]
             and sixteen.errors == 0,
         },
+    }
+
+
+def _subcommand_pids(stack: Any, command: str) -> procstat.Roots:
+    """The stack's live ``infaas <command>`` processes (bench/stack.py spawns
+    ``python -m infaas.cli --loglevel WARNING <command> ...``)."""
+
+    def roots() -> list[int]:
+        pids = []
+        for proc in stack.processes:
+            args = [str(a) for a in proc.args]
+            if proc.poll() is None and command in args[args.index("infaas.cli") + 1 :][2:3]:
+                pids.append(proc.pid)
+        return pids
+
+    return roots
+
+
+def run_cells(
+    url: str,
+    routes: dict[str, tuple[str, bytes]],
+    watch: procstat.ProcWatch,
+    clients: tuple[int, ...],
+    rounds: int,
+    duration_s: float,
+) -> dict[str, Any]:
+    """Each route at each client count for ``duration_s`` in all, in ``rounds`` rounds:
+    per round, every client count in turn, and at each the routes in an order rotated
+    each round, so that the machine's drift falls on both alike. Throughput is the
+    median of the rounds, latency pools them, the process figures are the rounds'
+    medians (bench/procstat.py); the model-less/pinned ratio is the median of the
+    per-round ratios."""
+    names = list(routes)
+    loads: dict[str, dict[str, list[LoadResult]]] = {
+        n: {str(c): [] for c in clients} for n in names
+    }
+    procs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        n: {str(c): [] for c in clients} for n in names
+    }
+    for route, body in routes.values():  # warm both routes
+        asyncio.run(closed_loop(url, route, body, concurrency=4, duration_s=1.0, record=False))
+    for turn in range(rounds):
+        order = names[turn % len(names) :] + names[: turn % len(names)]
+        for c in clients:
+            for name in order:
+                route, body = routes[name]
+                finish = watch.begin()
+                result = asyncio.run(
+                    closed_loop(url, route, body, concurrency=c, duration_s=duration_s / rounds)
+                )
+                procs[name][str(c)].append(finish(result.ok))
+                loads[name][str(c)].append(result)
+    figures = {
+        name: {
+            key: oip.pooled(results) | {"procs": procstat.median_figures(procs[name][key])}
+            for key, results in by_clients.items()
+        }
+        for name, by_clients in loads.items()
+    }
+    ratio = {}
+    if "pinned" in figures and "modelless" in figures:
+        for key in figures["pinned"]:
+            pairs = zip(
+                figures["modelless"][key]["rounds_qps"],
+                figures["pinned"][key]["rounds_qps"],
+                strict=True,
+            )
+            ratio[key] = round(statistics.median(a / max(b, 1e-9) for a, b in pairs), 3)
+    for name, by_clients in figures.items():
+        for key, cell in by_clients.items():
+            if cell["errors"]:
+                print(f"{name} at {key} clients: errors such as {cell.get('error_samples')}")
+    return {
+        "routes": figures,
+        "throughput_ratio_modelless_to_pinned": ratio,
+        "target_ratio": MODELLESS_TARGET_RATIO,
+        "rounds": rounds,
+        "cell_s": round(duration_s / rounds, 3),
+    }
+
+
+def cpu_per_query(cells: dict[str, Any]) -> dict[str, Any]:
+    """CPU ms per answered query, per route, client count and process tree; the target
+    is gateway + worker at 32 clients on the model-less route."""
+    table = {
+        name: {
+            c: {proc: f["cpu_ms_per_query"] for proc, f in cell["procs"].items()}
+            for c, cell in by_clients.items()
+        }
+        for name, by_clients in cells["routes"].items()
+    }
+    at_target = table.get("modelless", {}).get(str(CPU_TARGET_CLIENTS), {}).get("gateway+worker")
+    return {
+        "ms": table,
+        "note": procstat.SHARED_NOTE,
+        "target_gateway_worker_ms": CPU_TARGET_MS,
+        "target_clients": CPU_TARGET_CLIENTS,
+        "met": at_target is not None and at_target <= CPU_TARGET_MS,
+    }
+
+
+def rss_mb(cells: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each process tree's resident memory: idle (the least seen before a cell) and
+    under load (the most sampled during any)."""
+    out: dict[str, dict[str, float]] = {}
+    for by_clients in cells["routes"].values():
+        for cell in by_clients.values():
+            for proc, f in cell["procs"].items():
+                if "rss_mb_idle" not in f or proc == "all":
+                    continue
+                seen = out.setdefault(proc, {"idle": f["rss_mb_idle"], "load": f["rss_mb_load"]})
+                seen["idle"] = min(seen["idle"], f["rss_mb_idle"])
+                seen["load"] = max(seen["load"], f["rss_mb_load"])
+    return out
+
+
+def open_loop_figures(ramps: dict[str, Any] | None, step_s: float) -> dict[str, Any] | None:
+    if ramps is None:
+        return None
+    return {
+        "routes": ramps,
+        "capacity_qps": {name: ramp["capacity_qps"] for name, ramp in ramps.items()},
+        "step_s": step_s,
+        "note": "Poisson arrivals, latency from the scheduled send time; capacity: the "
+        "highest rate with p99 <= the limit and no error",
     }
 
 
@@ -313,6 +504,74 @@ def report(result: dict[str, Any]) -> None:
     print(f"16 clients: {g16['throughput_qps']:.0f} q/s (target >= 600, no errors)")
     print("targets met:", result["met"])
     report_oip(result["oip"])
+    if result.get("cells"):
+        report_cells(result)
+    if result.get("open_loop"):
+        report_open_loop(result["open_loop"])
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) and not math.isnan(value) else "-"
+
+
+def report_cells(result: dict[str, Any]) -> None:
+    cells, cpu = result["cells"], result["cpu_per_query"]
+    print(
+        f"/v1 pinned vs model-less, closed loop, {cells['rounds']} interleaved rounds of "
+        f"{cells['cell_s']:g} s per cell (medians); CPU ms per answered query per process "
+        f"tree ({cpu['note']})"
+    )
+    procs = ("gateway", "worker", "gateway+worker", "broker", "redis", "all", "client")
+    heads = ("gw", "worker", "gw+wk", "broker", "redis", "all", "client")
+    print(
+        f"{'route':10} {'clients':>7} {'q/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} |"
+        + "".join(f" {h:>7}" for h in heads)
+    )
+    for name, by_clients in cells["routes"].items():
+        for c, m in by_clients.items():
+            row = cpu["ms"][name][c]
+            print(
+                f"{name:10} {c:>7} {m['throughput_qps']:7.0f} {m['p50_ms']:7.2f} "
+                f"{m['p99_ms']:7.2f} {m['errors']:6} |"
+                + "".join(f" {_ms(row.get(p)):>7}" for p in procs)
+            )
+    ratio = cells["throughput_ratio_modelless_to_pinned"]
+    print(
+        "throughput model-less / pinned: "
+        + ", ".join(f"{c} clients {r:.3f}" for c, r in ratio.items())
+        + f" (target >= {cells['target_ratio']})"
+    )
+    print(
+        f"gateway + worker CPU per query at {cpu['target_clients']} clients, model-less: "
+        f"target <= {cpu['target_gateway_worker_ms']} ms, met={cpu['met']}"
+    )
+    print(f"{'RSS MB':16} {'idle':>8} {'load':>8}")
+    for proc, m in result["rss_mb"].items():
+        print(f"{proc:16} {m['idle']:8.1f} {m['load']:8.1f}")
+
+
+def report_open_loop(figures: dict[str, Any]) -> None:
+    print(f"open loop: {figures['note']}; {figures['step_s']:g} s per rate")
+    print(
+        f"{'route':10} {'rate':>6} {'q/s':>7} {'p50 ms':>7} {'p99 ms':>8} {'errors':>6} "
+        f"{'conns':>5} {'lag p99':>7} {'client':>7} {'gw+wk':>7} {'passed':>6}"
+    )
+    for name, ramp in figures["routes"].items():
+        for step in ramp["steps"]:
+            gw_wk = step.get("procs", {}).get("gateway+worker", {}).get("cpu_ms_per_query")
+            print(
+                f"{name:10} {step['rate_qps']:6.0f} {step['throughput_qps']:7.0f} "
+                f"{step['p50_ms']:7.2f} {step['p99_ms']:8.2f} {step['errors']:6} "
+                f"{step['connections']:5} {_ms(step.get('send_lag_p99_ms')):>7} "
+                f"{_ms(step['client_cpu_ms_per_query']):>7} {_ms(gw_wk):>7} "
+                f"{step['passed']!s:>6}"
+            )
+        stopped = ramp["stopped_at_qps"]
+        print(
+            f"{name}: capacity {ramp['capacity_qps']:g} q/s (p99 <= {ramp['p99_limit_ms']:g} ms, "
+            f"no errors)" + (f", stopped at {stopped:g} q/s" if stopped is not None else "")
+        )
+    print("client, gw+wk: CPU ms per answered query of the load generator, gateway + worker")
 
 
 def report_oip(figures: dict[str, Any]) -> None:
@@ -352,6 +611,14 @@ def report_batching(batching: dict[str, Any]) -> None:
     )
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variant", default="digits-mlp-small.onnx-fp32.cpu-t1")
@@ -359,9 +626,30 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=8.0)
     parser.add_argument("--oip-rounds", type=int, default=5)
     parser.add_argument("--skip-batching", action="store_true")
+    parser.add_argument(
+        "--clients", type=_ints, default=CLIENTS, help="closed-loop client counts, e.g. 1,8,32"
+    )
+    parser.add_argument("--cell-rounds", type=int, default=3)
+    parser.add_argument(
+        "--open-rates",
+        type=_floats,
+        default=DEFAULT_RATES,
+        help="open-loop ramp rates in q/s, ascending, e.g. 250,500,1000",
+    )
+    parser.add_argument("--open-step-s", type=float, default=3.0)
+    parser.add_argument("--skip-open-loop", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args()
-    result = run(args.variant, args.requests, args.duration_s, args.oip_rounds)
+    result = run(
+        args.variant,
+        args.requests,
+        args.duration_s,
+        args.oip_rounds,
+        clients=args.clients,
+        cell_rounds=args.cell_rounds,
+        open_rates=None if args.skip_open_loop else args.open_rates,
+        open_step_s=args.open_step_s,
+    )
     report(result)
     if not args.skip_batching:
         result["batching"] = run_batching(args.duration_s)
