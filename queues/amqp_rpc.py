@@ -13,6 +13,11 @@ connection (a model-less query only reads, running it twice is harmless), and ne
 queries wait for that connection, both within ``broker_reconnect_grace_s`` of the drop
 and the query's own deadline; past that they are answered 503 broker_unavailable at
 once (a broker that is down, not a connection dropped).
+
+Queries for one variant that reach the gateway together leave as one message
+(:mod:`queues.packing`; ``edge_batch_rows``, ``edge_batch_window_ms``): they are held
+until the event loop's current turn ends (or the window, never more than a tenth of
+what is left of their objective), so a lone query waits for nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +36,18 @@ from pika.spec import Basic, BasicProperties
 from queues.amqp_channel import DIRECT_REPLY_TO, ChannelHandlers, open_query_connection
 from queues.confirms import PublishConfirms
 from queues.errors import BrokerUnavailable, DeadlineExceeded, QueueFull
-from queues.messages import CONTENT_TYPE, Query, Reply, decode_reply, encode_query, now_ms
+from queues.messages import (
+    CONTENT_TYPE,
+    Query,
+    Reply,
+    decode_reply,
+    encode_query,
+    message_count,
+    now_ms,
+    pack_queries,
+    split_reply,
+)
+from queues.packing import Outbox, Packs, Waiting
 from queues.replies import PendingReplies, no_answer, no_worker
 from queues.settings import BrokerSettings
 
@@ -72,6 +88,11 @@ class AmqpQueryClient:
         self._expired_answered = 0
         self._lost_at: float | None = None  # loop time the connection was lost; None: up
         self._connected = asyncio.Event()
+        self._outbox = Outbox(settings.edge_batch_rows)
+        self._packs = Packs()
+        self._flush_handle: asyncio.Handle | None = None
+        self.messages_sent = 0  # query messages published (a packed one counts once)
+        self.queries_sent = 0  # queries published in them
 
     @property
     def connected(self) -> bool:
@@ -172,6 +193,8 @@ class AmqpQueryClient:
 
     def _fail_all(self, error: Exception) -> None:
         self._confirms.clear()
+        self._packs.clear()
+        self._outbox.take()
         self._pending.fail_all(error)
 
     # -- the query path -------------------------------------------------------------
@@ -219,26 +242,16 @@ class AmqpQueryClient:
         give_up: float,
         timeout_s: float,
     ) -> Reply:
-        """One send of ``query`` on ``channel`` and the wait for its reply; raises
-        ConnectionLost when the connection drops first (its reply address died)."""
-        body, headers = encode_query(query)
-        expiration_ms = max(1, int(query.deadline_ms - now_ms()))
-        props = BasicProperties(
-            content_type=CONTENT_TYPE,
-            correlation_id=correlation_id,
-            reply_to=DIRECT_REPLY_TO,
-            headers=headers,
-            expiration=str(expiration_ms),
-            delivery_mode=1,
-        )
+        """One send of ``query`` (now on ``channel``, or packed with others at the end
+        of this loop turn) and the wait for its reply; raises ConnectionLost when the
+        connection drops first (its reply address died)."""
         loop = asyncio.get_running_loop()
         future = self._pending.open(correlation_id)
         try:
-            try:
-                self._publish(channel, queue, body, props, correlation_id, mandatory=True)
-            except AMQPError as exc:  # the channel or connection is closing under us
-                self._lost()
-                raise ConnectionLost(f"the broker connection is closing: {exc!r}") from exc
+            if self._outbox.max_rows > 1:
+                self._hold(queue, query, correlation_id)
+            else:
+                self._publish_query(channel, queue, query, correlation_id)
             # a little past the deadline, so an expired query's dead-letter answer wins
             remaining_s = max(0.0, give_up - loop.time())
             return await asyncio.wait_for(future, timeout=remaining_s + EXPIRY_GRACE_S)
@@ -246,6 +259,71 @@ class AmqpQueryClient:
             raise no_answer(queue, timeout_s) from exc
         finally:
             self._pending.discard(correlation_id)
+            self._packs.forget_member(correlation_id)
+
+    def _publish_query(self, channel: Channel, queue: str, query: Query, cid: str) -> None:
+        body, headers = encode_query(query)
+        expiration_ms = max(1, int(query.deadline_ms - now_ms()))
+        props = BasicProperties(
+            content_type=CONTENT_TYPE,
+            correlation_id=cid,
+            reply_to=DIRECT_REPLY_TO,
+            headers=headers,
+            expiration=str(expiration_ms),
+            delivery_mode=1,
+        )
+        try:
+            self._publish(channel, queue, body, props, cid, mandatory=True)
+        except AMQPError as exc:  # the channel or connection is closing under us
+            self._lost()
+            raise ConnectionLost(f"the broker connection is closing: {exc!r}") from exc
+        self.messages_sent += 1
+        self.queries_sent += query.count
+
+    # -- packing queries that arrive together ---------------------------------------
+
+    def _hold(self, queue: str, query: Query, cid: str) -> None:
+        """Put ``query`` in the outbox; the first one in schedules the flush."""
+        if self._outbox.add(queue, query, cid):
+            loop = asyncio.get_running_loop()
+            window_ms = self._settings.edge_batch_window_ms
+            if window_ms > 0:
+                left_ms = (query.slo_deadline_ms or query.deadline_ms) - now_ms()
+                window_ms = min(window_ms, max(0.0, left_ms) / 10)
+            if window_ms > 0:
+                self._flush_handle = loop.call_later(window_ms / 1000, self._flush)
+            else:
+                self._flush_handle = loop.call_soon(self._flush)
+        elif self._settings.edge_batch_window_ms > 0 and self._outbox.full():
+            self._flush()
+
+    def _flush(self) -> None:
+        """Publish what the outbox holds, packed by variant, on the channel open now."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        for message in self._outbox.take():
+            waiting = [w for w in message if w.correlation_id in self._pending]
+            if waiting:
+                self._send_waiting(waiting)
+
+    def _send_waiting(self, waiting: list[Waiting]) -> None:
+        first = waiting[0]
+        try:
+            channel = self._channel
+            if channel is None or not channel.is_open:
+                raise ConnectionLost("the broker connection dropped before the query left")
+            if len(waiting) == 1:
+                self._publish_query(channel, first.queue, first.query, first.correlation_id)
+                return
+            pack_id = uuid.uuid4().hex
+            packed = pack_queries([w.query for w in waiting], pack_id)
+            self._packs.open(pack_id, [(w.correlation_id, w.rows) for w in waiting])
+            self._publish_query(channel, first.queue, packed, pack_id)
+        except ConnectionLost as exc:
+            for w in waiting:
+                self._packs.forget_member(w.correlation_id)
+                self._pending.resolve(w.correlation_id, exc)
 
     def _publish(
         self,
@@ -262,13 +340,25 @@ class AmqpQueryClient:
         self._confirms.published(correlation_id)
 
     def _resolve(self, correlation_id: str, result: Reply | Exception) -> None:
-        self._pending.resolve(correlation_id, result)
+        """Answer the query, or every member of the packed message, ``correlation_id``."""
+        members = self._packs.take(correlation_id)
+        if members is None:
+            self._pending.resolve(correlation_id, result)
+        elif isinstance(result, Exception):
+            for request_id, _ in members:
+                self._pending.resolve(request_id, result)
+        else:
+            for reply in split_reply(result, members):
+                self._pending.resolve(reply.request_id, reply)
+
+    def _waited_for(self, correlation_id: str) -> bool:
+        return correlation_id in self._pending or correlation_id in self._packs
 
     def _on_reply(
         self, _ch: Channel, _method: Basic.Deliver, props: BasicProperties, body: bytes
     ) -> None:
         cid = props.correlation_id or ""
-        if cid in self._pending:
+        if self._waited_for(cid):
             try:
                 self._resolve(cid, decode_reply(body, props.headers or {}))
             except ValueError as exc:
@@ -304,8 +394,8 @@ class AmqpQueryClient:
             "the query expired in its queue before a worker could take it; "
             "the variant is overloaded, retry later or relax the latency objective"
         )
-        self._expired_answered += 1
-        if cid in self._pending:
+        self._expired_answered += message_count(props.headers or {})
+        if self._waited_for(cid):
             self._resolve(cid, error)
             return
         if props.reply_to:

@@ -27,6 +27,21 @@ class BrokerSettings(BaseSettings):
         default=2000, ge=1, le=1_000_000, description="online queries waiting per variant queue"
     )
     broker_heartbeat_s: int = Field(default=30, ge=0, le=600)
+    edge_batch_rows: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="the gateway packs queries for one variant that reach it together "
+        "into one message of at most this many rows; 1: one message per query",
+    )
+    edge_batch_window_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=5,
+        description="how long the gateway holds a query to pack others with it, never "
+        "more than a tenth of what is left of its latency objective; 0: no wait, only "
+        "queries that reach it in the same event-loop turn are packed",
+    )
     broker_reconnect_grace_s: float = Field(
         default=1.0,
         ge=0,

@@ -34,6 +34,7 @@ from queues.messages import (
     decode_query,
     encode_reply,
     error_reply,
+    message_count,
     now_ms,
 )
 from workers.batching import batch_wait_ms, group_rows
@@ -307,10 +308,12 @@ class Replica:
         """Answer ``messages``, batch by batch; returns those of the batches not started
         because the replica was told to stop meanwhile (empty when all were run).
 
-        Each message counted in is counted out once: answered, failed, or released when
-        the round ends without answering it (put back, or its connection lost)."""
-        self._stats.arrived(len(messages))
-        self._open = len(messages)
+        Each query counted in is counted out once: answered, failed, or released when
+        the round ends without answering it (put back, or its connection lost). A
+        message packed by the gateway counts as the queries in it."""
+        count = sum(message_count(m.headers or {}) for m in messages)
+        self._stats.arrived(count)
+        self._open = count
         try:
             return self._answer(messages, producer)
         finally:
@@ -385,9 +388,9 @@ class Replica:
             )
             offset += rows
             publish_reply(producer, message, reply)
-            latencies.append(done_ms - query.sent_ms)
-        self._stats.finished_batch(len(items), model_ms, latencies, rows=len(batch))
-        self._open -= len(items)
+            latencies.extend([done_ms - query.sent_ms] * query.count)
+        self._stats.finished_batch(len(latencies), model_ms, latencies, rows=len(batch))
+        self._open -= len(latencies)
 
     def _fail(
         self, producer: Producer, message: Message, error: Exception, *, expired: bool = False
@@ -395,5 +398,6 @@ class Replica:
         code = getattr(error, "code", WorkerError.code)
         cid = str(message.properties.get("correlation_id", ""))
         publish_reply(producer, message, error_reply(cid, code, str(error), self.config.worker_id))
-        self._stats.failed(1, expired=expired)
-        self._open -= 1
+        count = message_count(message.headers or {})
+        self._stats.failed(count, expired=expired)
+        self._open -= count

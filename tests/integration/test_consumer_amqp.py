@@ -17,7 +17,8 @@ import pytest
 from kombu import Connection
 
 from queues import topology
-from queues.messages import Query, now_ms
+from queues.amqp_rpc import AmqpQueryClient
+from queues.messages import Query, Reply, now_ms
 from queues.rpc import create_query_client
 from queues.settings import BrokerSettings
 from workers.consumer import Replica, ReplicaConfig
@@ -105,3 +106,89 @@ def test_every_query_of_concurrent_bursts_is_answered_promptly(
     # the typical answer, not the slowest one a busy machine can delay
     assert float(np.percentile(latencies, 50)) < 1.0
     assert stats.collect().completed == count
+
+
+def _packing_run(
+    settings: BrokerSettings, queue: str, sizes: list[int], width: int = 64
+) -> tuple[list[tuple[np.ndarray, object]], int, int]:
+    """``len(sizes)`` queries sent at once (each of ``sizes[i]`` distinct rows); their
+    inputs with what each got, and the messages and queries the client published."""
+
+    async def run() -> tuple[list[tuple[np.ndarray, object]], int, int]:
+        client = create_query_client(settings)
+        assert isinstance(client, AmqpQueryClient)
+        await client.start()
+        rng = np.random.default_rng(7)
+
+        async def one(rows: int) -> tuple[np.ndarray, object]:
+            x = rng.standard_normal((rows, width)).astype(np.float32)
+            query = Query(uuid.uuid4().hex, "app", "v", x, now_ms() + ANSWER_WITHIN_MS, now_ms())
+            try:
+                reply = await client.call(queue, query, timeout_s=ANSWER_WITHIN_MS / 1000)
+            except Exception as exc:  # the test inspects what each got
+                return x, exc
+            return x, reply
+
+        try:
+            answers = await asyncio.gather(*(one(rows) for rows in sizes))
+        finally:
+            await client.close()
+        return list(answers), client.messages_sent, client.queries_sent
+
+    return asyncio.run(run())
+
+
+def test_queries_that_arrive_together_leave_packed_and_each_gets_its_own_rows(
+    replica: tuple[BrokerSettings, str, VariantStats],
+) -> None:
+    settings, queue, stats = replica
+    sizes = [1, 3, 1, 2] * 10 + [40]  # 40 rows: over the 32-row pack, it goes alone
+    answers, messages, queries = _packing_run(settings, queue, sizes)
+    for x, reply in answers:
+        assert isinstance(reply, Reply)
+        assert reply.ok
+        assert reply.outputs is not None
+        np.testing.assert_array_equal(reply.outputs, x[:, :10] * 2)
+    assert queries == len(sizes)
+    assert messages < queries  # sent in one loop turn: packed
+    assert stats.collect().completed == len(sizes)  # the worker counts queries, not messages
+
+
+def test_packing_off_sends_one_message_per_query(
+    replica: tuple[BrokerSettings, str, VariantStats],
+) -> None:
+    settings, queue, _ = replica
+    unpacked = settings.model_copy(update={"edge_batch_rows": 1})
+    answers, messages, queries = _packing_run(unpacked, queue, [1, 2, 1, 1])
+    assert all(isinstance(r, Reply) and r.ok for _, r in answers)
+    assert messages == queries == 4
+
+
+def test_a_query_of_the_wrong_shape_is_not_packed_with_the_others(
+    replica: tuple[BrokerSettings, str, VariantStats],
+) -> None:
+    """Packs group by row shape: the misfit gets its own error, the rest their answers."""
+    settings, queue, _ = replica
+    good = _packing_run(settings, queue, [1] * 6)
+    bad_and_good = asyncio.run(_mixed(settings, queue))
+    assert all(isinstance(r, Reply) and r.ok for _, r in good[0])
+    misfit, fits = bad_and_good
+    assert isinstance(misfit, Reply)
+    assert misfit.error_code == "invalid_input"
+    assert all(isinstance(r, Reply) and r.ok for r in fits)
+
+
+async def _mixed(settings: BrokerSettings, queue: str) -> tuple[object, list[object]]:
+    client = create_query_client(settings)
+    await client.start()
+
+    async def one(width: int) -> object:
+        x = np.ones((1, width), dtype=np.float32)
+        query = Query(uuid.uuid4().hex, "app", "v", x, now_ms() + ANSWER_WITHIN_MS, now_ms())
+        return await client.call(queue, query, timeout_s=ANSWER_WITHIN_MS / 1000)
+
+    try:
+        misfit, *fits = await asyncio.gather(one(32), *(one(64) for _ in range(5)))
+    finally:
+        await client.close()
+    return misfit, fits
