@@ -19,39 +19,44 @@ Then both ``/v1`` routes, pinned (``/v1/variants/{variant}/infer``) and model-le
 CPU milliseconds per answered query of the gateway, worker, broker and Redis process
 trees and their resident memory (bench/procstat.py), the model-less/pinned throughput
 ratio per client count; and an open-loop capacity ramp (Poisson arrivals at
-``--open-rates``; bench/loadgen.py) per route, unless ``--skip-open-loop``.
+``--open-rates``; bench/loadgen.py) per route, unless ``--skip-open-loop``. Beside them,
+in the same cells and ramps (bench/cells.py): the model-less route on a second gateway
+that sends one message per query (``INFAAS_EDGE_BATCH_ROWS=1``), and NVIDIA Triton
+(PyTriton 0.7, tritonserver 2.51) serving the same ONNX file with dynamic batching (32
+rows, 2 ms), its answer checked against onnxruntime's (bench/triton_peer.py; its venv is
+built once in the test cache), unless ``--skip-triton``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import platform
-import statistics
 import threading
 import time
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
 import numpy as np
 
 from bench import oip, procstat
+from bench.cells import Route, cpu_per_query, report_cells, rss_mb, run_cells
 from bench.loadgen import DEFAULT_RATES, LoadResult, capacity_ramp, closed_loop
 from bench.models import register_wide_mlp
 from bench.stack import bench_stack
+from bench.triton_peer import triton_server
 from infaas.demo_models import load_validation
+from tests.services import free_port
 from workers.runtimes.base import RuntimeSpec, load_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"added_p50_ms": 3.0, "added_p99_ms": 10.0, "throughput_16_qps": 600.0}
 CLIENTS = (1, 8, 32)
-CPU_TARGET_MS = 0.22  # gateway + worker CPU per query at CPU_TARGET_CLIENTS clients
-CPU_TARGET_CLIENTS = 32
-MODELLESS_TARGET_RATIO = 0.95  # model-less throughput within 5 % of the pinned route's
-ROUTES = ("pinned", "modelless")
 
 
 def direct_baseline(
@@ -101,15 +106,20 @@ def run(
     cell_rounds: int = 3,
     open_rates: tuple[float, ...] | None = DEFAULT_RATES,
     open_step_s: float = 3.0,
+    triton: bool = True,
 ) -> dict[str, Any]:
-    """``open_rates`` None skips the open-loop ramps."""
-    with bench_stack() as stack:
+    """``open_rates`` None skips the open-loop ramps; ``triton`` False leaves Triton out."""
+    with bench_stack() as stack, contextlib.ExitStack() as peers:
         inputs, _ = load_validation(stack.demo.validation_path)
         sample = inputs[:1]
         record = stack.services.catalog.get_variant(variant)
         assert record.profile is not None
         stack.start_gateway()
-        stack.start_worker("--variants", variant)
+        gateway = stack.processes[-1]
+        unpacked_url, unpacked = _gateway(
+            stack, "gateway-unpacked", {"INFAAS_EDGE_BATCH_ROWS": "1"}
+        )
+        worker = stack.start_worker("--variants", variant)
         stack.wait_ready(workers=1)
 
         model = stack.services.catalog.get_model(record.model)
@@ -121,6 +131,7 @@ def run(
         direct = direct_baseline(
             runtime.predict, sample, requests=requests, duration_s=duration_s / 2
         )
+        expected = runtime.predict(sample)
         runtime.close()
 
         body = json.dumps(
@@ -141,35 +152,37 @@ def run(
         chosen = _chosen_variant(url, path, body)
         if chosen != variant:
             raise RuntimeError(f"the gateway chose {chosen}, the benchmark measures {variant}")
-        pinned = (f"/v1/variants/{variant}/infer", json.dumps({"inputs": sample.tolist()}).encode())
-        routes_v1 = {"pinned": pinned, "modelless": (path, body)}
-        for name, (route, route_body) in routes_v1.items():
-            chosen = _chosen_variant(url, route, route_body)
+        pinned_body = json.dumps({"inputs": sample.tolist()}).encode()
+        ours = _watch(gateway, worker)
+        routes_v1 = {
+            "pinned": Route(url, f"/v1/variants/{variant}/infer", pinned_body, ours),
+            "modelless": Route(url, path, body, ours),
+            "modelless-unpacked": Route(unpacked_url, path, body, _watch(unpacked, worker)),
+        }
+        for name, r in routes_v1.items():
+            chosen = _chosen_variant(r.url, r.path, r.body)
             if chosen != variant:
                 raise RuntimeError(f"{name}: the gateway chose {chosen}, not {variant}")
-        watch = procstat.ProcWatch(
-            {
-                "gateway": _subcommand_pids(stack, "gateway"),
-                "worker": _subcommand_pids(stack, "worker"),
-                "broker": procstat.broker_pids,
-                "redis": procstat.redis_pids,
-            }
-        )
-        cells = run_cells(url, routes_v1, watch, clients, cell_rounds, duration_s)
+        if triton:
+            routes_v1["triton"] = _triton_route(
+                peers, artifact, model.output_name, sample, expected
+            )
+        cells = run_cells(routes_v1, clients, cell_rounds, duration_s)
         open_figures = None
         if open_rates:
             open_figures = {
                 name: asyncio.run(
                     capacity_ramp(
-                        url,
-                        route,
-                        route_body,
+                        r.url,
+                        r.path,
+                        r.body,
                         rates=open_rates,
                         step_s=open_step_s,
-                        measure=watch.begin,
+                        measure=r.watch.begin,
                     )
                 )
-                for name, (route, route_body) in routes_v1.items()
+                for name, r in routes_v1.items()
+                if name != "pinned"
             }
         needs = {"latency_ms": 50.0, "min_accuracy": round(record.profile.accuracy - 0.001, 4)}
         input_name = stack.services.catalog.get_app(record.app).signature.name
@@ -226,117 +239,53 @@ def run(
     }
 
 
-def _subcommand_pids(stack: Any, command: str) -> procstat.Roots:
-    """The stack's live ``infaas <command>`` processes (bench/stack.py spawns
-    ``python -m infaas.cli --loglevel WARNING <command> ...``)."""
-
-    def roots() -> list[int]:
-        pids = []
-        for proc in stack.processes:
-            args = [str(a) for a in proc.args]
-            if proc.poll() is None and command in args[args.index("infaas.cli") + 1 :][2:3]:
-                pids.append(proc.pid)
-        return pids
-
-    return roots
+def _gateway(stack: Any, name: str, env: dict[str, str]) -> tuple[str, Popen[bytes]]:
+    """A further gateway on the same stack, with its own settings."""
+    port, grpc_port = free_port(), free_port()
+    proc = stack.spawn(
+        "gateway", "--port", str(port), "--grpc-port", str(grpc_port), name=name, env=env
+    )
+    return f"http://127.0.0.1:{port}", proc
 
 
-def run_cells(
-    url: str,
-    routes: dict[str, tuple[str, bytes]],
-    watch: procstat.ProcWatch,
-    clients: tuple[int, ...],
-    rounds: int,
-    duration_s: float,
-) -> dict[str, Any]:
-    """Each route at each client count for ``duration_s`` in all, in ``rounds`` rounds:
-    per round, every client count in turn, and at each the routes in an order rotated
-    each round, so that the machine's drift falls on both alike. Throughput is the
-    median of the rounds, latency pools them, the process figures are the rounds'
-    medians (bench/procstat.py); the model-less/pinned ratio is the median of the
-    per-round ratios."""
-    names = list(routes)
-    loads: dict[str, dict[str, list[LoadResult]]] = {
-        n: {str(c): [] for c in clients} for n in names
-    }
-    procs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        n: {str(c): [] for c in clients} for n in names
-    }
-    for route, body in routes.values():  # warm both routes
-        asyncio.run(closed_loop(url, route, body, concurrency=4, duration_s=1.0, record=False))
-    for turn in range(rounds):
-        order = names[turn % len(names) :] + names[: turn % len(names)]
-        for c in clients:
-            for name in order:
-                route, body = routes[name]
-                finish = watch.begin()
-                result = asyncio.run(
-                    closed_loop(url, route, body, concurrency=c, duration_s=duration_s / rounds)
-                )
-                procs[name][str(c)].append(finish(result.ok))
-                loads[name][str(c)].append(result)
-    figures = {
-        name: {
-            key: oip.pooled(results) | {"procs": procstat.median_figures(procs[name][key])}
-            for key, results in by_clients.items()
+def _alive(proc: Popen[bytes]) -> procstat.Roots:
+    return lambda: [proc.pid] if proc.poll() is None else []
+
+
+def _watch(gateway: Popen[bytes], worker: Popen[bytes]) -> procstat.ProcWatch:
+    return procstat.ProcWatch(
+        {
+            "gateway": _alive(gateway),
+            "worker": _alive(worker),
+            "broker": procstat.broker_pids,
+            "redis": procstat.redis_pids,
         }
-        for name, by_clients in loads.items()
-    }
-    ratio = {}
-    if "pinned" in figures and "modelless" in figures:
-        for key in figures["pinned"]:
-            pairs = zip(
-                figures["modelless"][key]["rounds_qps"],
-                figures["pinned"][key]["rounds_qps"],
-                strict=True,
-            )
-            ratio[key] = round(statistics.median(a / max(b, 1e-9) for a, b in pairs), 3)
-    for name, by_clients in figures.items():
-        for key, cell in by_clients.items():
-            if cell["errors"]:
-                print(f"{name} at {key} clients: errors such as {cell.get('error_samples')}")
-    return {
-        "routes": figures,
-        "throughput_ratio_modelless_to_pinned": ratio,
-        "target_ratio": MODELLESS_TARGET_RATIO,
-        "rounds": rounds,
-        "cell_s": round(duration_s / rounds, 3),
-    }
+    )
 
 
-def cpu_per_query(cells: dict[str, Any]) -> dict[str, Any]:
-    """CPU ms per answered query, per route, client count and process tree; the target
-    is gateway + worker at 32 clients on the model-less route."""
-    table = {
-        name: {
-            c: {proc: f["cpu_ms_per_query"] for proc, f in cell["procs"].items()}
-            for c, cell in by_clients.items()
-        }
-        for name, by_clients in cells["routes"].items()
-    }
-    at_target = table.get("modelless", {}).get(str(CPU_TARGET_CLIENTS), {}).get("gateway+worker")
-    return {
-        "ms": table,
-        "note": procstat.SHARED_NOTE,
-        "target_gateway_worker_ms": CPU_TARGET_MS,
-        "target_clients": CPU_TARGET_CLIENTS,
-        "met": at_target is not None and at_target <= CPU_TARGET_MS,
-    }
+def _triton_route(
+    peers: contextlib.ExitStack,
+    onnx_path: Path,
+    output_name: str,
+    sample: np.ndarray,
+    expected: np.ndarray,
+) -> Route:
+    """NVIDIA Triton serving the same ONNX file with dynamic batching (32 rows, 2 ms),
+    its answer checked against onnxruntime's own."""
+    import httpx
+    import onnxruntime as ort
 
-
-def rss_mb(cells: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Each process tree's resident memory: idle (the least seen before a cell) and
-    under load (the most sampled during any)."""
-    out: dict[str, dict[str, float]] = {}
-    for by_clients in cells["routes"].values():
-        for cell in by_clients.values():
-            for proc, f in cell["procs"].items():
-                if "rss_mb_idle" not in f or proc == "all":
-                    continue
-                seen = out.setdefault(proc, {"idle": f["rss_mb_idle"], "load": f["rss_mb_load"]})
-                seen["idle"] = min(seen["idle"], f["rss_mb_idle"])
-                seen["load"] = max(seen["load"], f["rss_mb_load"])
-    return out
+    input_name = ort.InferenceSession(str(onnx_path)).get_inputs()[0].name
+    peer = peers.enter_context(triton_server(onnx_path, input_name, output_name=output_name))
+    answer = httpx.post(peer.url + peer.infer_path, content=peer.body(sample), timeout=30)
+    answer.raise_for_status()
+    got = np.asarray(answer.json()["outputs"][0]["data"], dtype=np.float32)
+    if not np.allclose(got, np.asarray(expected, dtype=np.float32).ravel(), atol=1e-5):
+        raise RuntimeError(f"Triton answered {got[:5]}..., onnxruntime {expected.ravel()[:5]}...")
+    watch = procstat.ProcWatch(
+        {"triton": lambda: peer.pids, "broker": procstat.broker_pids, "redis": procstat.redis_pids}
+    )
+    return Route(peer.url, peer.infer_path, peer.body(sample), watch)
 
 
 def open_loop_figures(ramps: dict[str, Any] | None, step_s: float) -> dict[str, Any] | None:
@@ -514,42 +463,6 @@ def _ms(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) and not math.isnan(value) else "-"
 
 
-def report_cells(result: dict[str, Any]) -> None:
-    cells, cpu = result["cells"], result["cpu_per_query"]
-    print(
-        f"/v1 pinned vs model-less, closed loop, {cells['rounds']} interleaved rounds of "
-        f"{cells['cell_s']:g} s per cell (medians); CPU ms per answered query per process "
-        f"tree ({cpu['note']})"
-    )
-    procs = ("gateway", "worker", "gateway+worker", "broker", "redis", "all", "client")
-    heads = ("gw", "worker", "gw+wk", "broker", "redis", "all", "client")
-    print(
-        f"{'route':10} {'clients':>7} {'q/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} |"
-        + "".join(f" {h:>7}" for h in heads)
-    )
-    for name, by_clients in cells["routes"].items():
-        for c, m in by_clients.items():
-            row = cpu["ms"][name][c]
-            print(
-                f"{name:10} {c:>7} {m['throughput_qps']:7.0f} {m['p50_ms']:7.2f} "
-                f"{m['p99_ms']:7.2f} {m['errors']:6} |"
-                + "".join(f" {_ms(row.get(p)):>7}" for p in procs)
-            )
-    ratio = cells["throughput_ratio_modelless_to_pinned"]
-    print(
-        "throughput model-less / pinned: "
-        + ", ".join(f"{c} clients {r:.3f}" for c, r in ratio.items())
-        + f" (target >= {cells['target_ratio']})"
-    )
-    print(
-        f"gateway + worker CPU per query at {cpu['target_clients']} clients, model-less: "
-        f"target <= {cpu['target_gateway_worker_ms']} ms, met={cpu['met']}"
-    )
-    print(f"{'RSS MB':16} {'idle':>8} {'load':>8}")
-    for proc, m in result["rss_mb"].items():
-        print(f"{proc:16} {m['idle']:8.1f} {m['load']:8.1f}")
-
-
 def report_open_loop(figures: dict[str, Any]) -> None:
     print(f"open loop: {figures['note']}; {figures['step_s']:g} s per rate")
     print(
@@ -638,6 +551,7 @@ def main() -> None:
     )
     parser.add_argument("--open-step-s", type=float, default=3.0)
     parser.add_argument("--skip-open-loop", action="store_true")
+    parser.add_argument("--skip-triton", action="store_true", help="leave NVIDIA Triton out")
     parser.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
     args = parser.parse_args()
     result = run(
@@ -649,6 +563,7 @@ def main() -> None:
         cell_rounds=args.cell_rounds,
         open_rates=None if args.skip_open_loop else args.open_rates,
         open_step_s=args.open_step_s,
+        triton=not args.skip_triton,
     )
     report(result)
     if not args.skip_batching:

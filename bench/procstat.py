@@ -271,7 +271,8 @@ def summarize(
             "rss_mb_load": round(kb_to_mb(sum(rss_peak_kb.get(n, 0) for n in present)), 1),
         }
 
-    out["gateway+worker"] = total(SERVING)
+    if any(name in ticks for name in SERVING):
+        out["gateway+worker"] = total(SERVING)
     out["all"] = total(ticks)
     if client_ms is not None:
         per_query = client_ms / answered if answered > 0 else float("nan")
