@@ -30,7 +30,7 @@ import numpy as np
 
 from api_gateway.grpc_server import SERVICE
 from api_gateway.oip_grpc import grpc_service_pb2 as pb
-from bench.loadgen import LoadResult
+from bench.loadgen import LoadResult, closed_loop
 
 BINARY_HEADER = "Inference-Header-Content-Length"
 
@@ -202,3 +202,87 @@ def ratios(routes: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
         for name, figures in routes.items()
         if name != "v1"
     }
+
+
+OIP_TARGET_RATIO = 0.9
+
+
+def run_oip(
+    stack: Any,
+    app: str,
+    variant: str,
+    sample: np.ndarray,
+    v1: tuple[str, bytes],
+    tensor: tuple[str, dict[str, float]],
+    requests: int,
+    duration_s: float,
+    rounds: int,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The same query over /v1 and the Open Inference Protocol (v2 REST with JSON tensors,
+    with binary tensors, and gRPC), each at 1 and 16 clients after a warm-up, the routes
+    interleaved in ``rounds`` rounds (bench/oip.py)."""
+    url, address = stack.gateway_url, stack.grpc_address
+    path = f"/v2/models/{app}/infer"
+    input_name, needs = tensor
+    json_body = rest_json_body(sample, input_name, needs)
+    binary_body, binary_headers = rest_binary_body(sample, input_name, needs)
+    grpc_body = grpc_request(app, sample, input_name, needs)
+    chosen = {
+        "v2_json": _v2_variant(url, path, json_body, {}),
+        "v2_binary": _v2_variant(url, path, binary_body, binary_headers),
+        "grpc": grpc_chosen_variant(address, grpc_body),
+    }
+    if set(chosen.values()) != {variant}:
+        raise RuntimeError(f"the routes chose {chosen}, the benchmark measures {variant}")
+
+    def rest(route: str, body: bytes, headers: dict[str, str]) -> Load:
+        def load(**kwargs: Any) -> LoadResult:
+            return asyncio.run(closed_loop(url, route, body, headers=headers, **kwargs))
+
+        return load
+
+    def grpc(**kwargs: Any) -> LoadResult:
+        return asyncio.run(grpc_closed_loop(address, grpc_body, **kwargs))
+
+    loads = {
+        "v1": rest(v1[0], v1[1], {}),
+        "v2_json": rest(path, json_body, {}),
+        "v2_binary": rest(path, binary_body, binary_headers),
+        "grpc": grpc,
+    }
+    for load in loads.values():
+        load(concurrency=4, duration_s=1.0, record=False)
+    routes = interleaved(loads, rounds=rounds, requests=requests, duration_s=duration_s)
+    for name, by_clients in routes.items():
+        for clients, figures in by_clients.items():
+            if figures["errors"]:
+                print(f"{name} at {clients} clients: errors such as {figures['error_samples']}")
+    return routes
+
+
+def _v2_variant(url: str, path: str, body: bytes, headers: dict[str, str]) -> str:
+    import httpx
+
+    response = httpx.post(url + path, content=body, headers=headers)
+    response.raise_for_status()
+    return str(response.headers["x-infaas-variant"])
+
+
+def report_oip(figures: dict[str, Any]) -> None:
+    routes, ratios = figures["routes"], figures["throughput_ratio_to_v1"]
+    print("Open Inference Protocol, the same query and variant")
+    print(
+        f"{'route':12} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>9} "
+        f"{'errors':>6} {'/v1':>6}"
+    )
+    for name, by_clients in routes.items():
+        for clients, m in by_clients.items():
+            ratio = ratios.get(name, {}).get(clients, 1.0)
+            print(
+                f"{name:12} {clients:>7} {m['p50_ms']:8.3f} {m['p99_ms']:8.3f} "
+                f"{m['throughput_qps']:9.0f} {m['errors']:6} {ratio:6.2f}"
+            )
+    print(
+        f"target: throughput >= {figures['target_ratio']} x /v1's (routes interleaved in "
+        f"{figures.get('rounds', 1)} rounds; medians of the rounds)"
+    )

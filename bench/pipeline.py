@@ -45,10 +45,11 @@ from typing import Any
 import numpy as np
 
 from bench import oip, procstat
+from bench.batching_run import report_batching, run_batching
 from bench.cells import Route, cpu_per_query, report_cells, rss_mb, run_cells
 from bench.loadgen import DEFAULT_RATES, LoadResult, capacity_ramp, closed_loop
-from bench.models import register_wide_mlp
-from bench.stack import bench_stack
+from bench.oip import OIP_TARGET_RATIO, report_oip, run_oip
+from bench.stack import bench_stack, chosen_variant
 from bench.triton_peer import triton_server
 from infaas.demo_models import load_validation
 from tests.services import free_port
@@ -149,7 +150,7 @@ def run(
         asyncio.run(closed_loop(url, path, body, concurrency=4, requests=2000, record=False))
         one = asyncio.run(closed_loop(url, path, body, concurrency=1, requests=requests))
         sixteen = asyncio.run(closed_loop(url, path, body, concurrency=16, duration_s=duration_s))
-        chosen = _chosen_variant(url, path, body)
+        chosen = chosen_variant(url, path, body)
         if chosen != variant:
             raise RuntimeError(f"the gateway chose {chosen}, the benchmark measures {variant}")
         pinned_body = json.dumps({"inputs": sample.tolist()}).encode()
@@ -160,7 +161,7 @@ def run(
             "modelless-unpacked": Route(unpacked_url, path, body, _watch(unpacked, worker)),
         }
         for name, r in routes_v1.items():
-            chosen = _chosen_variant(r.url, r.path, r.body)
+            chosen = chosen_variant(r.url, r.path, r.body)
             if chosen != variant:
                 raise RuntimeError(f"{name}: the gateway chose {chosen}, not {variant}")
         if triton:
@@ -300,130 +301,6 @@ def open_loop_figures(ramps: dict[str, Any] | None, step_s: float) -> dict[str, 
     }
 
 
-OIP_TARGET_RATIO = 0.9
-
-
-def run_oip(
-    stack: Any,
-    app: str,
-    variant: str,
-    sample: np.ndarray,
-    v1: tuple[str, bytes],
-    tensor: tuple[str, dict[str, float]],
-    requests: int,
-    duration_s: float,
-    rounds: int,
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """The same query over /v1 and the Open Inference Protocol (v2 REST with JSON tensors,
-    with binary tensors, and gRPC), each at 1 and 16 clients after a warm-up, the routes
-    interleaved in ``rounds`` rounds (bench/oip.py)."""
-    url, address = stack.gateway_url, stack.grpc_address
-    path = f"/v2/models/{app}/infer"
-    input_name, needs = tensor
-    json_body = oip.rest_json_body(sample, input_name, needs)
-    binary_body, binary_headers = oip.rest_binary_body(sample, input_name, needs)
-    grpc_request = oip.grpc_request(app, sample, input_name, needs)
-    chosen = {
-        "v2_json": _v2_variant(url, path, json_body, {}),
-        "v2_binary": _v2_variant(url, path, binary_body, binary_headers),
-        "grpc": oip.grpc_chosen_variant(address, grpc_request),
-    }
-    if set(chosen.values()) != {variant}:
-        raise RuntimeError(f"the routes chose {chosen}, the benchmark measures {variant}")
-
-    def rest(route: str, body: bytes, headers: dict[str, str]) -> oip.Load:
-        def load(**kwargs: Any) -> LoadResult:
-            return asyncio.run(closed_loop(url, route, body, headers=headers, **kwargs))
-
-        return load
-
-    def grpc(**kwargs: Any) -> LoadResult:
-        return asyncio.run(oip.grpc_closed_loop(address, grpc_request, **kwargs))
-
-    loads = {
-        "v1": rest(v1[0], v1[1], {}),
-        "v2_json": rest(path, json_body, {}),
-        "v2_binary": rest(path, binary_body, binary_headers),
-        "grpc": grpc,
-    }
-    for load in loads.values():
-        load(concurrency=4, duration_s=1.0, record=False)
-    routes = oip.interleaved(loads, rounds=rounds, requests=requests, duration_s=duration_s)
-    for name, by_clients in routes.items():
-        for clients, figures in by_clients.items():
-            if figures["errors"]:
-                print(f"{name} at {clients} clients: errors such as {figures['error_samples']}")
-    return routes
-
-
-def _v2_variant(url: str, path: str, body: bytes, headers: dict[str, str]) -> str:
-    import httpx
-
-    response = httpx.post(url + path, content=body, headers=headers)
-    response.raise_for_status()
-    return str(response.headers["x-infaas-variant"])
-
-
-BATCHING_CLIENTS = 64
-BATCHING_SLO_MS = 100.0
-
-
-def run_batching(duration_s: float) -> dict[str, Any]:
-    """64 clients against a memory-bound variant, with batching off (one query per model
-    call, prefetch 1) and on (the variant's best batch and the deadline-aware wait)."""
-    modes: dict[str, dict[str, float | int]] = {}
-    with bench_stack() as stack:
-        variant = register_wide_mlp(stack.services, stack.home, stack.demo.validation_path)
-        inputs, _ = load_validation(stack.demo.validation_path)
-        body = json.dumps(
-            {"inputs": inputs[:1].tolist(), "latency_ms": BATCHING_SLO_MS, "min_accuracy": 0.5}
-        ).encode()
-        path = f"/v1/apps/{stack.services.catalog.get_variant(variant).app}/infer"
-        url = stack.start_gateway()
-        for mode, env in (("off", {"INFAAS_WORKER_BATCH_CAP": "1"}), ("on", {})):
-            worker = stack.start_worker("--variants", variant, name=f"worker-{mode}", env=env)
-            stack.wait_ready(workers=1)
-            if _chosen_variant(url, path, body) != variant:
-                raise RuntimeError(f"the gateway did not choose {variant}")
-            asyncio.run(closed_loop(url, path, body, concurrency=8, duration_s=1, record=False))
-            result = asyncio.run(
-                closed_loop(url, path, body, concurrency=BATCHING_CLIENTS, duration_s=duration_s)
-            )
-            modes[mode] = result.summary()
-            if result.error_samples:
-                print(f"batching {mode}: errors such as {result.error_samples[:2]}")
-            stack.stop_process(worker)
-            _wait_gone(stack)
-    on, off = modes["on"], modes["off"]
-    ratio = float(on["throughput_qps"]) / max(float(off["throughput_qps"]), 1e-9)
-    return {
-        "variant": variant,
-        "clients": BATCHING_CLIENTS,
-        "slo_ms": BATCHING_SLO_MS,
-        "off": off,
-        "on": on,
-        "throughput_ratio": round(ratio, 2),
-        "target_ratio": 1.5,
-        "met": ratio >= 1.5 and float(on["p99_ms"]) <= BATCHING_SLO_MS and on["errors"] == 0,
-    }
-
-
-def _wait_gone(stack: Any, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while stack.services.live.snapshot().workers and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
-def _chosen_variant(url: str, path: str, body: bytes) -> str:
-    import httpx
-
-    return str(
-        httpx.post(url + path, content=body, headers={"content-type": "application/json"}).json()[
-            "variant"
-        ]
-    )
-
-
 def report(result: dict[str, Any]) -> None:
     d1, d16 = result["direct"]["1"], result["direct"]["16"]
     g1, g16 = result["gateway"]["1"], result["gateway"]["16"]
@@ -485,43 +362,6 @@ def report_open_loop(figures: dict[str, Any]) -> None:
             f"no errors)" + (f", stopped at {stopped:g} q/s" if stopped is not None else "")
         )
     print("client, gw+wk: CPU ms per answered query of the load generator, gateway + worker")
-
-
-def report_oip(figures: dict[str, Any]) -> None:
-    routes, ratios = figures["routes"], figures["throughput_ratio_to_v1"]
-    print("Open Inference Protocol, the same query and variant")
-    print(
-        f"{'route':12} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>9} "
-        f"{'errors':>6} {'/v1':>6}"
-    )
-    for name, by_clients in routes.items():
-        for clients, m in by_clients.items():
-            ratio = ratios.get(name, {}).get(clients, 1.0)
-            print(
-                f"{name:12} {clients:>7} {m['p50_ms']:8.3f} {m['p99_ms']:8.3f} "
-                f"{m['throughput_qps']:9.0f} {m['errors']:6} {ratio:6.2f}"
-            )
-    print(
-        f"target: throughput >= {figures['target_ratio']} x /v1's (routes interleaved in "
-        f"{figures.get('rounds', 1)} rounds; medians of the rounds)"
-    )
-
-
-def report_batching(batching: dict[str, Any]) -> None:
-    print(
-        f"batching, {batching['clients']} clients, variant {batching['variant']}, "
-        f"objective {batching['slo_ms']:g} ms"
-    )
-    for mode in ("off", "on"):
-        m = batching[mode]
-        print(
-            f"  batching {mode:3}: {m['throughput_qps']:8.0f} q/s  p50 {m['p50_ms']:7.2f} ms"
-            f"  p99 {m['p99_ms']:7.2f} ms  errors {m['errors']}"
-        )
-    print(
-        f"  throughput ratio on/off {batching['throughput_ratio']} (target >= 1.5, "
-        f"p99 within the objective): met={batching['met']}"
-    )
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -125,3 +125,11 @@ def bench_stack(*, queue_max_length: int = 5000) -> Iterator[BenchStack]:
         bench = BenchStack(home=home, env=env, services=services, demo=demo)
         stack.callback(bench.stop)
         yield bench
+
+
+def chosen_variant(url: str, path: str, body: bytes) -> str:
+    return str(
+        httpx.post(url + path, content=body, headers={"content-type": "application/json"}).json()[
+            "variant"
+        ]
+    )
