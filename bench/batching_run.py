@@ -19,7 +19,8 @@ BATCHING_SLO_MS = 100.0
 
 def run_batching(duration_s: float) -> dict[str, Any]:
     """64 clients against a memory-bound variant, with batching off (one query per model
-    call, prefetch 1) and on (the variant's best batch and the deadline-aware wait)."""
+    call, prefetch 1, and one message per query from the gateway) and on (the variant's
+    best batch, the deadline-aware wait, queries packed at the edge)."""
     modes: dict[str, dict[str, float | int]] = {}
     with bench_stack() as stack:
         variant = register_wide_mlp(stack.services, stack.home, stack.demo.validation_path)
@@ -28,8 +29,12 @@ def run_batching(duration_s: float) -> dict[str, Any]:
             {"inputs": inputs[:1].tolist(), "latency_ms": BATCHING_SLO_MS, "min_accuracy": 0.5}
         ).encode()
         path = f"/v1/apps/{stack.services.catalog.get_variant(variant).app}/infer"
-        url = stack.start_gateway()
-        for mode, env in (("off", {"INFAAS_WORKER_BATCH_CAP": "1"}), ("on", {})):
+        for mode, env, gateway_env in (
+            ("off", {"INFAAS_WORKER_BATCH_CAP": "1"}, {"INFAAS_EDGE_BATCH_ROWS": "1"}),
+            ("on", {}, {}),
+        ):
+            url = stack.start_gateway(name=f"gateway-{mode}", env=gateway_env)
+            gateway = stack.processes[-1]
             worker = stack.start_worker("--variants", variant, name=f"worker-{mode}", env=env)
             stack.wait_ready(workers=1)
             if chosen_variant(url, path, body) != variant:
@@ -42,6 +47,7 @@ def run_batching(duration_s: float) -> dict[str, Any]:
             if result.error_samples:
                 print(f"batching {mode}: errors such as {result.error_samples[:2]}")
             stack.stop_process(worker)
+            stack.stop_process(gateway)
             _wait_gone(stack)
     on, off = modes["on"], modes["off"]
     ratio = float(on["throughput_qps"]) / max(float(off["throughput_qps"]), 1e-9)

@@ -53,9 +53,12 @@ class BenchStack:
         self.processes.append(proc)
         return proc
 
-    def start_gateway(self) -> str:
+    def start_gateway(self, *, name: str = "gateway", env: dict[str, str] | None = None) -> str:
+        """A gateway (its process is the last of ``processes``); its URL."""
         port, grpc_port = isolation.free_port(), isolation.free_port()
-        self.spawn("gateway", "--port", str(port), "--grpc-port", str(grpc_port), name="gateway")
+        self.spawn(
+            "gateway", "--port", str(port), "--grpc-port", str(grpc_port), name=name, env=env
+        )
         self.gateway_url = f"http://127.0.0.1:{port}"
         self.grpc_address = f"127.0.0.1:{grpc_port}"
         return self.gateway_url

@@ -199,7 +199,9 @@ class AmqpQueryClient:
 
     # -- the query path -------------------------------------------------------------
 
-    async def call(self, queue: str, query: Query, *, timeout_s: float) -> Reply:
+    async def call(
+        self, queue: str, query: Query, *, timeout_s: float, pack_rows: int = 0
+    ) -> Reply:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout_s
         correlation_id = query.request_id or uuid.uuid4().hex
@@ -207,7 +209,9 @@ class AmqpQueryClient:
         for _send in range(MAX_SENDS):
             channel = await self._channel_by(give_up)
             try:
-                return await self._send(channel, queue, query, correlation_id, give_up, timeout_s)
+                return await self._send(
+                    channel, queue, query, correlation_id, give_up, timeout_s, pack_rows
+                )
             except ConnectionLost as exc:
                 lost = exc
                 log.debug("query %s lost with its connection, sent again", correlation_id)
@@ -241,6 +245,7 @@ class AmqpQueryClient:
         correlation_id: str,
         give_up: float,
         timeout_s: float,
+        pack_rows: int = 0,
     ) -> Reply:
         """One send of ``query`` (now on ``channel``, or packed with others at the end
         of this loop turn) and the wait for its reply; raises ConnectionLost when the
@@ -248,8 +253,8 @@ class AmqpQueryClient:
         loop = asyncio.get_running_loop()
         future = self._pending.open(correlation_id)
         try:
-            if self._outbox.max_rows > 1:
-                self._hold(queue, query, correlation_id)
+            if self._outbox.max_rows > 1 and pack_rows != 1:
+                self._hold(queue, query, correlation_id, pack_rows)
             else:
                 self._publish_query(channel, queue, query, correlation_id)
             # a little past the deadline, so an expired query's dead-letter answer wins
@@ -282,9 +287,9 @@ class AmqpQueryClient:
 
     # -- packing queries that arrive together ---------------------------------------
 
-    def _hold(self, queue: str, query: Query, cid: str) -> None:
+    def _hold(self, queue: str, query: Query, cid: str, pack_rows: int) -> None:
         """Put ``query`` in the outbox; the first one in schedules the flush."""
-        if self._outbox.add(queue, query, cid):
+        if self._outbox.add(queue, query, cid, max_rows=pack_rows):
             loop = asyncio.get_running_loop()
             window_ms = self._settings.edge_batch_window_ms
             if window_ms > 0:

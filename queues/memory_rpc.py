@@ -93,7 +93,15 @@ class MemoryQueryClient:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._pending.resolve, cid, reply)
 
-    async def call(self, queue: str, query: Query, *, timeout_s: float) -> Reply:
+    async def call(
+        self,
+        queue: str,
+        query: Query,
+        *,
+        timeout_s: float,
+        pack_rows: int = 0,  # noqa: ARG002
+    ) -> Reply:
+        """:meth:`queues.rpc.QueryClient.call`; this transport never packs queries."""
         producer = self._producer
         if producer is None:
             raise BrokerUnavailable("the in-process transport is not started")

@@ -3,8 +3,10 @@ the reply is whose. Pure bookkeeping; :class:`queues.amqp_rpc.AmqpQueryClient` p
 
 Queries for the same variant queue, dtype and row shape that reach the gateway together
 (in one event-loop turn, or within the edge-batch window) leave as one message of at
-most ``max_rows`` rows (:func:`queues.messages.pack_queries`); a query alone, or one
-larger than ``max_rows``, leaves as it came.
+most ``max_rows`` rows, or the fewer its variant's batch allows (the caller's
+``max_rows`` for that queue: the worker never runs more rows at once than that batch)
+(:func:`queues.messages.pack_queries`); a query alone, or one larger than the limit,
+leaves as it came.
 """
 
 from __future__ import annotations
@@ -36,33 +38,38 @@ class Outbox:
         self.max_rows = max_rows
         self._groups: dict[GroupKey, list[Waiting]] = {}
         self._rows: dict[GroupKey, int] = {}
+        self._limits: dict[GroupKey, int] = {}
 
     def __len__(self) -> int:
         return sum(len(group) for group in self._groups.values())
 
-    def add(self, queue: str, query: Query, correlation_id: str) -> bool:
-        """Hold ``query``; True when the outbox was empty (the caller schedules a flush)."""
+    def add(self, queue: str, query: Query, correlation_id: str, *, max_rows: int = 0) -> bool:
+        """Hold ``query``; True when the outbox was empty (the caller schedules a flush).
+        ``max_rows`` (0: the outbox's own) lowers the rows of the messages for ``queue``."""
         first = not self._groups
         inputs = query.inputs
         key = (queue, inputs.dtype.str, tuple(inputs.shape[1:]))
+        if key not in self._limits:
+            self._limits[key] = min(max_rows or self.max_rows, self.max_rows)
         self._groups.setdefault(key, []).append(Waiting(queue, query, correlation_id))
         self._rows[key] = self._rows.get(key, 0) + len(inputs)
         return first
 
     def full(self) -> bool:
         """Some group holds a whole message's rows: no reason to wait longer."""
-        return any(rows >= self.max_rows for rows in self._rows.values())
+        return any(rows >= self._limits[key] for key, rows in self._rows.items())
 
     def take(self) -> list[list[Waiting]]:
         """Everything held, as messages: each a run of one group's queries, in arrival
-        order, of at most ``max_rows`` rows (a larger query goes alone)."""
-        groups, self._groups, self._rows = self._groups, {}, {}
+        order, of at most its limit's rows (a larger query goes alone)."""
+        groups, limits = self._groups, self._limits
+        self._groups, self._rows, self._limits = {}, {}, {}
         messages: list[list[Waiting]] = []
-        for waiting in groups.values():
+        for key, waiting in groups.items():
             current: list[Waiting] = []
             rows = 0
             for item in waiting:
-                if current and rows + item.rows > self.max_rows:
+                if current and rows + item.rows > limits[key]:
                     messages.append(current)
                     current, rows = [], 0
                 current.append(item)

@@ -26,8 +26,12 @@ class QueryClient(Protocol):
 
     async def close(self) -> None: ...
 
-    async def call(self, queue: str, query: Query, *, timeout_s: float) -> Reply:
-        """Publish ``query`` to ``queue`` and return the worker's reply.
+    async def call(
+        self, queue: str, query: Query, *, timeout_s: float, pack_rows: int = 0
+    ) -> Reply:
+        """Publish ``query`` to ``queue`` and return the worker's reply. ``pack_rows``: the
+        most rows a message packed with other queries for that queue may hold (the
+        variant's batch; 0: the client's own limit, 1: never packed).
 
         Raises QueueFull (the queue is at its length limit), NoWorker (no such queue:
         nobody serves the variant), BrokerUnavailable, DeadlineExceeded (no reply

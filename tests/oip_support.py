@@ -46,7 +46,9 @@ class StubClient:
     async def close(self) -> None:
         return None
 
-    async def call(self, queue: str, query: Query, *, timeout_s: float) -> Reply:
+    async def call(
+        self, queue: str, query: Query, *, timeout_s: float, pack_rows: int = 0
+    ) -> Reply:
         self.queries.append(query)
         outputs = np.ascontiguousarray(query.inputs[:, :10], dtype=np.float32)
         return Reply(query.request_id, True, outputs, model_ms=1.0, batch_size=len(outputs))

@@ -241,7 +241,12 @@ async def _dispatch(
     queue = topology.variant_queue(state.services.broker.queue_prefix, variant.app, variant.id)
     labels = (variant.app, variant.id, variant.hardware)
     try:
-        reply = await state.services.client.call(queue, message, timeout_s=deadline_ms / 1000)
+        reply = await state.services.client.call(
+            queue,
+            message,
+            timeout_s=deadline_ms / 1000,
+            pack_rows=variant.profile.batch_limit if variant.profile is not None else 1,
+        )
         if not reply.ok:
             raise error_from_code(reply.error_code, reply.error_message)
     except InfaasError as exc:

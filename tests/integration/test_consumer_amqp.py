@@ -109,7 +109,7 @@ def test_every_query_of_concurrent_bursts_is_answered_promptly(
 
 
 def _packing_run(
-    settings: BrokerSettings, queue: str, sizes: list[int], width: int = 64
+    settings: BrokerSettings, queue: str, sizes: list[int], width: int = 64, pack_rows: int = 0
 ) -> tuple[list[tuple[np.ndarray, object]], int, int]:
     """``len(sizes)`` queries sent at once (each of ``sizes[i]`` distinct rows); their
     inputs with what each got, and the messages and queries the client published."""
@@ -124,7 +124,9 @@ def _packing_run(
             x = rng.standard_normal((rows, width)).astype(np.float32)
             query = Query(uuid.uuid4().hex, "app", "v", x, now_ms() + ANSWER_WITHIN_MS, now_ms())
             try:
-                reply = await client.call(queue, query, timeout_s=ANSWER_WITHIN_MS / 1000)
+                reply = await client.call(
+                    queue, query, timeout_s=ANSWER_WITHIN_MS / 1000, pack_rows=pack_rows
+                )
             except Exception as exc:  # the test inspects what each got
                 return x, exc
             return x, reply
@@ -162,6 +164,10 @@ def test_packing_off_sends_one_message_per_query(
     answers, messages, queries = _packing_run(unpacked, queue, [1, 2, 1, 1])
     assert all(isinstance(r, Reply) and r.ok for _, r in answers)
     assert messages == queries == 4
+    # a variant whose batch is one row: never packed, whatever the client's limit
+    answers, messages, queries = _packing_run(settings, queue, [1, 1, 1], pack_rows=1)
+    assert all(isinstance(r, Reply) and r.ok for _, r in answers)
+    assert messages == queries == 3
 
 
 def test_a_query_of_the_wrong_shape_is_not_packed_with_the_others(

@@ -124,3 +124,24 @@ def test_packs_forget_members_and_answered_packs() -> None:
     packs.open("q", [("c", 1)])
     packs.forget_member("c")  # its last member stopped waiting: the pack goes
     assert len(packs) == 0
+
+
+def test_a_variants_batch_lowers_the_rows_of_its_messages() -> None:
+    """The gateway packs no more rows than the variant's batch, which the worker never
+    exceeds in one model call; the outbox's own limit still caps a larger batch."""
+    box = Outbox(max_rows=8)
+    for rid in "abcde":
+        box.add("small", _query(rid, 1), rid, max_rows=2)
+    for rid in "fgh":
+        box.add("large", _query(rid, 4), rid, max_rows=64)
+    assert [[w.correlation_id for w in m] for m in box.take()] == [
+        ["a", "b"],
+        ["c", "d"],
+        ["e"],
+        ["f", "g"],
+        ["h"],
+    ]
+    box.add("small", _query("i", 1), "i", max_rows=2)
+    assert not box.full()
+    box.add("small", _query("j", 1), "j", max_rows=2)
+    assert box.full()
