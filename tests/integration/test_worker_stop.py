@@ -99,7 +99,9 @@ def _until(condition: Callable[[], bool], what: str) -> None:
 def test_a_stopped_replica_answers_its_batch_and_puts_back_what_it_holds(
     broker_url: str,
 ) -> None:
-    settings = BrokerSettings(broker_url=broker_url, queue_prefix="stop")
+    # one message per query: the replica must hold several messages when told to stop
+    # (packed, the 16 queries would be one message of 16 rows, one batch)
+    settings = BrokerSettings(broker_url=broker_url, queue_prefix="stop", edge_batch_rows=1)
     queue = topology.variant_queue("stop", "app", f"m{uuid.uuid4().hex[:8]}.onnx-fp32.cpu-t1")
     gate = Gate()
     probe = QueueProbe(lambda: Connection(broker_url))
