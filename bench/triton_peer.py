@@ -3,8 +3,8 @@ served by tritonserver with dynamic batching, beside our own server, on the same
 
 PyTriton 0.7 bundles tritonserver (it runs on CPU) but needs numpy < 2, so it lives in an
 isolated venv of its own, never the project's: ``triton_python()`` builds it once per
-version of ``bench/requirements-triton.txt`` in the test cache (as ``tests/kserve_venv.py``
-builds the KServe one, with uv and pip's own index settings). ``bench/triton_serve.py``
+version of ``bench/requirements-triton.txt`` in the test cache (``tests/cached_venv.py``,
+which builds the KServe SDK's too, with uv and pip's own index settings). ``bench/triton_serve.py``
 runs under that interpreter; ``triton_server()`` starts it, waits until the model is
 ready, and yields a ``TritonPeer`` with the URL, the inference path, a KServe v2 JSON body
 for one row, and the process ids of the whole server tree (for CPU time from /proc).
@@ -45,14 +45,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -61,13 +58,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.demo_build import TEST_CACHE, prune
-from tests.kserve_venv import pip_settings
+from tests.cached_venv import VenvBuildError, cached_python
 from tests.services import free_port
 
 REQUIREMENTS = Path(__file__).with_name("requirements-triton.txt")
 SERVE_SCRIPT = Path(__file__).with_name("triton_serve.py")
-BUILD_TIMEOUT_S = 900
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 LOG_TAIL_CHARS = 4000
@@ -79,56 +74,12 @@ class TritonPeerError(RuntimeError):
 
 def triton_python() -> Path:
     """The interpreter of the PyTriton venv, built first if the test cache has none."""
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes())
-    digest.update(sys.version.encode())
-    home = TEST_CACHE / f"triton-venv-{digest.hexdigest()[:16]}"
-    python = home / "bin" / "python"
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with (home.parent / f".{home.name}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not (home / "built").exists():
-                shutil.rmtree(home, ignore_errors=True)
-                _build(home)
-                (home / "built").touch()
-                prune("triton-venv")
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return python
-
-
-def _build(home: Path) -> None:
-    python = home / "bin" / "python"
-    uv = Path(sys.executable).with_name("uv")
-    if uv.exists():
-        commands = [
-            [str(uv), "venv", "-q", "--python", sys.executable, str(home)],
-            [
-                str(uv), "pip", "install", "-q", "--python", str(python),
-                "--index-strategy", "unsafe-best-match", *pip_settings(), "-r", str(REQUIREMENTS),
-            ],
-        ]  # fmt: skip
-    else:
-        commands = [
-            [sys.executable, "-m", "venv", str(home)],
-            [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
-        ]
-    for command in commands:
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise TritonPeerError(
-                f"building the PyTriton venv in {home} took over {BUILD_TIMEOUT_S} s: "
-                f"`{' '.join(command)}`; check that the package indexes answer"
-            ) from exc
-        if done.returncode != 0:
-            raise TritonPeerError(
-                f"could not build the PyTriton venv in {home}: `{' '.join(command)}` failed "
-                f"(the pins are in {REQUIREMENTS}; PyTriton's wheel needs glibc >= 2.35 and "
-                f"x86_64 or aarch64):\n{done.stderr[-3000:]}"
-            )
+    try:
+        return cached_python(REQUIREMENTS, "triton-venv")
+    except VenvBuildError as exc:
+        raise TritonPeerError(
+            f"{exc}\n(PyTriton's wheel needs glibc >= 2.35 and x86_64 or aarch64)"
+        ) from exc
 
 
 @dataclass(frozen=True)

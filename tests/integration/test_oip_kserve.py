@@ -2,7 +2,7 @@
 (``kserve.InferenceRESTClient``), against the embedded default and the real services.
 
 The SDK's pins conflict with ours, so it runs in a virtual environment of its own
-(tests/kserve_venv.py, built once into the test cache) as tests/kserve_probe.py; this
+(tests/cached_venv.py, built once into the test cache) as tests/kserve_probe.py; this
 test hands it the stack's URL and the queries, and checks each answer against what the
 served variant's ONNX file computes.
 """
@@ -19,8 +19,8 @@ import pytest
 
 from infaas.demo import DEMO_APP
 from infaas.demo_models import load_validation
+from tests.cached_venv import kserve_python
 from tests.e2e_support import Stack
-from tests.kserve_venv import kserve_python
 from tests.oip_conformance import names, own_output
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
