@@ -104,6 +104,6 @@ def register_job_tasks(app: Any) -> None:
             setattr(celery_app, RUNNER_ATTRIBUTE, runner)
             return runner
 
-    @app.task(name=CHUNK_TASK, bind=True, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=CHUNK_TASK, bind=True, shared=False, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def run_chunk(self: Any, job_id: str, index: int) -> dict[str, Any]:
         return runner_of(self.app).run(str(job_id), int(index))
