@@ -59,6 +59,16 @@ class GatewayMetrics:
             "Queries that expired in a variant queue and were answered with a deadline error",
             registry=self.registry,
         )
+        self.messages_published = Gauge(
+            "infaas_query_messages_published",
+            "Query messages this gateway published (queries packed together count once)",
+            registry=self.registry,
+        )
+        self.queries_published = Gauge(
+            "infaas_queries_published",
+            "Queries this gateway published (÷ messages = queries per message)",
+            registry=self.registry,
+        )
         self.live_workers = Gauge(
             "infaas_live_workers", "Workers seen in live state", registry=self.registry
         )

@@ -71,6 +71,8 @@ class GatewayState:
         # read at scrape time: the count moves between refreshes
         client = services.client
         metrics.expired.set_function(lambda: float(client.expired_answered))
+        metrics.messages_published.set_function(lambda: float(client.messages_sent))
+        metrics.queries_published.set_function(lambda: float(client.queries_sent))
         self.catalog_snapshot = CatalogSnapshot.empty()
         self.live_snapshot = LiveSnapshot.empty()
         self.index = SelectorIndex(

@@ -44,6 +44,8 @@ class MemoryQueryClient:
         self._producer: Producer | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.messages_sent = 0
+        self.queries_sent = 0
 
     @property
     def connected(self) -> bool:
@@ -114,6 +116,8 @@ class MemoryQueryClient:
                 "the variant's queue is full; slow down and retry after the Retry-After delay"
             )
         body, headers = encode_query(query)
+        self.messages_sent += 1
+        self.queries_sent += 1
         cid = query.request_id or uuid.uuid4().hex
         future = self._pending.open(cid)
         try:

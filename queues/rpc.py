@@ -14,6 +14,9 @@ from queues.settings import BrokerSettings
 
 
 class QueryClient(Protocol):
+    messages_sent: int  # query messages published (a packed message counts once)
+    queries_sent: int  # queries published in them
+
     @property
     def connected(self) -> bool: ...
 

@@ -36,6 +36,9 @@ class StubClient:
     def connected(self) -> bool:
         return True
 
+    messages_sent = 0
+    queries_sent = 0
+
     @property
     def expired_answered(self) -> int:
         return 0

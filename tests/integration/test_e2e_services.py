@@ -131,6 +131,15 @@ def test_full_queue_is_a_429_and_expired_queries_are_answered(services_e2e: Stac
     metrics = httpx.get(f"{stack.url}/metrics").text
     expired = [line for line in metrics.splitlines() if line.startswith("infaas_expired_in_queue")]
     assert float(expired[0].split()[-1]) >= 1
+    published = {
+        line.split()[0]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith(("infaas_query_messages_published", "infaas_queries_published"))
+    }
+    assert published["infaas_queries_published"] >= broker.queue_max_length
+    assert (
+        1 <= published["infaas_query_messages_published"] <= published["infaas_queries_published"]
+    )
 
 
 def _wait_for_depth(channel: Any, queue: str, depth: int, timeout_s: float = 30.0) -> None:
