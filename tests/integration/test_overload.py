@@ -63,6 +63,19 @@ def _cheaper_per_query(stack: Stack, *variant_ids: str) -> str:
     return min(variant_ids, key=cost)
 
 
+def _until_chosen(stack: Stack, path: str, query: dict[str, object], variant: str) -> None:
+    """Ask until the gateway answers ``query`` with ``variant``: it sees a replica that
+    joined or recovered at its next live-state refresh, and chooses another until then."""
+    deadline, chosen = time.monotonic() + OVERLOAD_WITHIN_S, None
+    while chosen != variant and time.monotonic() < deadline:
+        chosen = httpx.post(path, json=query, timeout=30).json()["variant"]
+        time.sleep(0.0 if chosen == variant else 0.5)
+    assert chosen == variant, (
+        f"the gateway kept choosing {chosen}; {variant}: {_seen(_load_of(stack, variant))}"
+        f"; {chosen}: {_seen(_load_of(stack, str(chosen)))}"
+    )
+
+
 def test_overloaded_variant_is_avoided_then_recovers(services_e2e: Stack, tmp_path: Path) -> None:
     stack = services_e2e
     inputs, _ = load_validation(stack.demo.validation_path)
@@ -78,16 +91,7 @@ def test_overloaded_variant_is_avoided_then_recovers(services_e2e: Stack, tmp_pa
         preferred = _cheaper_per_query(stack, DEDICATED, OTHER)
         strict = {"inputs": row, "min_accuracy": 0.995, "latency_ms": 1000}
         path = f"{stack.url}/v1/apps/{DEMO_APP}/infer"
-        # the gateway sees the new worker's replica at its next live-state refresh; until
-        # then it may still choose the variant the main worker runs
-        deadline, chosen = time.monotonic() + OVERLOAD_WITHIN_S, None
-        while chosen != preferred and time.monotonic() < deadline:
-            chosen = httpx.post(path, json=strict, timeout=30).json()["variant"]
-            time.sleep(0.0 if chosen == preferred else 0.5)
-        assert chosen == preferred, (
-            f"the gateway kept choosing {chosen}; {preferred}: {_seen(_load_of(stack, preferred))}"
-            f"; {chosen}: {_seen(_load_of(stack, str(chosen)))}"
-        )
+        _until_chosen(stack, path, strict, preferred)
 
         # Each flood query is a full batch, so the replica runs full batches back to back
         # however fast this process can send: saturated by construction, not by outrunning
@@ -134,16 +138,7 @@ def test_overloaded_variant_is_avoided_then_recovers(services_e2e: Stack, tmp_pa
             time.sleep(0.2)
         assert recovered_after_s is not None, "the variant stayed Overloaded after the load"
         time.sleep(0.7)
-        # the gateway sees the new worker's replica at its next live-state refresh; until
-        # then it may still choose the variant the main worker runs
-        deadline, chosen = time.monotonic() + OVERLOAD_WITHIN_S, None
-        while chosen != preferred and time.monotonic() < deadline:
-            chosen = httpx.post(path, json=strict, timeout=30).json()["variant"]
-            time.sleep(0.0 if chosen == preferred else 0.5)
-        assert chosen == preferred, (
-            f"the gateway kept choosing {chosen}; {preferred}: {_seen(_load_of(stack, preferred))}"
-            f"; {chosen}: {_seen(_load_of(stack, str(chosen)))}"
-        )
+        _until_chosen(stack, path, strict, preferred)
     finally:
         os.killpg(dedicated.pid, signal.SIGTERM)
         dedicated.wait(30)
