@@ -22,49 +22,15 @@ PlannerName = Literal["ilp", "greedy"]
 TrendScope = Literal["class", "app", "fleet"]
 
 
-class ScalerSettings(BaseSettings):
+class LoadEstimateSettings(BaseSettings):
+    """How the scaler measures and foresees load, and what it plans for it: headroom,
+    smoothing, hold-downs against noise, trends and seasons (``scaler/load.py``,
+    ``scaler/forecast.py``). The scaler's other settings extend these."""
+
     model_config = SettingsConfigDict(
         env_prefix="INFAAS_SCALER_", extra="ignore", frozen=True, allow_inf_nan=False
     )
 
-    tick_interval_s: float = Field(default=1.0, gt=0, le=60, description="time between ticks")
-    planner: PlannerName = Field(
-        default="ilp", description="ilp (CP-SAT, warm-started and backed by greedy) or greedy"
-    )
-    ilp_time_limit_s: float = Field(
-        default=0.5,
-        gt=0,
-        le=60,
-        description="wall-clock limit of one ILP solve (about half a tick)",
-    )
-    ilp_deterministic_time: float | None = Field(
-        default=None,
-        gt=0,
-        le=600,
-        description="CP-SAT work limit (max_deterministic_time); a simulator that must replay "
-        "a run exactly sets this and a generous ilp_time_limit_s",
-    )
-    replan_tolerance: float = Field(
-        default=0.0,
-        ge=0,
-        lt=1,
-        description="keep the last plan without solving again while workers and variants "
-        "are unchanged, each app's planned load is at least (1 - this) of what it was "
-        "solved for, and the plan's replicas still carry every class's load (0: only an "
-        "identical problem keeps it)",
-    )
-    replan_every_s: float = Field(
-        default=30.0,
-        gt=0,
-        le=3600,
-        description="with replan_tolerance, solve afresh at least this often",
-    )
-    plan_routing: bool = Field(
-        default=False,
-        description="publish each tick's split of a demand class between variants, for "
-        "the gateways to deal queries as planned (off: the paper's cheapest-running rule "
-        "sends a whole class to one variant until it is Overloaded)",
-    )
     headroom: float = Field(
         default=1.05, ge=1.0, le=10.0, description="capacity kept per app, as a multiple of load"
     )
@@ -159,6 +125,50 @@ class ScalerSettings(BaseSettings):
         "(class), or the sum of its app's classes (app) or of all classes (fleet), whose "
         "relative rise then also lifts each of its classes; a sum's noise grows only as "
         "the root of its load, so a ramp split over small classes shows sooner",
+    )
+
+
+class ScalerSettings(LoadEstimateSettings):
+    """Every scaler setting: the ticks and the planner, workers and replicas (the
+    prefix and checks inherited)."""
+
+    tick_interval_s: float = Field(default=1.0, gt=0, le=60, description="time between ticks")
+    planner: PlannerName = Field(
+        default="ilp", description="ilp (CP-SAT, warm-started and backed by greedy) or greedy"
+    )
+    ilp_time_limit_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="wall-clock limit of one ILP solve (about half a tick)",
+    )
+    ilp_deterministic_time: float | None = Field(
+        default=None,
+        gt=0,
+        le=600,
+        description="CP-SAT work limit (max_deterministic_time); a simulator that must replay "
+        "a run exactly sets this and a generous ilp_time_limit_s",
+    )
+    replan_tolerance: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="keep the last plan without solving again while workers and variants "
+        "are unchanged, each app's planned load is at least (1 - this) of what it was "
+        "solved for, and the plan's replicas still carry every class's load (0: only an "
+        "identical problem keeps it)",
+    )
+    replan_every_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="with replan_tolerance, solve afresh at least this often",
+    )
+    plan_routing: bool = Field(
+        default=False,
+        description="publish each tick's split of a demand class between variants, for "
+        "the gateways to deal queries as planned (off: the paper's cheapest-running rule "
+        "sends a whole class to one variant until it is Overloaded)",
     )
     cpu_hold_ticks: int = Field(default=10, ge=1, le=10_000, description="hold-down floor, CPU")
     gpu_hold_ticks: int = Field(default=20, ge=1, le=10_000, description="hold-down floor, GPU")
