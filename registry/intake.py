@@ -29,6 +29,7 @@ from queues.errors import (
     UnknownModel,
 )
 from registry.catalog import Catalog, UsageCheck
+from registry.model_info import DEFAULT_MAX_UNPACKED_BYTES, TORCH, ModelInfo
 from registry.names import HARDWARE, check_id
 from registry.registrations import (
     Registration,
@@ -41,9 +42,6 @@ from registry.store import ObjectStore
 from registry.tenancy import owner_of
 from registry.types import QUEUED, App, InputSignature, Model, Variant
 from registry.uploads import (
-    DEFAULT_MAX_UNPACKED_BYTES,
-    TORCH,
-    ModelInfo,
     check_model_fits_app,
     check_validation_set,
     inspect_model,

@@ -33,14 +33,14 @@ from typing import Any
 from queues.errors import InvalidModel
 from registry import json_limits
 from registry.archives import ArchiveRefused, copy_member, read_member, unsafe_name
-from registry.types import InputSignature
-from registry.uploads import (
+from registry.model_info import (
     DEFAULT_MAX_UNPACKED_BYTES,
     TORCH,
     ModelInfo,
     OutputInfo,
     pick_output,
 )
+from registry.types import InputSignature
 
 MODEL_NAME = "model"
 _ROOT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")

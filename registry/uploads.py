@@ -17,47 +17,19 @@ import numpy as np
 
 from queues.errors import InvalidModel, InvalidValidationSet
 from registry.archives import ArchiveRefused, npy_member, unpacked_bytes
+from registry.model_info import (
+    DEFAULT_MAX_UNPACKED_BYTES,
+    MODEL_FORMATS,
+    ONNX,
+    TORCH,
+    ModelInfo,
+    OutputInfo,
+    pick_output,
+)
+from registry.torch_programs import inspect_torch_program
 from registry.types import App, InputSignature
 
-ONNX = "onnx"
-TORCH = "torch"
-MODEL_FORMATS = (ONNX, TORCH)
-SUFFIXES = {ONNX: ".onnx", TORCH: ".pt2"}
 _ZIP_MAGIC = b"PK\x03\x04"
-_FLOAT_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16"})
-# what an uploaded archive (validation set, .pt2) may unpack to: the gateway passes its
-# upload limit (INFAAS_MAX_UPLOAD_MB), so compression buys bandwidth, not memory; this is
-# that limit's default
-DEFAULT_MAX_UNPACKED_BYTES = 512 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class OutputInfo:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]  # -1 where dynamic
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """What registration needs to know about an uploaded model."""
-
-    format: str
-    input: InputSignature  # -1 where a dimension is dynamic
-    outputs: tuple[OutputInfo, ...]
-    output_name: str
-
-    @property
-    def suffix(self) -> str:
-        return SUFFIXES[self.format]
-
-    @property
-    def output_width(self) -> int | None:
-        """Classes of a ``[batch, classes]`` output, when the model fixes them."""
-        chosen = next(o for o in self.outputs if o.name == self.output_name)
-        if len(chosen.shape) == 2 and chosen.shape[1] > 0:
-            return chosen.shape[1]
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +71,6 @@ def inspect_model(
     fmt = detect_format(path, declared)
     if fmt == ONNX:
         return inspect_onnx(path, output=output)
-    from registry.torch_programs import inspect_torch_program
-
     return inspect_torch_program(path, output=output, max_unpacked_bytes=max_unpacked_bytes)
 
 
@@ -181,23 +151,6 @@ def inspect_onnx(path: Path, *, output: str | None = None) -> ModelInfo:
         for o in model.graph.output
     )
     return ModelInfo(ONNX, signature, outputs, pick_output(outputs, output))
-
-
-def pick_output(outputs: tuple[OutputInfo, ...], wanted: str | None) -> str:
-    """The output to serve: the one named ``wanted``, else the first float output of
-    rank 2 (scores per class), as the runtimes choose it."""
-    names = ", ".join(f"{o.name} {o.dtype} {list(o.shape)}" for o in outputs) or "none"
-    if wanted:
-        if any(o.name == wanted for o in outputs):
-            return wanted
-        raise InvalidModel(f"the model has no output {wanted!r}; its outputs: {names}")
-    for candidate in outputs:
-        if candidate.dtype in _FLOAT_DTYPES and len(candidate.shape) == 2:
-            return candidate.name
-    raise InvalidModel(
-        f"the model has no float output of shape [batch, classes] ({names}); name the "
-        "output to serve with the 'output' field"
-    )
 
 
 def check_model_fits_app(info: ModelInfo, app: App) -> None:

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from queues.errors import WorkerError
+from registry.model_info import ONNX, TORCH
 from registry.names import variant_id
-from registry.uploads import ONNX, TORCH
 from workers.quantize import QUANTIZABLE_OPS, quantize_onnx_dynamic, quantize_onnx_static
 from workers.quiet import quiet_onnxruntime
 

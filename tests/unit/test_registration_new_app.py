@@ -21,10 +21,10 @@ from queues.errors import (
 )
 from registry.catalog import Catalog
 from registry.intake import NewApp, Upload, accept_upload, app_from_model
+from registry.model_info import ModelInfo, OutputInfo
 from registry.registrations import RegistrationOptions, RegistrationStore
 from registry.store import LocalStore
 from registry.types import App, InputSignature
-from registry.uploads import ModelInfo, OutputInfo
 from tests.registration_models import INPUT, Trained, sklearn_onnx
 
 WINE = App("wine", "classification", InputSignature(INPUT, "float32", (-1, 13)), num_classes=3)
