@@ -20,8 +20,9 @@ from api_gateway.responses import (
     validation_error_handler,
 )
 from api_gateway.routes import admin, apps, health, infer, jobs, oip, registration, ui
+from api_gateway.services import GatewayServices
 from api_gateway.settings import GatewaySettings
-from api_gateway.state import GatewayServices, GatewayState
+from api_gateway.state import GatewayState
 from queues.errors import InfaasError
 
 

@@ -1,54 +1,41 @@
 """The gateway's side of batch jobs: accept a submission (every check first, so a refused
-one changes nothing), record it with its chunks in one transaction, publish one task per
-chunk on the app's batch queue, and make sure some worker of the right hardware consumes
-that queue; every ``sweep_interval_s`` also publish again what went missing and finish
-jobs whose last worker died before writing the manifest.
+one changes nothing), record it with its chunks in one transaction, then hand it to the
+sweeper (``registry/jobs/sweep.py``), which publishes one task per chunk on the app's
+batch queue, makes sure some worker of the right hardware consumes that queue, and every
+``sweep_interval_s`` publishes again what went missing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from kombu import Connection
-
-from queues import topology
-from queues.depth import QueueProbe
+from api_gateway.services import GatewayServices
 from queues.errors import (
     EmptyBatch,
     InfaasError,
     InvalidRequest,
-    Unavailable,
 )
-from queues.memory_rpc import memory_connection
-from queues.settings import BrokerSettings
 from registry.jobs import Job, JobStore, NewJob, new_job_id
 from registry.jobs.buckets import check_job_bucket
 from registry.jobs.chunking import ChunkPlan, InputObject, chunk_priority, plan_chunks
 from registry.jobs.locations import Location, parse_location
-from registry.jobs.messages import batch_queue_options, send_chunks
 from registry.jobs.objects import (
     check_output_writable,
     check_upload,
     discover_inputs,
-    finalize_job,
     store_for,
     upload_location,
 )
 from registry.jobs.records import request_fingerprint
-from registry.jobs.recovery import chunks_to_republish
-from registry.jobs.settings import JobSettings
+from registry.jobs.sweep import JobSweeper
 from registry.jobs.variant_choice import JobNeeds, JobOption, choose_variant
+from registry.livestate import LiveSnapshot
 from registry.store import ObjectStore
 from registry.types import READY, App, utcnow
-
-if TYPE_CHECKING:
-    from api_gateway.state import GatewayState
 
 log = logging.getLogger(__name__)
 
@@ -84,39 +71,32 @@ class Submission:
         )
 
 
-def _probe_connector(broker: BrokerSettings) -> Any:
-    if broker.embedded:
-        return lambda: memory_connection(broker.url)
-    return lambda: Connection(broker.url, connect_timeout=5)
-
-
 class JobDispatcher:
-    def __init__(self, state: GatewayState, settings: JobSettings | None = None) -> None:
-        self._state = state
-        self.settings = settings or JobSettings()
-        self.jobs = JobStore(state.services.catalog)
-        self._swept_at = 0.0
+    """Submissions (run in a thread); ``live`` returns the gateway's newest snapshot of
+    the live workers."""
 
-    # -- submission (runs in a thread)
-
-    def _tools(self) -> tuple[ObjectStore, Any]:
-        services = self._state.services
-        if services.store is None or services.celery is None:
-            raise Unavailable(
-                "this gateway has no object store or task queue for batch jobs; start it "
-                "with `infaas gateway` or `infaas demo`"
-            )
-        return services.store, services.celery
+    def __init__(
+        self,
+        services: GatewayServices,
+        live: Callable[[], LiveSnapshot],
+    ) -> None:
+        self._catalog = services.catalog
+        self._live = live
+        self.settings = services.jobs
+        self.jobs = JobStore(services.catalog)
+        self.sweeper = JobSweeper(
+            self.jobs, services.broker, services.store, services.celery, live, self.settings
+        )
 
     def submit(self, sub: Submission) -> tuple[Job, bool]:
         """Check everything, record the job, publish its chunks; (job, replayed)."""
-        store, _celery = self._tools()
+        store, _celery = self.sweeper.tools()
         fingerprint = sub.fingerprint()
         if sub.idempotency_key is not None:
             found = self.jobs.replay(sub.tenant, sub.idempotency_key, fingerprint)
             if found is not None:
                 return found, True
-        app = self._state.services.catalog.get_app(sub.app)
+        app = self._catalog.get_app(sub.app)
         now = utcnow()
         if sub.deadline is not None and sub.deadline <= now:
             raise InvalidRequest(
@@ -158,8 +138,8 @@ class JobDispatcher:
         if replayed:
             self._drop_upload(store, new)
             return job, True
-        self.publish(job, [c.index for c in plan])
-        self.ensure_consumers(job.app, job.hardware)
+        self.sweeper.publish(job, [c.index for c in plan])
+        self.sweeper.ensure_consumers(job.app, job.hardware)
         return job, False
 
     def _inputs(
@@ -192,8 +172,8 @@ class JobDispatcher:
 
     def _choose(self, app: str, plan: list[ChunkPlan], sub: Submission, now: datetime) -> JobOption:
         """The variant, among the app's ready ones whose hardware has a live worker."""
-        variants = self._state.services.catalog.list_variants(app_id=app, status=READY)
-        live_hardware = frozenset(w.hardware for w in self._state.live_snapshot.workers.values())
+        variants = self._catalog.list_variants(app_id=app, status=READY)
+        live_hardware = frozenset(w.hardware for w in self._live().workers.values())
         needs = JobNeeds(
             items=sum(c.items for c in plan),
             chunks=len(plan),
@@ -229,106 +209,3 @@ class JobDispatcher:
             store_for(store, job.input).delete_prefix(job.input.folder())
         except InfaasError as exc:
             log.warning("could not remove the upload of job %s: %s", job.id, exc.message)
-
-    def publish(self, job: Job, indices: list[int]) -> None:
-        """Publish chunk tasks and record it; a failure is logged (the sweeper publishes
-        what was recorded and never published)."""
-        _store, celery = self._tools()
-        prefix = self._state.services.broker.queue_prefix
-        try:
-            sent = send_chunks(celery, prefix, job.app, job.id, indices, priority=job.priority)
-        except Exception as exc:
-            log.warning("publishing chunks of job %s failed, the sweeper retries: %s", job.id, exc)
-            return
-        self.jobs.mark_published(job.id, sent)
-
-    def ensure_consumers(self, app: str, hardware: str) -> None:
-        """When nobody consumes the app's batch queue, ask the live workers of the job's
-        hardware to (workers started before the app existed do not yet)."""
-        broker = self._state.services.broker
-        queue = topology.batch_queue(broker.queue_prefix, app)
-        probe = QueueProbe(_probe_connector(broker))
-        try:
-            depth = probe.depth(queue)
-        except InfaasError as exc:
-            log.warning("cannot read the consumers of %s: %s", queue, exc.message)
-            depth = None
-        finally:
-            probe.close()
-        if depth is not None and depth.consumers > 0:
-            return
-        names = sorted(
-            w.celery_name
-            for w in self._state.live_snapshot.workers.values()
-            if w.hardware == hardware and w.celery_name
-        )
-        if not names:
-            return
-        options = batch_queue_options(broker.queue_prefix, app)
-        try:
-            self._state.services.celery.control.add_consumer(
-                queue,
-                exchange=options.pop("exchange"),
-                exchange_type=options.pop("exchange_type"),
-                routing_key=options.pop("routing_key"),
-                options=options,
-                destination=names,
-                reply=False,
-            )
-        except Exception as exc:
-            log.warning("could not ask workers to consume %s: %s", queue, exc)
-
-    # -- the sweeper
-
-    async def tick(self) -> None:
-        """Sweep when it is due (called from the gateway's refresh loop)."""
-        services = self._state.services
-        if services.store is None or services.celery is None:
-            return  # this gateway serves no batch jobs
-        now = time.monotonic()
-        if now - self._swept_at < self.settings.sweep_interval_s:
-            return
-        self._swept_at = now
-        try:
-            await asyncio.to_thread(self.sweep)
-        except Exception:
-            log.exception("sweeping batch jobs failed")
-
-    def sweep(self) -> dict[str, Any]:
-        """Finish jobs whose chunks are all done, and publish again the chunks whose
-        message went missing; returns what it did."""
-        store, _celery = self._tools()
-        jobs, chunks, complete = self.jobs.unfinished()
-        finished = [job_id for job_id in complete if finalize_job(self.jobs, store, job_id)]
-        by_id = {j.id: j for j in jobs}
-        ready = self._ready_by_app({by_id[c.job_id].app for c in chunks})
-        alive = frozenset(self._state.live_snapshot.workers)
-        due = chunks_to_republish(
-            chunks,
-            now=utcnow(),
-            queue_ready={job_id: ready.get(job.app) for job_id, job in by_id.items()},
-            alive=alive,
-            settings=self.settings,
-        )
-        for job_id, indices in due.items():
-            log.warning("job %s: publishing chunks %s again", job_id, indices)
-            self.publish(by_id[job_id], indices)
-        for app, hardware in sorted({(j.app, j.hardware) for j in jobs if not j.finished}):
-            self.ensure_consumers(app, hardware)
-        return {"finished": finished, "republished": due}
-
-    def _ready_by_app(self, apps: set[str]) -> dict[str, int | None]:
-        broker = self._state.services.broker
-        probe = QueueProbe(_probe_connector(broker))
-        ready: dict[str, int | None] = {}
-        try:
-            for app in sorted(apps):
-                try:
-                    depth = probe.depth(topology.batch_queue(broker.queue_prefix, app))
-                except InfaasError:
-                    ready[app] = None
-                    continue
-                ready[app] = depth.messages if depth is not None else 0
-        finally:
-            probe.close()
-        return ready

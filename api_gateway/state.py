@@ -10,15 +10,15 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from api_gateway.accounting import Accounting
 from api_gateway.history import LoadHistory
 from api_gateway.jobs_dispatch import JobDispatcher
 from api_gateway.keyring import KeyRing
 from api_gateway.metrics import GatewayMetrics
-from api_gateway.quotas import MemoryQueryCounter, QueryCounter, Quotas
+from api_gateway.quotas import MemoryQueryCounter, Quotas
+from api_gateway.services import GatewayServices
 from api_gateway.settings import GatewaySettings
 from queues.errors import (
     DeadlineExceeded,
@@ -29,36 +29,19 @@ from queues.errors import (
     NoWorker,
 )
 from queues.heap import settle_heap
-from queues.rpc import QueryClient
-from queues.settings import BrokerSettings
 from registry import live_docs
 from registry.audit import AuditLog
-from registry.catalog import Catalog
 from registry.keys import KeyStore
 from registry.live_docs import DemandDoc, LoadFailure, LoadRequest, PlanHeader
-from registry.livestate import LiveSnapshot, LiveState, now_ms
+from registry.livestate import LiveSnapshot, now_ms
 from registry.registration_sweep import RegistrationSweeper
 from registry.routing import Routes
 from registry.selector import Decision, Requirements, SelectorIndex, select
-from registry.store import ObjectStore
 from registry.types import CatalogSnapshot
 
 log = logging.getLogger(__name__)
 PUBLISH_INTERVAL_S = 1.0
 WAIT_POLL_S = 0.05  # how often a query waiting for its variant to load looks again
-
-
-@dataclass
-class GatewayServices:
-    """What the gateway talks to, built by the caller (CLI, embedded runner, tests)."""
-
-    broker: BrokerSettings
-    catalog: Catalog
-    live: LiveState
-    client: QueryClient
-    store: ObjectStore | None = None
-    celery: Any = None  # the Celery app, to send registration and batch-job tasks
-    query_counter: QueryCounter | None = None  # quotas' buckets; None: in this process
 
 
 class GatewayState:
@@ -92,7 +75,7 @@ class GatewayState:
         self.accounting = Accounting()
         self.history = LoadHistory()  # the console's last hour, sampled by the refresh loop
         self._published_at = 0.0
-        self.jobs = JobDispatcher(self)
+        self.jobs = JobDispatcher(services, lambda: self.live_snapshot)
         self.registrations = RegistrationSweeper(services.catalog, services.broker, services.celery)
         self.keys = KeyRing(KeyStore(services.catalog))
         self.audit = AuditLog(services.catalog)
@@ -126,7 +109,7 @@ class GatewayState:
             except Exception:  # keep serving on the last good snapshots
                 log.exception("refreshing the gateway's snapshots failed")
             self.history.sample(self.accounting.apps, time.time())
-            await self.jobs.tick()
+            await self.jobs.sweeper.tick()
             await self.registrations.tick()
 
     async def refresh(self, *, force: bool = False) -> None:

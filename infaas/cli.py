@@ -150,7 +150,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     run_worker(
         services.broker,
         settings,
-        WorkerServices(services.broker, services.catalog, services.store, services.live, cache),
+        WorkerServices(
+            services.broker,
+            services.catalog,
+            services.store,
+            services.live,
+            cache,
+            services.prices,
+            jobs=services.registry.jobs,
+        ),
         loglevel=args.loglevel,
     )
     return 0

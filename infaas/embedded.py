@@ -46,6 +46,8 @@ class LocalStack:
                     store=services.store,
                     live=services.live,
                     cache_dir=cache,
+                    prices=services.prices,
+                    jobs=services.registry.jobs,
                 ),
             )
         self.app = create_app(self.gateway_settings, gateway_services(services))

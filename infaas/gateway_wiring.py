@@ -4,7 +4,7 @@ and the embedded runner."""
 from __future__ import annotations
 
 from api_gateway.quotas import open_query_counter
-from api_gateway.state import GatewayServices
+from api_gateway.services import GatewayServices
 from infaas.services import Services
 from queues.celery_app import create_celery_app
 from queues.rpc import create_query_client
@@ -23,4 +23,5 @@ def gateway_services(services: Services) -> GatewayServices:
         query_counter=open_query_counter(
             services.registry.state_url, prefix=services.registry.state_prefix
         ),
+        jobs=services.registry.jobs,
     )

@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kombu import Connection
-
 from queues import topology
+from queues.broker_admin import broker_connection
 from queues.depth import QueueProbe
 from queues.errors import InfaasError
-from queues.memory_rpc import memory_connection
 from queues.settings import BrokerSettings
 from registry.catalog import Catalog
 from registry.registrations import REGISTER_TASK, QueuedTask, RegistrationStore
@@ -124,12 +122,6 @@ def send_registration_task(celery: Any, prefix: str, registration_id: str, hardw
     )
 
 
-def _connector(broker: BrokerSettings) -> Callable[[], Connection]:
-    if broker.embedded:
-        return lambda: memory_connection(broker.url)
-    return lambda: Connection(broker.url, connect_timeout=5)
-
-
 class RegistrationSweeper:
     """Reads the queued tasks and their control queues, decides, acts (the gateway's)."""
 
@@ -191,7 +183,8 @@ class RegistrationSweeper:
         return plan
 
     def _control_ready(self, hardware: set[str]) -> dict[str, int | None]:
-        probe = QueueProbe(_connector(self._broker))
+        broker = self._broker
+        probe = QueueProbe(lambda: broker_connection(broker))
         ready: dict[str, int | None] = {}
         try:
             for hw in sorted(hardware):

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry.jobs.settings import JobSettings
 from registry.pricing import PriceTable
 
 DEFAULT_HOME = "~/.infaas"
@@ -42,6 +43,8 @@ class RegistrySettings(BaseSettings):
     prices_file: Path | None = Field(default=None, description="JSON price table")
     cpu_instance: str = "m5.2xlarge"
     gpu_instance: str = "p3.2xlarge"
+    # batch jobs (``INFAAS_JOB_*``): read with these, once, by the gateway and the workers
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     @field_validator("home")
     @classmethod

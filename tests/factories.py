@@ -154,7 +154,8 @@ def gateway_state(home: Path, settings: GatewaySettings) -> GatewayState:
     """A gateway's in-memory state on services with no broker (memory live state and a
     catalog under ``home``): what the gateway does between queries, without a network."""
     from api_gateway.metrics import GatewayMetrics
-    from api_gateway.state import GatewayServices, GatewayState
+    from api_gateway.services import GatewayServices
+    from api_gateway.state import GatewayState
     from infaas.services import open_services
     from queues.rpc import create_query_client
     from queues.settings import BrokerSettings

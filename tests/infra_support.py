@@ -178,6 +178,8 @@ def setting_fields() -> dict[str, SettingField]:
     for cls in settings_classes():
         prefix = str(cls.model_config.get("env_prefix", ""))
         for name, info in cls.model_fields.items():
+            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseSettings):
+                continue  # nested: its own class reads its own variables
             names = [f"{prefix}{name}".upper()]
             if isinstance(info.validation_alias, str):
                 names.append(info.validation_alias.upper())

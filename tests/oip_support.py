@@ -14,8 +14,8 @@ import numpy as np
 from fastapi import FastAPI
 
 from api_gateway.app import create_app
+from api_gateway.services import GatewayServices
 from api_gateway.settings import GatewaySettings
-from api_gateway.state import GatewayServices
 from queues.messages import Query, Reply
 from registry.livestate import ACTIVE
 from registry.types import App, InputSignature, Model

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,9 @@ from queues.errors import ConfigError, InfaasError
 from queues.memory_rpc import memory_connection
 from queues.settings import BrokerSettings
 from registry.catalog import Catalog
+from registry.jobs.settings import JobSettings
 from registry.livestate import LiveState
+from registry.pricing import PriceTable
 from registry.store import ObjectStore
 from registry.types import READY
 from workers.loader import Loader
@@ -51,6 +53,8 @@ class WorkerServices:
     store: ObjectStore
     live: LiveState
     cache_dir: Path
+    prices: PriceTable  # this worker's instance and its price, for the variants it builds
+    jobs: JobSettings = field(default_factory=JobSettings)  # read once, with the registry's
 
 
 def make_worker_id(hardware: str) -> str:
@@ -130,6 +134,7 @@ class VariantServerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             cores=settings.core_count(),
             connect=broker_connector(services.broker),
             interval_s=settings.monitor_interval_s,
+            state_settings=settings.states,
             celery_name=str(getattr(worker, "hostname", "")),
             loads_on_demand=settings.load_on_demand,
         )

@@ -17,7 +17,6 @@ from celery import bootsteps
 from queues import topology
 from queues.errors import ConfigError, InfaasError
 from registry.jobs.messages import CHUNK_TASK, batch_queue_options
-from registry.jobs.settings import JobSettings
 from registry.types import READY
 from workers.jobs import ChunkRunner
 
@@ -99,7 +98,7 @@ def register_job_tasks(app: Any) -> None:
                 hardware=server.hardware,
                 queue_prefix=services.broker.queue_prefix,
                 celery=celery_app,
-                settings=JobSettings(),
+                settings=services.jobs,
             )
             setattr(celery_app, RUNNER_ATTRIBUTE, runner)
             return runner

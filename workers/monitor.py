@@ -40,7 +40,7 @@ class Monitor:
         connect: Callable[[], Connection],
         interval_s: float = 1.0,
         celery_name: str = "",
-        state_settings: StateSettings | None = None,
+        state_settings: StateSettings,
         loads_on_demand: bool = True,
     ) -> None:
         self._server = server
@@ -49,7 +49,7 @@ class Monitor:
         self._interval_s = interval_s
         self._celery_name = celery_name
         self._loads_on_demand = loads_on_demand
-        self._states = state_settings or StateSettings()
+        self._states = state_settings
         self._probe = QueueProbe(connect)
         self._process = psutil.Process()
         self._process.cpu_percent()  # start the CPU-time window

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.states import StateSettings
+
 
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFAAS_WORKER_", extra="ignore")
@@ -27,6 +29,10 @@ class WorkerSettings(BaseSettings):
         "runs; workers.loader); off: only what it is told to load",
     )
     monitor_interval_s: float = Field(default=1.0, gt=0, le=60)
+    states: StateSettings = Field(
+        default_factory=StateSettings,
+        description="the variant state machine's thresholds (INFAAS_STATE_*), read once here",
+    )
     cache_dir: Path | None = Field(default=None, description="local artifact cache")
     max_prefetch: int = Field(default=256, ge=1, le=10_000)
     batch_cap: int = Field(

@@ -16,7 +16,6 @@ from celery import bootsteps
 
 from queues.errors import ConfigError, InfaasError
 from registry.registrations import REGISTER_TASK
-from registry.settings import RegistrySettings
 from workers.registration_task import BuildContext, run_registration
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ def register_tasks(app: Any) -> None:
         context = BuildContext(
             catalog=services.catalog,
             store=services.store,
-            prices=RegistrySettings().price_table(),  # this worker's instance and prices
+            prices=services.prices,
             hardware=hardware,
             worker=server.worker_id,
         )

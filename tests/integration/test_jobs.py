@@ -423,7 +423,7 @@ def test_a_job_its_gateway_never_published_is_published_by_the_sweeper(
             .where(ChunkRow.job_id == job.id)
             .values(created_at=utcnow() - timedelta(minutes=1))
         )
-    swept = stack.gateway.app.state.infaas.jobs.sweep()
+    swept = stack.gateway.app.state.infaas.jobs.sweeper.sweep()
     assert swept["republished"] == {job.id: [0, 1, 2]}
     status = stack.client.wait_for_job(job.id, timeout_s=120, poll_s=0.2)
     assert status["status"] == JOB_SUCCEEDED, status["errors"]

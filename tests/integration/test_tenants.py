@@ -20,8 +20,9 @@ import pytest
 
 from api_gateway.app import create_app
 from api_gateway.quotas import RedisQueryCounter
+from api_gateway.services import GatewayServices
 from api_gateway.settings import GatewaySettings, QuotaLimits
-from api_gateway.state import GatewayServices, GatewayState
+from api_gateway.state import GatewayState
 from infaas.services import Services, open_services
 from queues.celery_app import create_celery_app
 from queues.rpc import create_query_client
