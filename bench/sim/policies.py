@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from bench.sim.engine import Decide, SimSettings, Simulation
 from bench.sim.profiles import AppSpec
+from bench.sim.settings import isolated
 from registry.types import CatalogSnapshot, Variant
 from scaler.policy import Plan, ScalerState, decide, decide_replicate_only
 from scaler.settings import ScalerSettings
@@ -50,7 +51,8 @@ def scaler_settings(policy: str, sim: SimSettings) -> ScalerSettings:
     the simulated fleet's sizes, and for ``ours`` the ILP with a deterministic work
     limit so a run replays exactly, and without the paper's reactive worker rules."""
     ours = policy == "ours"
-    return ScalerSettings(
+    return isolated(
+        ScalerSettings,
         planner="ilp" if ours else "greedy",
         ilp_deterministic_time=0.05 if ours else None,
         # the work limit ends a solve in about 0.2 s here (0.71 s at most, beside

@@ -15,6 +15,7 @@ import numpy as np
 from bench.sim.engine import SimSettings, Simulation
 from bench.sim.policies import autoscaled, decider_of, place_static, scaler_settings, static_fleet
 from bench.sim.profiles import World
+from bench.sim.settings import isolated
 from bench.sim.workload import Arrivals
 from registry.pricing import PriceTable
 from registry.selector import Requirements
@@ -86,7 +87,7 @@ def run_policy(
     class_of = rng.choice(len(classes), size=len(times), p=shares)
     sim = Simulation(
         world, times, class_of, classes, prices=sim_prices(), settings=sim_settings,
-        states=StateSettings(), seed=seed,
+        states=isolated(StateSettings), seed=seed,
     )  # fmt: skip
     duration = warmup_s + arrivals.duration_s
     started = time.perf_counter()
@@ -137,7 +138,7 @@ def with_overrides(settings: ScalerSettings, overrides: Mapping[str, Any]) -> Sc
         raise ValueError(f"unknown scaler settings {unknown}; see scaler/settings.py")
     if not overrides:
         return settings
-    return ScalerSettings(**{**settings.model_dump(), **overrides})
+    return isolated(ScalerSettings, **{**settings.model_dump(), **overrides})
 
 
 def ratios(results: dict[str, dict[str, Any]], ours: str = "ours") -> dict[str, Any]:
