@@ -12,7 +12,8 @@ lost. So when the connection drops, every query in flight is sent again on the n
 connection (a model-less query only reads, running it twice is harmless), and new
 queries wait for that connection, both within ``broker_reconnect_grace_s`` of the drop
 and the query's own deadline; past that they are answered 503 broker_unavailable at
-once (a broker that is down, not a connection dropped).
+once (a broker that is down, not a connection dropped). The connection and its recovery
+are :class:`queues.amqp_link.QueryLink`'s.
 
 Queries for one variant that reach the gateway together leave as one message
 (:mod:`queues.packing`; ``edge_batch_rows``, ``edge_batch_window_ms``): they are held
@@ -23,17 +24,16 @@ what is left of their objective), so a lone query waits for nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from typing import Any
 
-from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
 
-from queues.amqp_channel import DIRECT_REPLY_TO, ChannelHandlers, open_query_connection
+from queues.amqp_channel import DIRECT_REPLY_TO
+from queues.amqp_link import ConnectionLost, LinkCallbacks, QueryLink
 from queues.confirms import PublishConfirms
 from queues.errors import BrokerUnavailable, DeadlineExceeded, QueueFull
 from queues.messages import (
@@ -56,140 +56,44 @@ EXPIRY_GRACE_S = 0.2
 MAX_SENDS = 3  # a query sent on this many connections, each of them lost, is refused
 
 
-class ConnectionLost(BrokerUnavailable):
-    """The connection a query was sent on dropped before its reply came: its reply
-    address died with it. :meth:`AmqpQueryClient.call` sends the query again."""
-
-
-def reconnect_wait_s(*, now: float, lost_at: float | None, grace_s: float, give_up: float) -> float:
-    """How long a query may still wait for the broker connection to come back: until
-    ``grace_s`` after it was lost and never past the query's own ``give_up`` time; 0
-    while connected (``lost_at`` None) or once the outage is older than the grace (the
-    broker is down: refuse at once rather than hold every query)."""
-    if lost_at is None:
-        return 0.0
-    return max(0.0, min(lost_at + grace_s, give_up) - now)
-
-
 class AmqpQueryClient:
     def __init__(self, settings: BrokerSettings) -> None:
         self._settings = settings
-        # explicit parameters from the one URL parser: pika's own reads `//` as vhost ""
-        self._params = settings.amqp().pika_parameters(
-            heartbeat_s=settings.broker_heartbeat_s, socket_timeout_s=5, connection_attempts=1
-        )
-        self._prefix = settings.queue_prefix
-        self._connection: AsyncioConnection | None = None
-        self._channel: Channel | None = None
         self._pending = PendingReplies()
         self._confirms = PublishConfirms()
-        self._closing = False
-        self._reconnect_task: asyncio.Task[None] | None = None
         self._expired_answered = 0
-        self._lost_at: float | None = None  # loop time the connection was lost; None: up
-        self._connected = asyncio.Event()
         self._outbox = Outbox(settings.edge_batch_rows)
         self._packs = Packs()
         self._flush_handle: asyncio.Handle | None = None
         self.messages_sent = 0  # query messages published (a packed one counts once)
         self.queries_sent = 0  # queries published in them
+        self._link = self._open_link(
+            LinkCallbacks(
+                on_return=self._on_return,
+                on_confirm=self._on_confirm,
+                on_reply=self._on_reply,
+                on_expired=self._on_expired,
+                on_connected=self._confirms.reset,
+                on_lost=self._fail_all,
+            )
+        )
+
+    def _open_link(self, callbacks: LinkCallbacks) -> QueryLink:
+        return QueryLink(self._settings, callbacks)
 
     @property
     def connected(self) -> bool:
-        return self._channel is not None and self._channel.is_open
+        return self._link.channel is not None
 
     @property
     def expired_answered(self) -> int:
         return self._expired_answered
 
-    # -- connection lifecycle -------------------------------------------------------
-
     async def start(self) -> None:
-        """Connect; if the broker is down, keep retrying in the background (queries get
-        503 broker_unavailable meanwhile) rather than refusing to start."""
-        self._closing = False
-        try:
-            await self._connect()
-        except BrokerUnavailable as exc:
-            log.warning("%s; retrying in the background", exc.message)
-            self._lost_at = asyncio.get_running_loop().time()
-            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
-
-    async def _connect(self) -> None:
-        handlers = ChannelHandlers(
-            on_connection_closed=self._on_connection_closed,
-            on_channel_closed=self._on_channel_closed,
-            on_return=self._on_return,
-            on_confirm=self._on_confirm,
-            on_reply=self._on_reply,
-            on_expired=self._on_expired,
-        )
-        connection, opened = open_query_connection(
-            self._params, handlers, prefix=self._prefix, broker=self._settings.redacted_url()
-        )
-        self._connection = connection
-        try:
-            self._channel = await asyncio.wait_for(opened, timeout=10)
-        except TimeoutError as exc:
-            with contextlib.suppress(Exception):
-                connection.close()
-            raise BrokerUnavailable(
-                f"the broker at {self._settings.redacted_url()} did not answer in 10 s"
-            ) from exc
-        self._confirms.reset()
-        self._lost_at = None
-        self._connected.set()
+        await self._link.start()
 
     async def close(self) -> None:
-        self._closing = True
-        if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
-        self._fail_all(BrokerUnavailable("the gateway is shutting down"))
-        if self._connection is not None and not self._connection.is_closed:
-            closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-            def on_closed(*_args: object) -> None:
-                if not closed.done():
-                    closed.set_result(None)
-
-            self._connection.add_on_close_callback(on_closed)
-            self._connection.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closed, timeout=5)
-        self._channel = None
-
-    def _on_channel_closed(self, _channel: Channel, reason: BaseException) -> None:
-        self._lost()
-        self._fail_all(ConnectionLost(f"the broker channel closed: {reason}"))
-        if self._connection is not None and self._connection.is_open:
-            self._connection.close()
-
-    def _on_connection_closed(self, _conn: AsyncioConnection, reason: BaseException) -> None:
-        self._lost()
-        self._fail_all(ConnectionLost(f"lost the broker connection: {reason}"))
-        if not self._closing and self._reconnect_task is None:
-            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        delay_s = 0.2
-        try:
-            while not self._closing:
-                await asyncio.sleep(delay_s)
-                try:
-                    await self._connect()
-                    log.info("reconnected to the broker")
-                    return
-                except BrokerUnavailable as exc:
-                    log.warning("broker still unavailable: %s", exc.message)
-                    delay_s = min(delay_s * 2, 5.0)
-        finally:
-            self._reconnect_task = None
-
-    def _lost(self) -> None:
-        self._channel = None
-        self._connected.clear()
-        if self._lost_at is None:
-            self._lost_at = asyncio.get_running_loop().time()
+        await self._link.close()
 
     def _fail_all(self, error: Exception) -> None:
         self._confirms.clear()
@@ -207,7 +111,7 @@ class AmqpQueryClient:
         correlation_id = query.request_id or uuid.uuid4().hex
         lost = ConnectionLost("no connection")
         for _send in range(MAX_SENDS):
-            channel = await self._channel_by(give_up)
+            channel = await self._link.channel_by(give_up)
             try:
                 return await self._send(
                     channel, queue, query, correlation_id, give_up, timeout_s, pack_rows
@@ -216,26 +120,6 @@ class AmqpQueryClient:
                 lost = exc
                 log.debug("query %s lost with its connection, sent again", correlation_id)
         raise BrokerUnavailable(f"{lost.message}; lost {MAX_SENDS} times in a row, retry shortly")
-
-    async def _channel_by(self, give_up: float) -> Channel:
-        """The open channel, waiting for a reconnect in progress (:func:`reconnect_wait_s`)."""
-        if self._channel is None or not self._channel.is_open:
-            loop = asyncio.get_running_loop()
-            wait_s = reconnect_wait_s(
-                now=loop.time(),
-                lost_at=self._lost_at,
-                grace_s=self._settings.broker_reconnect_grace_s,
-                give_up=give_up,
-            )
-            if wait_s > 0 and not self._closing:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._connected.wait(), timeout=wait_s)
-        channel = self._channel
-        if channel is None or not channel.is_open:
-            raise BrokerUnavailable(
-                f"not connected to the broker at {self._settings.redacted_url()}; retry shortly"
-            )
-        return channel
 
     async def _send(
         self,
@@ -280,7 +164,7 @@ class AmqpQueryClient:
         try:
             self._publish(channel, queue, body, props, cid, mandatory=True)
         except AMQPError as exc:  # the channel or connection is closing under us
-            self._lost()
+            self._link.lost()
             raise ConnectionLost(f"the broker connection is closing: {exc!r}") from exc
         self.messages_sent += 1
         self.queries_sent += query.count
@@ -315,8 +199,8 @@ class AmqpQueryClient:
     def _send_waiting(self, waiting: list[Waiting]) -> None:
         first = waiting[0]
         try:
-            channel = self._channel
-            if channel is None or not channel.is_open:
+            channel = self._link.channel
+            if channel is None:
                 raise ConnectionLost("the broker connection dropped before the query left")
             if len(waiting) == 1:
                 self._publish_query(channel, first.queue, first.query, first.correlation_id)

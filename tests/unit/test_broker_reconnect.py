@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from queues.amqp_rpc import AmqpQueryClient, reconnect_wait_s
+from queues.amqp_link import LinkCallbacks, QueryLink, reconnect_wait_s
+from queues.amqp_rpc import AmqpQueryClient
 from queues.errors import BrokerUnavailable
 from queues.messages import Query, Reply, now_ms
 from queues.settings import BrokerSettings
@@ -64,25 +65,49 @@ class FakeChannel:
         self.published.append((routing_key, props))
 
 
-class FakeClient(AmqpQueryClient):
-    """The query client with each (re)connect handing it a fresh fake channel."""
+class FakeLink(QueryLink):
+    """The broker link with each (re)connect handing it a fresh fake channel."""
 
-    def __init__(self, settings: BrokerSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: BrokerSettings, callbacks: LinkCallbacks) -> None:
+        super().__init__(settings, callbacks)
         self.channels: list[FakeChannel] = []
 
     async def _connect(self) -> None:
         channel = FakeChannel()
         self.channels.append(channel)
-        self._channel = channel
-        self._lost_at = None
-        self._connected.set()
+        self.opened(channel)
 
     def drop(self) -> None:
         """As pika reports a connection the broker closed."""
         if self.channels:
             self.channels[-1].is_open = False
         self._on_connection_closed(None, ConnectionResetError("closed by the broker"))
+
+
+class DownLink(FakeLink):
+    """A broker that stays down: every reconnect fails."""
+
+    async def _connect(self) -> None:
+        if self.channels:
+            raise BrokerUnavailable("cannot reach the broker")
+        await super()._connect()
+
+
+class FakeClient(AmqpQueryClient):
+    """The query client on a fake link."""
+
+    link_class: type[FakeLink] = FakeLink
+
+    def _open_link(self, callbacks: LinkCallbacks) -> QueryLink:
+        self.link = self.link_class(self._settings, callbacks)
+        return self.link
+
+    @property
+    def channels(self) -> list[FakeChannel]:
+        return self.link.channels
+
+    def drop(self) -> None:
+        self.link.drop()
 
     def answer(self, channel: FakeChannel, index: int = -1) -> None:
         props = channel.published[index][1]
@@ -136,12 +161,9 @@ def test_a_query_sent_while_reconnecting_waits_for_the_connection() -> None:
 
 
 class DownClient(FakeClient):
-    """A broker that stays down: every reconnect fails."""
+    """The query client on a broker that stays down after its first connection."""
 
-    async def _connect(self) -> None:
-        if self.channels:
-            raise BrokerUnavailable("cannot reach the broker")
-        await super()._connect()
+    link_class = DownLink
 
 
 def test_a_broker_down_past_the_grace_refuses_at_once_not_at_the_deadline() -> None:
