@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.live_docs import ClassDemand, RequirementClass
-from registry.pricing import MS_PER_HOUR as MS_PER_HOUR  # noqa: PLC0414 (for the query route)
 
 # bucket i holds latencies in (EDGES[i-1], EDGES[i]]; 0.02 ms .. 120 s, ~5 % apart
 EDGES_MS: tuple[float, ...] = tuple(0.02 * 1.05**i for i in range(321))

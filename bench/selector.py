@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from registry.livestate import LiveSnapshot, VariantLoad, WorkerReport
-from registry.pricing import MS_PER_HOUR
+from registry.pricing import usd_for
 from registry.selector import Requirements, SelectorIndex, select
 from registry.types import App, CatalogSnapshot, InputSignature, Model, Profile, Variant
 
@@ -86,7 +86,7 @@ def brute_force(catalog: CatalogSnapshot, running: set[str], req: Requirements) 
             continue
         if req.latency_ms is not None and latency > req.latency_ms:
             continue
-        cost = variant.cost_per_hour * latency / req.batch / MS_PER_HOUR
+        cost = usd_for(variant.cost_per_hour, latency / req.batch)
         if best is None or (cost, variant.id) < best:
             best = (cost, variant.id)
     return best[1] if best else None

@@ -32,7 +32,7 @@ from queues.errors import (
 )
 from registry.live_docs import class_key
 from registry.livestate import HEALTHY_STATES, LOADING, OVERLOADED, LiveSnapshot
-from registry.pricing import MS_PER_HOUR
+from registry.pricing import usd_for
 from registry.routing import RoundRobin, Routes
 from registry.types import CatalogSnapshot, Variant
 
@@ -73,7 +73,7 @@ class Entry:
         return profile.predict_latency_ms(batch) if profile is not None else float("inf")
 
     def cost_per_query_usd(self, batch: int) -> float:
-        return self.cost_per_hour * self.latency_ms(batch) / batch / MS_PER_HOUR
+        return usd_for(self.cost_per_hour, self.latency_ms(batch) / batch)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ import numpy as np
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from api_gateway.accounting import MS_PER_HOUR
 from api_gateway.deps import State, Tenant
 from api_gateway.inputs import check_batch_size, to_batch
 from api_gateway.json_body import JSONBodyRoute
@@ -28,6 +27,7 @@ from queues.errors import (
 )
 from queues.messages import Query as QueryMessage
 from queues.messages import now_ms
+from registry.pricing import usd_for
 from registry.selector import Decision, Requirements
 from registry.tenancy import DEFAULT_NAMESPACE, Namespace
 
@@ -262,7 +262,7 @@ async def _dispatch(
         state.metrics.slo_misses.labels(*labels).inc()
     accuracy = variant.profile.accuracy if variant.profile is not None else 0.0
     share = len(batch) / max(reply.batch_size, len(batch))
-    cost_usd = variant.cost_per_hour * reply.model_ms * share / MS_PER_HOUR
+    cost_usd = usd_for(variant.cost_per_hour, reply.model_ms * share)
     state.metrics.cost_usd.labels(*labels).inc(cost_usd)
     state.metrics.accuracy_delivered.labels(*labels).inc(accuracy)
     state.accounting.answered(

@@ -32,6 +32,23 @@ def batch_queue_options(prefix: str, app: str) -> dict[str, Any]:
     }
 
 
+def add_batch_consumer(
+    control: Any, prefix: str, app: str, destination: list[str], **reply: Any
+) -> Any:
+    """Ask the Celery workers named in ``destination`` to consume the app's batch queue
+    (``reply``: Celery's ``reply=``, ``timeout=``; its replies, or None without)."""
+    options = batch_queue_options(prefix, app)
+    return control.add_consumer(
+        topology.batch_queue(prefix, app),
+        exchange=options.pop("exchange"),
+        exchange_type=options.pop("exchange_type"),
+        routing_key=options.pop("routing_key"),
+        options=options,
+        destination=destination,
+        **reply,
+    )
+
+
 def batch_kombu_queue(prefix: str, app: str) -> Queue:
     name = topology.batch_queue(prefix, app)
     return Queue(

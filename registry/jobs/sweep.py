@@ -25,7 +25,7 @@ from queues.broker_admin import broker_connection
 from queues.depth import QueueProbe
 from queues.errors import InfaasError, Unavailable
 from queues.settings import BrokerSettings
-from registry.jobs.messages import batch_queue_options, send_chunks
+from registry.jobs.messages import add_batch_consumer, send_chunks
 from registry.jobs.objects import finalize_job
 from registry.jobs.records import Job
 from registry.jobs.recovery import chunks_to_republish
@@ -107,16 +107,9 @@ class JobSweeper:
         )
         if not names:
             return
-        options = batch_queue_options(self._broker.queue_prefix, app)
         try:
-            self._celery.control.add_consumer(
-                queue,
-                exchange=options.pop("exchange"),
-                exchange_type=options.pop("exchange_type"),
-                routing_key=options.pop("routing_key"),
-                options=options,
-                destination=names,
-                reply=False,
+            add_batch_consumer(
+                self._celery.control, self._broker.queue_prefix, app, names, reply=False
             )
         except Exception as exc:
             log.warning("could not ask workers to consume %s: %s", queue, exc)

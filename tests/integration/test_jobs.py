@@ -36,7 +36,7 @@ from queues import topology
 from registry.jobs import ChunkRow, JobStore, NewJob, new_job_id
 from registry.jobs.chunking import plan_chunks
 from registry.jobs.locations import Location, parse_location
-from registry.jobs.messages import batch_queue_options
+from registry.jobs.messages import add_batch_consumer
 from registry.jobs.objects import discover_inputs
 from registry.jobs.settings import JobSettings
 from registry.jobs.status import CHUNK_DONE, JOB_CANCELLED, JOB_SUCCEEDED
@@ -269,16 +269,8 @@ def _consume(stack: Stack, names: list[str], *, on: bool) -> None:
     queue = topology.batch_queue(broker.queue_prefix, DEMO_APP)
     control = stack.gateway.app.state.infaas.services.celery.control
     if on:
-        options = batch_queue_options(broker.queue_prefix, DEMO_APP)
-        replies = control.add_consumer(
-            queue,
-            exchange=options.pop("exchange"),
-            exchange_type=options.pop("exchange_type"),
-            routing_key=options.pop("routing_key"),
-            options=options,
-            destination=names,
-            reply=True,
-            timeout=5,
+        replies = add_batch_consumer(
+            control, broker.queue_prefix, DEMO_APP, names, reply=True, timeout=5
         )
     else:
         replies = control.cancel_consumer(queue, destination=names, reply=True, timeout=5)
