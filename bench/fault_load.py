@@ -14,7 +14,7 @@ import multiprocessing
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,12 +203,18 @@ def query_figures(
     }
 
 
-def job_figures(chunks: Sequence[Any]) -> dict[str, int]:
+def job_figures(chunks: Sequence[Any], output_exists: Callable[[Any], bool]) -> dict[str, int]:
     """Items written once, twice (or more) and missing, from each chunk's count of output
-    writes (a chunk run again after its worker died writes its output again)."""
+    writes (a chunk run again after its worker died writes its output again). A chunk
+    done with no write recorded found its output already there, written by a worker
+    that died before recording it (workers/jobs.py): once, if the object is there
+    (``output_exists``), else missing; ``items_found`` counts those chunks' items."""
     counts = Counter[str]()
     for chunk in chunks:
         writes = int(chunk.output_writes)
+        if writes == 0 and output_exists(chunk):
+            counts["items_found"] += int(chunk.items)
+            writes = 1
         kind = "items_missing" if writes == 0 else "items_once" if writes == 1 else "items_twice"
         counts[kind] += int(chunk.items)
-    return {k: counts[k] for k in ("items_once", "items_twice", "items_missing")}
+    return {k: counts[k] for k in ("items_once", "items_twice", "items_missing", "items_found")}

@@ -79,6 +79,8 @@ def run_fault(
     finally:
         shots = load.stop()
     figures = query_figures(shots, refs, fault_end=injected.end)
+    if args.shots is not None:
+        _write_shots(args.shots / f"{name}.jsonl", shots, started, injected.end)
     job = wait_job(stack, job_id, timeout_s=args.job_timeout_s)
     return {
         "fault": name,
@@ -118,6 +120,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "partition_s": args.partition_s,
         "faults": results,
     }
+
+
+def _write_shots(path: Path, shots: list[Any], started: float, fault_end: float) -> None:
+    """Every query of one fault, a line each: seconds from the fault's start to its
+    sending, its answer's time, status and code (for reading what the figures sum up)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        out.write(json.dumps({"fault_end_s": round(fault_end - started, 3)}) + "\n")
+        for s in shots:
+            line = {
+                "sent_s": round(s.sent - started, 3),
+                "took_s": round(s.done - s.sent, 3),
+                "status": s.status,
+                "code": s.code,
+            }
+            out.write(json.dumps(line) + "\n")
 
 
 def _move_into_namespace(cleanup: ExitStack, stack: FaultStack) -> None:
@@ -195,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after-s", type=float, default=15.0, help="load after a fault's end")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true", help="print --out's figures and exit")
+    parser.add_argument(
+        "--shots", type=Path, default=None, help="a folder: each query of each fault, a line"
+    )
     args = parser.parse_args(argv)
     if args.table:
         print(table(json.loads(args.out.read_text())))

@@ -31,6 +31,7 @@ from infaas.services import Services, open_services
 from queues import topology
 from queues.settings import BrokerSettings
 from registry.jobs import JobStore
+from registry.jobs.objects import store_for
 from registry.settings import RegistrySettings
 from registry.types import READY
 from tests import netns
@@ -308,4 +309,14 @@ def wait_job(stack: FaultStack, job_id: str, timeout_s: float) -> dict[str, Any]
         if time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    return {"job_status": job.status if job else "unknown", **job_figures(chunks)}
+
+    def output_exists(chunk: Any) -> bool:
+        if job is None:
+            return False
+        try:
+            return store_for(stack.services.store, job.output).exists(chunk.output_key)
+        except Exception:  # the store may be coming back: counted missing
+            return False
+
+    figures = job_figures(chunks, output_exists)
+    return {"job_status": job.status if job else "unknown", **figures}

@@ -196,6 +196,19 @@ def test_released_chunks_wait_again_with_their_error(jobs: JobStore) -> None:
     assert jobs.chunk(job.id, 0).error == "the store is down"
 
 
+def test_an_outage_longer_than_the_attempts_waits_and_never_fails_the_job(
+    jobs: JobStore,
+) -> None:
+    job = _create(jobs)
+    for _handback in range(10):  # max_attempts is 3: each hand-back gives its attempt back
+        assert _claim(jobs, job, 0) == CLAIM_RUN
+        jobs.release(job.id, 0, "w1", "the store is down")
+    assert jobs.chunk(job.id, 0).attempts == 0
+    assert _claim(jobs, job, 0) == CLAIM_RUN
+    assert not _complete(jobs, job, 0)
+    assert jobs.get(job.id).status != JOB_FAILED
+
+
 def test_cancel_stops_the_job_and_keeps_its_partial_outputs(jobs: JobStore) -> None:
     job = _create(jobs)
     assert _claim(jobs, job, 0) == CLAIM_RUN
