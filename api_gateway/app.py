@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
+from api_gateway.fast_queries import QueryFastPath
 from api_gateway.grpc_server import grpc_service
 from api_gateway.json_body import JSONBodyRoute
 from api_gateway.metrics import GatewayMetrics
@@ -67,4 +68,6 @@ def create_app(settings: GatewaySettings, services: GatewayServices) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(ui.router)  # the web console at /ui (routes/ui.py)
+    # the /v1 query routes, answered before FastAPI's routing (fast_queries.py)
+    app.add_middleware(QueryFastPath)
     return app

@@ -105,7 +105,7 @@ class ReadRequest(Request):
         return self._parsed
 
 
-def _is_json(content_type: str) -> bool:
+def is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
@@ -132,7 +132,7 @@ class JSONBodyRoute(APIRoute):
                 return await handler(request)
             body = await read_body(request, max_body_bytes(request))
             parsed = _UNPARSED
-            if takes_json and body and _is_json(content_type):
+            if takes_json and body and is_json(content_type):
                 parsed = await parse_json(body)
             return await handler(ReadRequest(request, body, parsed))
 

@@ -64,6 +64,11 @@ class GatewaySettings(BaseSettings):
         description="after start, hide long-lived objects from the garbage collector's full "
         "passes (queues.heap), which otherwise stall the event loop for tens of ms",
     )
+    query_fast_path: bool = Field(
+        default=True,
+        description="answer the /v1 query routes without FastAPI's routing and dependency "
+        "resolution (api_gateway/fast_queries.py); off: every request through FastAPI",
+    )
     overhead_ms: float = Field(
         default=0.5,
         ge=0,

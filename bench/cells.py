@@ -5,7 +5,8 @@ answered query and memory of each route's own process trees (bench/procstat.py).
 
 Routes: ours pinned (``/v1/variants/{id}/infer``), ours model-less
 (``/v1/apps/{app}/infer``), ours model-less with one message per query (a second gateway
-with ``INFAAS_EDGE_BATCH_ROWS=1``) and NVIDIA Triton with dynamic batching
+with ``INFAAS_EDGE_BATCH_ROWS=1``), ours model-less through FastAPI alone (a third
+gateway with ``INFAAS_QUERY_FAST_PATH=false``) and NVIDIA Triton with dynamic batching
 (bench/triton_peer.py), each against the same model.
 """
 
@@ -27,6 +28,7 @@ MODELLESS_TARGET_RATIO = 0.95  # model-less throughput within 5 % of the pinned 
 RATIOS = (
     ("modelless", "pinned"),
     ("modelless", "modelless-unpacked"),
+    ("modelless", "modelless-fastapi"),
     ("pinned", "triton"),
     ("modelless", "triton"),
 )

@@ -21,7 +21,9 @@ trees and their resident memory (bench/procstat.py), the model-less/pinned throu
 ratio per client count; and an open-loop capacity ramp (Poisson arrivals at
 ``--open-rates``; bench/loadgen.py) per route, unless ``--skip-open-loop``. Beside them,
 in the same cells and ramps (bench/cells.py): the model-less route on a second gateway
-that sends one message per query (``INFAAS_EDGE_BATCH_ROWS=1``), and NVIDIA Triton
+that sends one message per query (``INFAAS_EDGE_BATCH_ROWS=1``), the model-less route
+on a third gateway that answers every request through FastAPI
+(``INFAAS_QUERY_FAST_PATH=false``, api_gateway/fast_queries.py), and NVIDIA Triton
 (PyTriton 0.7, tritonserver 2.51) serving the same ONNX file with dynamic batching (32
 rows, 2 ms), its answer checked against onnxruntime's (bench/triton_peer.py; its venv is
 built once in the test cache), unless ``--skip-triton``.
@@ -120,6 +122,9 @@ def run(
         unpacked_url, unpacked = _gateway(
             stack, "gateway-unpacked", {"INFAAS_EDGE_BATCH_ROWS": "1"}
         )
+        fastapi_url, fastapi_gw = _gateway(
+            stack, "gateway-fastapi", {"INFAAS_QUERY_FAST_PATH": "false"}
+        )
         worker = stack.start_worker("--variants", variant)
         stack.wait_ready(workers=1)
 
@@ -159,6 +164,7 @@ def run(
             "pinned": Route(url, f"/v1/variants/{variant}/infer", pinned_body, ours),
             "modelless": Route(url, path, body, ours),
             "modelless-unpacked": Route(unpacked_url, path, body, _watch(unpacked, worker)),
+            "modelless-fastapi": Route(fastapi_url, path, body, _watch(fastapi_gw, worker)),
         }
         for name, r in routes_v1.items():
             chosen = chosen_variant(r.url, r.path, r.body)

@@ -12,7 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from api_gateway.deps import State, Tenant
+from api_gateway.deps import State, Tenant, TenantContext
 from api_gateway.inputs import check_batch_size, to_batch
 from api_gateway.json_body import JSONBodyRoute
 from api_gateway.responses import JSONResponse
@@ -80,29 +80,76 @@ class VariantInferRequest(BaseModel):
     timeout_ms: float | None = Field(default=None, gt=0, le=600_000)
 
 
-@router.post("/v1/apps/{app}/infer", summary="Model-less query: name the app and your needs")
-async def infer_app(
-    app: str, body: InferRequest, state: State, tenant: Tenant, explain: bool = Query(False)
+V1Body = InferRequest | ModelInferRequest | VariantInferRequest
+# the three /v1 query routes by the word in their path: its body, its path template
+BODIES: dict[str, type[V1Body]] = {
+    "apps": InferRequest,
+    "models": ModelInferRequest,
+    "variants": VariantInferRequest,
+}
+PATHS = {
+    "apps": "/v1/apps/{app}/infer",
+    "models": "/v1/models/{model}/infer",
+    "variants": "/v1/variants/{variant}/infer",
+}
+
+
+async def answer_v1(
+    state: GatewayState, caller: TenantContext, name: str, body: V1Body, *, explain: bool
 ) -> JSONResponse:
-    names = tenant.names
-    internal = names.inside(app)
-    if internal is None:
-        raise UnknownApp(f"no app named {app!r}; GET /v1/apps lists the apps")
+    """A ``/v1`` query on the app, model or variant ``name`` (which, the body's class
+    says), from a caller already let in; FastAPI's routes below and the fast path of
+    api_gateway/fast_queries.py both answer with it."""
+    names = caller.names
+    internal = names.inside(name)
+    requirements: Callable[[int], Requirements]
+    if isinstance(body, InferRequest):
+        if internal is None:
+            raise UnknownApp(f"no app named {name!r}; GET /v1/apps lists the apps")
+        app, needs = internal, body
+
+        def requirements(batch: int) -> Requirements:
+            return Requirements(
+                app=app,
+                batch=batch,
+                latency_ms=needs.latency_ms,
+                min_accuracy=needs.min_accuracy,
+                max_cost_per_hour=needs.max_cost_per_hour,
+            )
+
+    elif isinstance(body, ModelInferRequest):
+        if internal is None:
+            raise UnknownModel(f"no model named {name!r}; GET /v1/apps lists the models")
+        model, latency_ms = internal, body.latency_ms
+
+        def requirements(batch: int) -> Requirements:
+            return Requirements(model=model, batch=batch, latency_ms=latency_ms)
+
+    else:
+        if internal is None:
+            raise UnknownVariant(f"no variant named {name!r}; GET /v1/apps/<app> lists them")
+        variant = internal
+        explain = False
+
+        def requirements(batch: int) -> Requirements:
+            return Requirements(variant=variant, batch=batch)
+
     return await _serve(
         state,
         names,
         body.inputs,
-        lambda batch: Requirements(
-            app=internal,
-            batch=batch,
-            latency_ms=body.latency_ms,
-            min_accuracy=body.min_accuracy,
-            max_cost_per_hour=body.max_cost_per_hour,
-        ),
+        requirements,
         timeout_ms=body.timeout_ms,
         explain=explain,
         scope=internal,
     )
+
+
+@router.post("/v1/apps/{app}/infer", summary="Model-less query: name the app and your needs")
+async def infer_app(
+    app: str, body: InferRequest, state: State, tenant: Tenant, explain: bool = Query(False)
+) -> JSONResponse:
+    return await answer_v1(state, tenant, app, body, explain=explain)
 
 
 @router.post("/v1/models/{model}/infer", summary="Model query: the system picks the variant")
@@ -113,38 +160,14 @@ async def infer_model(
     tenant: Tenant,
     explain: bool = Query(False),
 ) -> JSONResponse:
-    names = tenant.names
-    internal = names.inside(model)
-    if internal is None:
-        raise UnknownModel(f"no model named {model!r}; GET /v1/apps lists the models")
-    return await _serve(
-        state,
-        names,
-        body.inputs,
-        lambda batch: Requirements(model=internal, batch=batch, latency_ms=body.latency_ms),
-        timeout_ms=body.timeout_ms,
-        explain=explain,
-        scope=internal,
-    )
+    return await answer_v1(state, tenant, model, body, explain=explain)
 
 
 @router.post("/v1/variants/{variant}/infer", summary="Variant query: no choice is made")
 async def infer_variant(
     variant: str, body: VariantInferRequest, state: State, tenant: Tenant
 ) -> JSONResponse:
-    names = tenant.names
-    internal = names.inside(variant)
-    if internal is None:
-        raise UnknownVariant(f"no variant named {variant!r}; GET /v1/apps/<app> lists them")
-    return await _serve(
-        state,
-        names,
-        body.inputs,
-        lambda batch: Requirements(variant=internal, batch=batch),
-        timeout_ms=body.timeout_ms,
-        explain=False,
-        scope=internal,
-    )
+    return await answer_v1(state, tenant, variant, body, explain=False)
 
 
 async def _serve(

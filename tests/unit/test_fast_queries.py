@@ -1,0 +1,147 @@
+"""The /v1 query routes' fast path (api_gateway/fast_queries.py) answers exactly as
+FastAPI's routes do: every request below gets the same status, headers that matter and
+body (timings and ids aside) with the fast path on and off, and the common queries are
+really answered by the fast path, the rest handed on to FastAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+
+from api_gateway import fast_queries
+from api_gateway.routes.infer import answer_v1
+from registry.keys import KeyStore, Role
+from tests.oip_support import MLP, SVC, oip_app
+
+ROWS = (np.arange(2 * 64, dtype=np.float32).reshape(2, 64) / 100).tolist()
+VARYING = {"elapsed_ms", "model_ms", "request_id"}
+
+# name: (path, JSON body or raw bytes, headers, answered by the fast path)
+REQUESTS: dict[str, tuple[str, Any, dict[str, str], bool]] = {
+    "model-less": ("/v1/apps/digits/infer", {"inputs": ROWS, "latency_ms": 50}, {}, True),
+    "model-less needs": (
+        "/v1/apps/digits/infer",
+        {"inputs": ROWS, "min_accuracy": 0.95, "max_cost_per_hour": 5, "timeout_ms": 900},
+        {},
+        True,
+    ),
+    "model": ("/v1/models/digits-mlp/infer", {"inputs": ROWS}, {}, True),
+    "variant": (f"/v1/variants/{SVC}/infer", {"inputs": ROWS}, {}, True),
+    "unknown app": ("/v1/apps/nope/infer", {"inputs": ROWS}, {}, True),
+    "unknown variant": ("/v1/variants/nope/infer", {"inputs": ROWS}, {}, True),
+    "no variant meets it": ("/v1/apps/digits/infer", {"inputs": ROWS, "min_accuracy": 1}, {}, True),
+    "wrong row width": ("/v1/apps/digits/infer", {"inputs": [[1.0, 2.0]]}, {}, True),
+    "no rows": ("/v1/apps/digits/infer", {"inputs": []}, {}, True),
+    "bad JSON": ("/v1/apps/digits/infer", b'{"inputs": [', {}, True),
+    "explain": ("/v1/apps/digits/infer?explain=true", {"inputs": ROWS}, {}, False),
+    "unknown field": ("/v1/apps/digits/infer", {"inputs": ROWS, "latency": 5}, {}, False),
+    "out of range": ("/v1/apps/digits/infer", {"inputs": ROWS, "latency_ms": -1}, {}, False),
+    "no inputs": ("/v1/models/digits-mlp/infer", {"latency_ms": 5}, {}, False),
+    "a list": ("/v1/apps/digits/infer", [1, 2], {}, False),
+    "empty body": ("/v1/apps/digits/infer", b"", {}, False),
+    "text body": ("/v1/apps/digits/infer", b"hello", {"content-type": "text/plain"}, False),
+    "model field on a variant": (
+        f"/v1/variants/{MLP}/infer",
+        {"inputs": ROWS, "latency_ms": 5},
+        {},
+        False,
+    ),
+}
+
+
+def _send(app: FastAPI, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+    async def go() -> httpx.Response:
+        await app.state.infaas.refresh(force=True)
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            if isinstance(body, bytes):
+                sent = {"content-type": "application/json"} | headers
+                return await http.post(path, content=body, headers=sent)
+            return await http.post(path, json=body, headers=headers)
+
+    return asyncio.run(go())
+
+
+def _seen(response: httpx.Response) -> tuple[int, Any, dict[str, str]]:
+    body = response.json()
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k not in VARYING}
+    kept = {k: v for k, v in response.headers.items() if k.startswith("x-infaas") or k in (
+        "content-type", "retry-after", "allow"
+    )}  # fmt: skip
+    return response.status_code, body, kept
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names queried through the fast path's own answer (FastAPI's routes call the
+    same function through another module's name, which this does not count)."""
+    calls: list[str] = []
+
+    async def spy(state: Any, caller: Any, name: str, body: Any, *, explain: bool) -> Any:
+        calls.append(name)
+        return await answer_v1(state, caller, name, body, explain=explain)
+
+    monkeypatch.setattr(fast_queries, "answer_v1", spy)
+    return calls
+
+
+@pytest.mark.parametrize("case", sorted(REQUESTS))
+def test_the_fast_path_answers_as_fastapi_does(
+    case: str, tmp_path: Path, counted: list[str]
+) -> None:
+    path, body, headers, fast = REQUESTS[case]
+    on = _send(oip_app(tmp_path / "on"), path, body, headers)
+    answered_fast = bool(counted)
+    off = _send(oip_app(tmp_path / "off", query_fast_path=False), path, body, headers)
+    assert _seen(on) == _seen(off), (on.text, off.text)
+    if case != "bad JSON":  # refused while parsing, before any answer
+        assert answered_fast == fast, f"{case}: answered by the fast path: {answered_fast}"
+    assert len(counted) == int(answered_fast)  # the app with it off never used it
+
+
+def test_a_body_over_the_limit_is_refused_alike(tmp_path: Path) -> None:
+    body = {"inputs": [[0.5] * 64] * 3000}  # ~0.6 MB
+    on = _send(oip_app(tmp_path / "on", max_body_mb=0.1), "/v1/apps/digits/infer", body, {})
+    off = _send(
+        oip_app(tmp_path / "off", max_body_mb=0.1, query_fast_path=False),
+        "/v1/apps/digits/infer",
+        body,
+        {},
+    )
+    assert on.status_code == 413
+    assert _seen(on) == _seen(off)
+
+
+@pytest.mark.parametrize("key", ["none", "wrong", "revoked", "query"])
+def test_keys_are_checked_alike(key: str, tmp_path: Path, counted: list[str]) -> None:
+    seen = []
+    for name, fast_on in (("on", True), ("off", False)):
+        app = oip_app(tmp_path / name, auth=True, query_fast_path=fast_on)
+        store = KeyStore(app.state.infaas.services.catalog)
+        made = store.create("default", Role.QUERY)
+        presented = {
+            "none": {},
+            "wrong": {"X-API-Key": made.key[:-4] + "zzzz"},
+            "revoked": {"Authorization": f"Bearer {made.key}"},
+            "query": {"Authorization": f"Bearer {made.key}"},
+        }[key]
+        if key == "revoked":
+            store.revoke(made.record.id)
+        status, body, headers = _seen(
+            _send(app, "/v1/apps/digits/infer", {"inputs": ROWS}, presented)
+        )
+        if status != 200:  # each app has its own key: its id and revocation time aside
+            message = body["error"]["message"].replace(made.record.id, "KEY")
+            body["error"]["message"] = re.sub(r"\d{4}-\d\d-\d\dT[\d:.+]+", "TIME", message)
+        seen.append((status, body, headers))
+    assert seen[0] == seen[1]
+    assert seen[0][0] == (200 if key == "query" else 401)
+    assert counted == (["digits"] if key == "query" else [])
