@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import multiprocessing
 import threading
 import time
@@ -64,7 +65,8 @@ class OpenLoad:
         return self
 
     def stop(self) -> None:
-        """Stop sending and wait until every query sent has its outcome."""
+        """Stop sending and wait until every query sent has its outcome (one still
+        unanswered when the loop gives up waiting is counted lost, never left out)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self.deadline_ms / 1000 + LOST_AFTER_S + 30)
@@ -87,8 +89,13 @@ class OpenLoad:
             return Counter(s.code or "ok" for s in self.shots)
 
     async def _run(self) -> None:
-        limits = httpx.Limits(max_connections=400, max_keepalive_connections=64)
-        timeout = httpx.Timeout(self.deadline_ms / 1000 + LOST_AFTER_S)
+        # room for every query that may be waiting at once, so that the client's own
+        # pool never holds one back (at 400 connections, 200 q/s of queries waiting out
+        # 2 s deadlines filled it, and queries that never left were counted lost)
+        wait_s = self.deadline_ms / 1000 + LOST_AFTER_S
+        most = max(64, math.ceil(self.rate_qps * wait_s * 1.5))
+        limits = httpx.Limits(max_connections=most, max_keepalive_connections=most)
+        timeout = httpx.Timeout(wait_s)
         async with httpx.AsyncClient(base_url=self.url, limits=limits, timeout=timeout) as client:
             tasks: set[asyncio.Task[None]] = set()
             period = 1.0 / self.rate_qps
@@ -104,7 +111,11 @@ class OpenLoad:
                 task.add_done_callback(tasks.discard)
                 n += 1
             if tasks:
-                await asyncio.wait(tasks)
+                _done, late = await asyncio.wait(tasks, timeout=wait_s + 10)
+                for task in late:  # no answer, not even a time-out: lost all the same
+                    task.cancel()
+                if late:
+                    await asyncio.wait(late)
 
     async def _one(self, client: httpx.AsyncClient, row: int) -> None:
         body = {
@@ -114,10 +125,10 @@ class OpenLoad:
             "timeout_ms": self.deadline_ms,
         }
         sent = time.monotonic()
-        status, code, variant, label = 0, "", "", -1
+        status, code, variant, label = 0, LOST, "", -1
         try:
             response = await client.post(f"/v1/apps/{self.app}/infer", json=body)
-            status = response.status_code
+            status, code = response.status_code, ""
             doc: dict[str, Any] = response.json()
             if status == 200:
                 variant, label = str(doc["variant"]), int(doc["labels"][0])
@@ -127,9 +138,10 @@ class OpenLoad:
             code = LOST
         except (httpx.HTTPError, ValueError) as exc:
             code = type(exc).__name__
-        shot = Shot(sent, time.monotonic(), status, code, variant, label, row)
-        with self._lock:
-            self.shots.append(shot)
+        finally:  # cancelled at the end with no answer: lost
+            shot = Shot(sent, time.monotonic(), status, code, variant, label, row)
+            with self._lock:
+                self.shots.append(shot)
 
 
 def _load_process(config: dict[str, Any], warm: Any, stop: Any, out: Any) -> None:

@@ -72,7 +72,11 @@ class JobSettings(BaseSettings):
         default=1.0, gt=0, le=3600, description="how often a running chunk renews its claim"
     )
     max_attempts: int = Field(
-        default=3, ge=1, le=100, description="runs of one chunk before the job fails"
+        default=3,
+        ge=1,
+        le=100,
+        description="runs of one chunk before the job fails (a hand-back after an outage "
+        "is not a run)",
     )
     requeue_delay_s: float = Field(
         default=5.0,
