@@ -21,11 +21,12 @@ is FastAPI's, word for word. ``INFAAS_QUERY_FAST_PATH=false`` turns it off.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_gateway.access import access_of
@@ -37,6 +38,7 @@ from api_gateway.state import GatewayState
 from queues.errors import InfaasError
 from registry.keys import Role
 
+log = logging.getLogger(__name__)
 _QUERY_PATH = re.compile(r"/v1/(apps|models|variants)/([^/]+)/infer")
 
 
@@ -83,6 +85,10 @@ class QueryFastPath:
             return
         except InfaasError as exc:
             response = error_response(exc)
+        except ClientDisconnect:
+            # the client left before its body arrived (it gave up waiting): nobody to answer
+            log.debug("%s %s: the client disconnected", scope["method"], scope["path"])
+            return
         await response(scope, receive, send)
 
 

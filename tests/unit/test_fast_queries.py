@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
+from starlette.types import Message
 
 from api_gateway import fast_queries
 from api_gateway.routes.infer import answer_v1
@@ -145,3 +146,29 @@ def test_keys_are_checked_alike(key: str, tmp_path: Path, counted: list[str]) ->
     assert seen[0] == seen[1]
     assert seen[0][0] == (200 if key == "query" else 401)
     assert counted == (["digits"] if key == "query" else [])
+
+
+def test_a_client_gone_before_its_body_gets_no_answer_and_no_error(tmp_path: Path) -> None:
+    app = oip_app(tmp_path)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def go() -> None:
+        await app.state.infaas.refresh(force=True)
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/apps/digits/infer",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+            "app": app,
+        }
+        await fast_queries.QueryFastPath(app)(scope, receive, send)
+
+    asyncio.run(go())
+    assert sent == []
