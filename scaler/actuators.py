@@ -214,9 +214,21 @@ class ComposeActuator:
         return self._scale(hardware, self.count(hardware) + 1)
 
     def remove_worker(self, worker: WorkerRef) -> str:
-        # compose removes the newest container; the policy drained the one it chose,
-        # and the replicas it held are placed again by the next ticks
-        return self._scale(worker.hardware, max(self.count(worker.hardware) - 1, 0))
+        """Remove the drained worker's own container: a worker's host name is its
+        container's id, as Docker and podman name a container's host. Scaling the service
+        down instead removes the newest container, which need not be the drained one: the
+        stack test saw the scaler drain the older worker, compose remove the newer (that
+        held the replicas), and the scaler add one back at once, below its minimum.
+        Where no running container of the service has that id (a host name set by
+        hand), the service is scaled down by one as before."""
+        service = self._service(worker.hardware)
+        out = self._call(["docker", "compose", "ps", "--quiet", "--status", "running", service])
+        ids = [line.strip() for line in out.splitlines() if line.strip()]
+        mine = [i for i in ids if worker.host and i.startswith(worker.host)]
+        if len(mine) == 1:
+            self._call(["docker", "rm", "--force", mine[0]])
+            return f"removed the container {mine[0][:12]} of compose service {service}"
+        return self._scale(worker.hardware, max(len(ids) - 1, 0))
 
     def close(self) -> None:
         return None

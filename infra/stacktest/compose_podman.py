@@ -350,18 +350,21 @@ def _ensure_resources(project: Project, services: list[str]) -> None:
 
 
 def _replicas(project: Project, service: str, replicas: int) -> None:
-    """``replicas`` containers of ``service``: missing numbers run, stopped ones started,
-    numbers beyond removed, the newest first (as docker compose removes them)."""
+    """``replicas`` containers of ``service``, counted as docker compose counts them:
+    those beyond the count removed, the newest first; the rest started if stopped; new
+    ones run under the lowest free numbers (one removed by id leaves a gap, filled by the
+    next scale-up, never by removing another)."""
     have = [c for c in containers(project.name) if c["service"] == service]
-    for extra in [c for c in have if c["number"] > replicas][::-1]:
+    for extra in have[replicas:][::-1]:
         podman("rm", "--force", "--time", "30", extra["name"])
-    for c in have:
-        if c["number"] <= replicas and c["state"] in ("exited", "created", "stopped"):
+    kept = have[:replicas]
+    for c in kept:
+        if c["state"] in ("exited", "created", "stopped"):
             podman("start", c["name"])
-    numbers = {c["number"] for c in have}
-    for number in range(1, replicas + 1):
-        if number not in numbers:
-            podman(*run_args(project, service, number))
+    numbers = {c["number"] for c in kept}
+    free = (n for n in range(1, replicas + len(have) + 1) if n not in numbers)
+    for _missing in range(replicas - len(kept)):
+        podman(*run_args(project, service, next(free)))
     print(f"{service}: {replicas} container(s)", file=sys.stderr)
 
 
@@ -450,6 +453,17 @@ def open_project(files: list[str], env_files: list[str], name: str | None,
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["rm"]:  # `docker rm [--force] CONTAINER...`, as the compose actuator
+        names = [a for a in argv[1:] if a not in ("-f", "--force")]
+        if not names:
+            print("error: docker rm takes the containers to remove", file=sys.stderr)
+            return 1
+        try:
+            podman("rm", "--force", "--time", "30", *names)
+        except ComposeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if argv[:1] == ["compose"]:  # run as `docker compose ...`
         argv = argv[1:]
     parser = argparse.ArgumentParser(prog="docker compose (podman)")

@@ -54,6 +54,24 @@ def test_compose_removes_a_gpu_worker() -> None:
     assert runner.calls[-1][-2:] == ["worker-gpu=0", "worker-gpu"]
 
 
+def test_compose_removes_the_drained_workers_own_container() -> None:
+    # the drained worker's host name is its container's id; ps --quiet lists full ids
+    runner = Recorder({"ps": (0, "0a1b2c3d4e5f6789\n9f8e7d6c5b4a3210\n"), "rm": (0, "")})
+    actuator = ComposeActuator(ActuatorSettings(actuator="compose"), run=runner)
+    said = actuator.remove_worker(WorkerRef("cpu-0a1b2c3d4e5f-7-1", "cpu", host="0a1b2c3d4e5f"))
+    assert runner.calls[-1] == ["docker", "rm", "--force", "0a1b2c3d4e5f6789"]
+    assert said == "removed the container 0a1b2c3d4e5f of compose service worker-cpu"
+    assert not [c for c in runner.calls if "up" in c]  # the other container is left alone
+
+
+def test_compose_scales_down_when_the_host_is_no_container_of_the_service() -> None:
+    runner = Recorder({"ps": (0, "0a1b2c3d4e5f6789\n9f8e7d6c5b4a3210\n")})
+    actuator = ComposeActuator(ActuatorSettings(actuator="compose"), run=runner)
+    said = actuator.remove_worker(WorkerRef("cpu-w-7-1", "cpu", host="worker-host"))
+    assert runner.calls[-1][-2:] == ["worker-cpu=1", "worker-cpu"]
+    assert said == "scaled compose service worker-cpu to 1"
+
+
 def test_compose_failure_is_an_actuator_error() -> None:
     runner = Recorder({"ps": (0, ""), "up": (1, "")})
     actuator = ComposeActuator(ActuatorSettings(actuator="compose"), run=runner)

@@ -40,7 +40,8 @@ elif args[0] == "run":
     db["containers"].append({"Names": [name], "Id": "id-" + name, "Labels": labels,
                              "State": "running"})
 elif args[0] == "rm":
-    db["containers"] = [c for c in db["containers"] if c["Names"][0] not in args]
+    db["containers"] = [c for c in db["containers"]
+                        if c["Names"][0] not in args and c["Id"] not in args]
 elif args[0] in ("network", "volume") and args[1] == "exists":
     state.write_text(json.dumps(db)); sys.exit(1)
 state.write_text(json.dumps(db))
@@ -172,7 +173,7 @@ def test_the_compose_actuator_scales_through_it(tmp_path: Path, fake_podman: Pat
     }
 
     def docker(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-        assert list(args[:2]) == ["docker", "compose"]
+        assert list(args[:2]) in (["docker", "compose"], ["docker", "rm"])
         script = [sys.executable, str(STACKTEST / "compose_podman.py")]
         return subprocess.run(
             [*script, *args[1:]], env=env, capture_output=True, text=True, check=False
@@ -193,6 +194,19 @@ def test_the_compose_actuator_scales_through_it(tmp_path: Path, fake_podman: Pat
     assert removed == "scaled compose service worker-cpu to 1"
     state = json.loads(fake_podman.read_text())
     assert [c["Names"][0] for c in state["containers"]] == ["p-worker-cpu-1"]  # the newest went
+    # a drained worker named by its host (its container's id) goes itself, not the newest
+    actuator.add_worker("cpu")
+    gone = actuator.remove_worker(WorkerRef("w", "cpu", host="id-p-worker-cpu-1"))
+    assert gone == "removed the container id-p-worker- of compose service worker-cpu"
+    state = json.loads(fake_podman.read_text())
+    assert [c["Names"][0] for c in state["containers"]] == ["p-worker-cpu-2"]
+    # the next scale-up fills the gap and removes nothing
+    assert actuator.add_worker("cpu") == "scaled compose service worker-cpu to 2"
+    state = json.loads(fake_podman.read_text())
+    assert sorted(c["Names"][0] for c in state["containers"]) == [
+        "p-worker-cpu-1",
+        "p-worker-cpu-2",
+    ]
 
 
 def test_a_bad_scale_is_refused(tmp_path: Path, fake_podman: Path) -> None:
