@@ -1,20 +1,19 @@
 """The part of `docker compose` that the stack and the scaler's compose actuator use, on
 podman, for machines without a Docker engine (`make stack-test`). Standalone (standard
 library and PyYAML): the stack test imports it, and in the scaler's stand-in image it is
-the `docker` program, so the actuator's `docker compose ps|up --scale` run unchanged.
+the `docker` program, so the actuator's `docker compose ps|up --scale`, `docker rm` run.
 
     compose_podman.py [compose] [-f FILE]... [-p NAME] [--env-file FILE] [--profile P]
         up [--detach] [--no-deps] [--no-recreate] [--scale SERVICE=N]... [SERVICE...] |
-        ps [--quiet] [--status STATUS] [SERVICE...] | down [--volumes]
+        ps [--quiet] [--status STATUS] [SERVICE...] | down [--volumes] | rm CONTAINER...
 
 As docker compose: anchors and merge keys; ${VAR}, ${VAR:-default}, ${VAR-default},
 ${VAR:?message}, ${VAR?message} and $$ from the environment, then the env files
 (COMPOSE_ENV_FILES, else .env beside the first file); later files merged over earlier ones
 (mappings key by key, `volumes` by target, other lists replaced); inactive profiles skipped;
 COMPOSE_FILE and COMPOSE_PROJECT_NAME honoured; `depends_on` conditions service_started,
-service_healthy (the healthcheck's test run with `podman exec`) and
-service_completed_successfully; docker compose's labels on containers, networks and volumes.
-The podman command is INFAAS_PODMAN (default `podman`).
+service_healthy (its test run with `podman exec`) and service_completed_successfully; docker
+compose's labels on containers, networks and volumes. Podman is INFAAS_PODMAN (`podman`).
 """
 
 from __future__ import annotations
@@ -350,19 +349,15 @@ def _ensure_resources(project: Project, services: list[str]) -> None:
 
 
 def _replicas(project: Project, service: str, replicas: int) -> None:
-    """``replicas`` containers of ``service``, counted as docker compose counts them:
-    those beyond the count removed, the newest first; the rest started if stopped; new
-    ones run under the lowest free numbers (one removed by id leaves a gap, filled by the
-    next scale-up, never by removing another)."""
+    """``replicas`` containers of ``service``, counted as docker compose counts them: the
+    newest beyond the count removed, stopped ones started, new ones under free numbers."""
     have = [c for c in containers(project.name) if c["service"] == service]
     for extra in have[replicas:][::-1]:
         podman("rm", "--force", "--time", "30", extra["name"])
     kept = have[:replicas]
-    for c in kept:
-        if c["state"] in ("exited", "created", "stopped"):
-            podman("start", c["name"])
-    numbers = {c["number"] for c in kept}
-    free = (n for n in range(1, replicas + len(have) + 1) if n not in numbers)
+    for c in (c for c in kept if c["state"] in ("exited", "created", "stopped")):
+        podman("start", c["name"])
+    free = (n for n in range(1, replicas + len(have) + 1) if n not in {c["number"] for c in kept})
     for _missing in range(replicas - len(kept)):
         podman(*run_args(project, service, next(free)))
     print(f"{service}: {replicas} container(s)", file=sys.stderr)
@@ -453,17 +448,6 @@ def open_project(files: list[str], env_files: list[str], name: str | None,
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["rm"]:  # `docker rm [--force] CONTAINER...`, as the compose actuator
-        names = [a for a in argv[1:] if a not in ("-f", "--force")]
-        if not names:
-            print("error: docker rm takes the containers to remove", file=sys.stderr)
-            return 1
-        try:
-            podman("rm", "--force", "--time", "30", *names)
-        except ComposeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        return 0
     if argv[:1] == ["compose"]:  # run as `docker compose ...`
         argv = argv[1:]
     parser = argparse.ArgumentParser(prog="docker compose (podman)")
@@ -485,8 +469,14 @@ def main(argv: list[str]) -> int:
     p_ps.add_argument("services", nargs="*")
     p_down = sub.add_parser("down")
     p_down.add_argument("-v", "--volumes", action="store_true")
+    p_rm = sub.add_parser("rm")  # `docker rm --force CONTAINER...`, as the actuator runs it
+    p_rm.add_argument("-f", "--force", action="store_true")  # always forced
+    p_rm.add_argument("containers", nargs="+")
     args = parser.parse_args(argv)
     try:
+        if args.command == "rm":
+            podman("rm", "--force", "--time", "30", *args.containers)
+            return 0
         project = open_project(args.file, args.env_file, args.project_name, args.profile)
         if args.command == "up":
             scale: dict[str, int] = {}
