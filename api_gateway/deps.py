@@ -79,17 +79,13 @@ async def current_tenant(request: Request, state: State) -> AsyncIterator[Tenant
     access = access_of(method, path)
     headers = request.headers
     caller = await caller_of(state, access, headers.get("authorization"), headers.get("x-api-key"))
-    needed = access if isinstance(access, Role) else Role.QUERY
-    allowed = caller.role.allows(needed)
     if not audited(method, access):
-        if not allowed:
-            raise forbidden(caller, needed)
+        check_role(caller, access)
         yield caller
         return
     outcome, message = OK, ""
     try:
-        if not allowed:
-            raise forbidden(caller, needed)
+        check_role(caller, access)
         yield caller
     except InfaasError as exc:
         outcome, message = exc.code, exc.message
@@ -116,6 +112,14 @@ async def current_tenant(request: Request, state: State) -> AsyncIterator[Tenant
             await asyncio.to_thread(state.audit.record, entry)
         except InfaasError as exc:  # the change is made; say loudly that its record is not
             log.error("could not write the audit record %s: %s", entry, exc.message)
+
+
+def check_role(caller: TenantContext, access: Role | Open) -> None:
+    """Forbidden unless the caller's role may call a route of this access rule (an open
+    route asks for a query key's role at least)."""
+    needed = access if isinstance(access, Role) else Role.QUERY
+    if not caller.role.allows(needed):
+        raise forbidden(caller, needed)
 
 
 def forbidden(caller: TenantContext, needed: Role) -> Forbidden:

@@ -30,16 +30,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_gateway.access import access_of
-from api_gateway.deps import caller_of, forbidden
+from api_gateway.deps import caller_of, check_role
 from api_gateway.json_body import is_json, max_body_bytes, parse_json, read_body
 from api_gateway.responses import error_response
 from api_gateway.routes.infer import BODIES, PATHS, answer_v1
 from api_gateway.state import GatewayState
 from queues.errors import InfaasError
-from registry.keys import Role
 
 log = logging.getLogger(__name__)
 _QUERY_PATH = re.compile(r"/v1/(apps|models|variants)/([^/]+)/infer")
+ACCESS = {kind: access_of("POST", path) for kind, path in PATHS.items()}  # each route's rule
 
 
 class _ToFastAPI(Exception):
@@ -69,10 +69,10 @@ class QueryFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = None
+        found, state = None, None
         if scope["type"] == "http" and scope["method"] == "POST" and not scope["query_string"]:
             found = _QUERY_PATH.fullmatch(scope["path"])
-        state: GatewayState | None = getattr(scope["app"].state, "infaas", None)
+            state = getattr(scope["app"].state, "infaas", None) if found else None
         if found is None or state is None or not state.settings.query_fast_path:
             await self.app(scope, receive, send)
             return
@@ -105,10 +105,8 @@ async def _answer(state: GatewayState, request: Request, kind: str, name: str) -
         payload = BODIES[kind].model_validate(document)
     except ValidationError:
         raise _ToFastAPI(body) from None
-    access = access_of("POST", PATHS[kind])
+    access = ACCESS[kind]
     headers = request.headers
     caller = await caller_of(state, access, headers.get("authorization"), headers.get("x-api-key"))
-    needed = access if isinstance(access, Role) else Role.QUERY
-    if not caller.role.allows(needed):
-        raise forbidden(caller, needed)
+    check_role(caller, access)
     return await answer_v1(state, caller, name, payload, explain=False)

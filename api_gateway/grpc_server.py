@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 
 from api_gateway import oip_service
 from api_gateway.access import GRPC_ACCESS, Access
-from api_gateway.deps import caller_of, forbidden
+from api_gateway.deps import caller_of, check_role
 from api_gateway.oip_grpc import grpc_service_pb2 as pb
 from api_gateway.oip_service import InferCall, Tensor
 from api_gateway.oip_tensors import DATATYPES, datatype_of, raw_output
@@ -233,9 +233,7 @@ def _guarded(state: GatewayState, name: str, access: Access, method: Method) -> 
                 _metadata_value(metadata, "authorization"),
                 _metadata_value(metadata, "x-api-key"),
             )
-            needed = access if isinstance(access, Role) else Role.QUERY
-            if not caller.role.allows(needed):
-                raise forbidden(caller, needed)
+            check_role(caller, access)
             return await method(request, caller.names)
         except InfaasError as exc:
             status = grpc_status(exc.status_code)

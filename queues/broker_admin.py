@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kombu import Connection
 
+from queues.depth import QueueDepth, QueueProbe
+from queues.errors import InfaasError
 from queues.memory_rpc import memory_connection
 from queues.settings import BrokerSettings
 from queues.topology import Declared
@@ -29,6 +31,21 @@ def broker_connection(settings: BrokerSettings) -> Connection:
     if settings.embedded:
         return memory_connection(settings.url)
     return Connection(settings.url, connect_timeout=CONNECT_TIMEOUT_S)
+
+
+def read_depths(settings: BrokerSettings, queues: Iterable[str]) -> dict[str, QueueDepth] | None:
+    """Messages ready and consumers of each queue, read on one connection (a queue that
+    does not exist has none of either); None, logged, when the broker cannot be read."""
+    names = list(queues)
+    probe = QueueProbe(lambda: broker_connection(settings))
+    try:
+        found = probe.depths(names)
+    except InfaasError as exc:
+        log.warning("cannot read the depths of %s: %s", ", ".join(names), exc.message)
+        return None
+    finally:
+        probe.close()
+    return {name: found.get(name, QueueDepth(0, 0)) for name in names}
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from queues import topology
-from queues.broker_admin import broker_connection
-from queues.depth import QueueProbe
-from queues.errors import InfaasError
+from queues.broker_admin import read_depths
 from queues.settings import BrokerSettings
 from registry.catalog import Catalog
 from registry.registrations import REGISTER_TASK, QueuedTask, RegistrationStore
@@ -183,21 +181,9 @@ class RegistrationSweeper:
         return plan
 
     def _control_ready(self, hardware: set[str]) -> dict[str, int | None]:
-        broker = self._broker
-        probe = QueueProbe(lambda: broker_connection(broker))
-        ready: dict[str, int | None] = {}
-        try:
-            for hw in sorted(hardware):
-                try:
-                    depth = probe.depth(topology.control_queue(self._broker.queue_prefix, hw))
-                except InfaasError as exc:
-                    log.warning("cannot read the %s control queue: %s", hw, exc.message)
-                    ready[hw] = None
-                    continue
-                ready[hw] = depth.messages if depth is not None else 0
-        finally:
-            probe.close()
-        return ready
+        queues = {hw: topology.control_queue(self._broker.queue_prefix, hw) for hw in hardware}
+        depths = read_depths(self._broker, sorted(queues.values()))
+        return {hw: depths[q].messages if depths is not None else None for hw, q in queues.items()}
 
     def _settle_model(self, model_id: str) -> None:
         """A model no worker will build is failed once none of its tasks is left."""

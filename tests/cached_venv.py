@@ -6,14 +6,12 @@ parallel test workers build it once."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.demo_build import TEST_CACHE, prune
+from tests.demo_build import build_once
 
 KSERVE_REQUIREMENTS = Path(__file__).with_name("requirements-kserve.txt")
 BUILD_TIMEOUT_S = 900
@@ -47,18 +45,7 @@ def cached_python(requirements: Path, name: str) -> Path:
     test cache has none (older builds of ``name`` are pruned)."""
     digest = hashlib.sha256(requirements.read_bytes())
     digest.update(sys.version.encode())
-    home = TEST_CACHE / f"{name}-{digest.hexdigest()[:16]}"
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with (home.parent / f".{home.name}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not (home / "built").exists():
-                shutil.rmtree(home, ignore_errors=True)
-                _build(home, requirements)
-                (home / "built").touch()
-                prune(name)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    home = build_once(name, digest.hexdigest()[:16], lambda home: _build(home, requirements))
     return home / "bin" / "python"
 
 

@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -102,6 +102,20 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_once(kind: str, key: str, build: Callable[[Path], None], done: str = "built") -> Path:
+    """``TEST_CACHE/<kind>-<key>``, made by ``build`` unless a finished build is there
+    (the file ``done`` in it), under a lock so that parallel workers build it once; what
+    a stopped build left is removed first, and older builds of ``kind`` are pruned."""
+    home = TEST_CACHE / f"{kind}-{key}"
+    with _locked(home.with_name(f".{home.name}.lock")):
+        if not (home / done).exists():
+            shutil.rmtree(home, ignore_errors=True)
+            build(home)
+            (home / done).touch()
+            prune(kind)
+    return home
 
 
 def ensure_demo_models(folder: Path = DEMO_CACHE) -> DemoBuild:

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from queues import topology
-from queues.broker_admin import broker_connection
-from queues.depth import QueueProbe
-from queues.errors import InfaasError, Unavailable
+from queues.broker_admin import read_depths
+from queues.depth import QueueDepth
+from queues.errors import Unavailable
 from queues.settings import BrokerSettings
 from registry.jobs.messages import add_batch_consumer, send_chunks
 from registry.jobs.objects import finalize_job
@@ -89,15 +89,12 @@ class JobSweeper:
     def ensure_consumers(self, app: str, hardware: str) -> None:
         """When nobody consumes the app's batch queue, ask the live workers of the job's
         hardware to (workers started before the app existed do not yet)."""
-        queue = topology.batch_queue(self._broker.queue_prefix, app)
-        probe = self._probe()
-        try:
-            depth = probe.depth(queue)
-        except InfaasError as exc:
-            log.warning("cannot read the consumers of %s: %s", queue, exc.message)
-            depth = None
-        finally:
-            probe.close()
+        depths = self._batch_depths({app})
+        self._ensure_consumers(app, hardware, depths[app] if depths is not None else None)
+
+    def _ensure_consumers(self, app: str, hardware: str, depth: QueueDepth | None) -> None:
+        """As :meth:`ensure_consumers`, with the queue's depth read already (None:
+        unknown, so the workers are asked)."""
         if depth is not None and depth.consumers > 0:
             return
         names = sorted(
@@ -112,7 +109,7 @@ class JobSweeper:
                 self._celery.control, self._broker.queue_prefix, app, names, reply=False
             )
         except Exception as exc:
-            log.warning("could not ask workers to consume %s: %s", queue, exc)
+            log.warning("could not ask workers to consume the batch queue of %s: %s", app, exc)
 
     async def tick(self) -> None:
         """Sweep when it is due (called from the gateway's refresh loop)."""
@@ -134,11 +131,14 @@ class JobSweeper:
         jobs, chunks, complete = self.jobs.unfinished()
         finished = [job_id for job_id in complete if finalize_job(self.jobs, store, job_id)]
         by_id = {j.id: j for j in jobs}
-        ready = self._ready_by_app({by_id[c.job_id].app for c in chunks})
+        depths = self._batch_depths({j.app for j in jobs})  # one connection for the sweep
         due = chunks_to_republish(
             chunks,
             now=utcnow(),
-            queue_ready={job_id: ready.get(job.app) for job_id, job in by_id.items()},
+            queue_ready={
+                job_id: depths[job.app].messages if depths is not None else None
+                for job_id, job in by_id.items()
+            },
             alive=frozenset(self._live().workers),
             settings=self.settings,
         )
@@ -146,24 +146,14 @@ class JobSweeper:
             log.warning("job %s: publishing chunks %s again", job_id, indices)
             self.publish(by_id[job_id], indices)
         for app, hardware in sorted({(j.app, j.hardware) for j in jobs if not j.finished}):
-            self.ensure_consumers(app, hardware)
+            self._ensure_consumers(app, hardware, depths[app] if depths is not None else None)
         return {"finished": finished, "republished": due}
 
-    def _probe(self) -> QueueProbe:
-        broker = self._broker
-        return QueueProbe(lambda: broker_connection(broker))
-
-    def _ready_by_app(self, apps: set[str]) -> dict[str, int | None]:
-        probe = self._probe()
-        ready: dict[str, int | None] = {}
-        try:
-            for app in sorted(apps):
-                try:
-                    depth = probe.depth(topology.batch_queue(self._broker.queue_prefix, app))
-                except InfaasError:
-                    ready[app] = None
-                    continue
-                ready[app] = depth.messages if depth is not None else 0
-        finally:
-            probe.close()
-        return ready
+    def _batch_depths(self, apps: set[str]) -> dict[str, QueueDepth] | None:
+        """Each app's batch queue's depth, by app (None: the broker cannot be read)."""
+        if not apps:
+            return {}
+        prefix = self._broker.queue_prefix
+        queues = {app: topology.batch_queue(prefix, app) for app in sorted(apps)}
+        depths = read_depths(self._broker, queues.values())
+        return {app: depths[q] for app, q in queues.items()} if depths is not None else None

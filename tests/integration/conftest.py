@@ -14,18 +14,17 @@ run side by side on the two workers, with the other tests filling in around them
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 
 from infaas.services import Services
 from tests import services
-from tests.demo_build import TEST_CACHE, demo_models_key, prune, source_key
+from tests.demo_build import build_once, demo_models_key, source_key
 from tests.e2e_support import Stack, embedded_stack, open_embedded, register_demo, services_stack
 
 # A test that takes a stack first waits for one to be built: seeding a stack and starting
@@ -84,21 +83,13 @@ def demo_catalog() -> Iterator[Services]:
 
     Registered by the first process that asks (the others wait on the lock), then only
     read; under xdist a second worker that needs it opens the same SQLite file."""
-    home = TEST_CACHE / f"demo-catalog-{demo_catalog_key()}"
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with (home.parent / f".{home.name}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not (home / "registered").exists():
-                shutil.rmtree(home, ignore_errors=True)  # what a stopped run left half done
-                home.mkdir()
-                with closing(open_embedded(home)) as fresh:
-                    register_demo(fresh)
-                (home / "registered").touch()
-                prune("demo-catalog")
-            source = open_embedded(home)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def register(home: Path) -> None:
+        home.mkdir()
+        with closing(open_embedded(home)) as fresh:
+            register_demo(fresh)
+
+    source = open_embedded(build_once("demo-catalog", demo_catalog_key(), register, "registered"))
     try:
         yield source
     finally:
