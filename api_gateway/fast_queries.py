@@ -1,5 +1,6 @@
-"""The three ``/v1`` query routes without FastAPI's routing, dependency resolution and
-exception middleware (issue 27).
+"""The query routes (the three of ``/v1`` and the Open Inference Protocol's two
+``/v2/models/NAME[/versions/VERSION]/infer``) without FastAPI's routing, dependency
+resolution and exception middleware (issues 27 and 23).
 
 Profiled at 32 clients, half of the gateway's CPU per query went to FastAPI, Starlette
 and uvicorn, and the largest parts were the middleware stack (21 %) and resolving each
@@ -12,11 +13,18 @@ from :func:`api_gateway.deps.caller_of` and its role checked as ``deps.current_t
 does, then :func:`api_gateway.routes.infer.answer_v1`, and errors through
 :func:`api_gateway.responses.error_response`.
 
+The ``/v2`` routes take the same steps in the same order as their FastAPI route
+(``api_gateway/routes/oip.py``): the body read within the limit, the caller and its role,
+then :func:`api_gateway.routes.oip.answer_v2`, with refusals in the protocol's shape
+(:func:`api_gateway.routes.oip.oip_error`) except a refused key's, which keeps the
+gateway's own on every route.
+
 Whatever it does not answer the common way goes on to FastAPI unchanged, with the body
 handed on where it was read: any other path or method, a query string (``explain``), a
-body that is not a JSON object or that the model refuses. So every refusal but the
-ones it shares with the routes (401, 403, 404, 413, bad JSON and the query path's own)
-is FastAPI's, word for word. ``INFAAS_QUERY_FAST_PATH=false`` turns it off.
+``/v1`` body that is not a JSON object or that the model refuses, a multipart body. So
+every refusal but the ones it shares with the routes (401, 403, 404, 413, bad JSON and
+the query path's own) is FastAPI's, word for word. ``INFAAS_QUERY_FAST_PATH=false``
+turns it off.
 """
 
 from __future__ import annotations
@@ -25,21 +33,26 @@ import logging
 import re
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_gateway.access import access_of
+from api_gateway.access import access_of, audited
 from api_gateway.deps import caller_of, check_role
 from api_gateway.json_body import is_json, max_body_bytes, parse_json, read_body
-from api_gateway.responses import error_response
+from api_gateway.oip_binary import HEADER_LENGTH
+from api_gateway.responses import error_response, validation_error
 from api_gateway.routes.infer import BODIES, PATHS, answer_v1
+from api_gateway.routes.oip import V2_PATHS, answer_v2, oip_error
 from api_gateway.state import GatewayState
-from queues.errors import InfaasError
+from queues.errors import Forbidden, InfaasError, Unauthenticated
 
 log = logging.getLogger(__name__)
 _QUERY_PATH = re.compile(r"/v1/(apps|models|variants)/([^/]+)/infer")
+_V2_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 ACCESS = {kind: access_of("POST", path) for kind, path in PATHS.items()}  # each route's rule
+V2_ACCESS = {versioned: access_of("POST", path) for versioned, path in V2_PATHS.items()}
 
 
 class _ToFastAPI(Exception):
@@ -69,16 +82,23 @@ class QueryFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found, state = None, None
+        v1, v2, state = None, None, None
         if scope["type"] == "http" and scope["method"] == "POST" and not scope["query_string"]:
-            found = _QUERY_PATH.fullmatch(scope["path"])
-            state = getattr(scope["app"].state, "infaas", None) if found else None
-        if found is None or state is None or not state.settings.query_fast_path:
+            path = scope["path"]
+            v1 = _QUERY_PATH.fullmatch(path)
+            v2 = None if v1 else _V2_PATH.fullmatch(path)
+            if v1 or v2:
+                state = getattr(scope["app"].state, "infaas", None)
+        if state is None or not state.settings.query_fast_path:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
         try:
-            response = await _answer(state, request, found[1], found[2])
+            if v1 is not None:
+                response = await _answer(state, request, v1[1], v1[2])
+            else:
+                assert v2 is not None
+                response = await _answer_v2(state, request, v2[1], v2[2])
         except _ToFastAPI as leave:
             onward = receive if leave.body is None else _replay(leave.body, receive)
             await self.app(scope, onward, send)
@@ -110,3 +130,24 @@ async def _answer(state: GatewayState, request: Request, kind: str, name: str) -
     caller = await caller_of(state, access, headers.get("authorization"), headers.get("x-api-key"))
     check_role(caller, access)
     return await answer_v1(state, caller, name, payload, explain=False)
+
+
+async def _answer_v2(state: GatewayState, request: Request, name: str, version: str | None) -> Any:
+    """The steps of the ``/v2`` route class and its dependencies, in their order."""
+    headers = request.headers
+    access = V2_ACCESS[version is not None]
+    if headers.get("content-type", "").lower().startswith("multipart/") or audited("POST", access):
+        raise _ToFastAPI(None)
+    try:
+        body = await read_body(request, max_body_bytes(request))
+        caller = await caller_of(
+            state, access, headers.get("authorization"), headers.get("x-api-key")
+        )
+        check_role(caller, access)
+        return await answer_v2(state, caller.names, name, version, body, headers.get(HEADER_LENGTH))
+    except (Unauthenticated, Forbidden):
+        raise  # one contract for keys on every route, in the tree's own shape
+    except InfaasError as exc:
+        return oip_error(exc)
+    except RequestValidationError as exc:
+        return oip_error(validation_error(exc))

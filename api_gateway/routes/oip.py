@@ -104,11 +104,17 @@ class OIPInferRequest(BaseModel):
 
 
 # The inference routes come first: FastAPI tries a router's routes in order (issue 23).
+V2_PATHS = {
+    False: "/v2/models/{name}/infer",
+    True: "/v2/models/{name}/versions/{version}/infer",
+}  # by whether a version is named
 
 
-async def _request(request: Request) -> tuple[OIPInferRequest, list[Tensor]]:
+async def _request(
+    raw_body: bytes, header_length: str | None
+) -> tuple[OIPInferRequest, list[Tensor]]:
     """The JSON header, validated, and the inputs with their JSON or binary data."""
-    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    header, binary = split_body(raw_body, header_length)
     document = await parse_json(bytes(header))
     try:
         body = OIPInferRequest.model_validate(document)
@@ -169,10 +175,18 @@ def _render(answer: Answer, body: OIPInferRequest, names: Namespace) -> Response
     return Response(header + raw, media_type="application/octet-stream", headers=headers)
 
 
-async def _infer(
-    request: Request, state: GatewayState, names: Namespace, name: str, version: str | None
+async def answer_v2(
+    state: GatewayState,
+    names: Namespace,
+    name: str,
+    version: str | None,
+    raw_body: bytes,
+    header_length: str | None,
 ) -> Response:
-    body, tensors = await _request(request)
+    """An inference request's answer, from its body as read and its
+    ``Inference-Header-Content-Length``; FastAPI's routes below and the fast path of
+    api_gateway/fast_queries.py both answer with it."""
+    body, tensors = await _request(raw_body, header_length)
     outputs = [o.name for o in body.outputs] if body.outputs is not None else None
     call = InferCall(name, version, body.id, body.parameters, tensors, outputs)
     return _render(await oip_service.infer(state, names, call), body, names)
@@ -192,22 +206,24 @@ _BODY = {
 }
 
 
-@router.post(
-    "/v2/models/{name}/infer", summary="Query an app, model or variant", openapi_extra=_BODY
-)
+@router.post(V2_PATHS[False], summary="Query an app, model or variant", openapi_extra=_BODY)
 async def infer(request: Request, name: str, state: State, tenant: Tenant) -> Response:
-    return await _infer(request, state, tenant.names, name, None)
+    return await answer_v2(
+        state, tenant.names, name, None, await request.body(), request.headers.get(HEADER_LENGTH)
+    )
 
 
 @router.post(
-    "/v2/models/{name}/versions/{version}/infer",
+    V2_PATHS[True],
     summary="Query one variant of a name",
     openapi_extra=_BODY,
 )
 async def infer_version(
     request: Request, name: str, version: str, state: State, tenant: Tenant
 ) -> Response:
-    return await _infer(request, state, tenant.names, name, version)
+    return await answer_v2(
+        state, tenant.names, name, version, await request.body(), request.headers.get(HEADER_LENGTH)
+    )
 
 
 @router.get("/v2", summary="Server metadata (Open Inference Protocol)")
