@@ -1,11 +1,13 @@
 """Step 3 of a tick: from targets to guarded replica actions. Growth goes at once; a
 decrease waits for a few ticks of a smaller target, for the hold-down to unload, for the
-back-off after growth, for its queue to empty and for its app's new replicas to load."""
+back-off after growth, for its queue to empty and for its app's new replicas to load; the
+last running replica of an app with demand stays until another runs."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from registry.livestate import LOADING
 from scaler.fleet import in_flight
 from scaler.plan import LOAD, SET_REPLICAS, UNLOAD, Action, Key, Pending
 from scaler.planner import Assignment
@@ -32,6 +34,7 @@ def replica_actions(
             _act(t, LOAD if have == 0 else SET_REPLICAS, key, want, why)
             t.grown_ms[vid] = now
     busy = in_flight(t)  # includes what was just asked for
+    unloading: set[Key] = set()  # unloads decided this tick
     for key in keys:
         vid, wid = key
         have, want = current.get(key, 0), targets.get(key, 0)
@@ -46,6 +49,8 @@ def replica_actions(
             _act(t, UNLOAD, key, 0, f"unload: {vid} is no ready variant of the catalog")
             continue
         hold = _hold_back(t, key, want, ticks, info.app, busy)
+        if not hold and want == 0:
+            hold = _last_replica(t, key, info.app, unloading)
         if hold:
             t.deferred.append(f"{vid} on {wid}: {have} -> {want} replicas held back: {hold}")
         elif want == 0:
@@ -56,6 +61,7 @@ def replica_actions(
                 f"{_hold(t, vid) / 1000:g} s)"
             )
             _act(t, UNLOAD, key, 0, f"unload: {why}")
+            unloading.add(key)
         else:
             _act(
                 t,
@@ -75,6 +81,34 @@ def _hold_back(t: Tick, key: Key, want: int, ticks: int, app: str, busy: set[str
     if want == 0 and t.snap.backlog.get(vid, 0) > 0:
         return f"its queue holds {t.snap.backlog[vid]} queries"
     return "" if t.closed(wid) else _patience(t, key, want, ticks)
+
+
+def _last_replica(t: Tick, key: Key, app: str, unloading: set[Key]) -> str:
+    """Why unloading ``key`` would leave ``app`` with nothing running while its queries
+    still come; empty when another running replica of the app stays. The plan may put
+    the app on a worker that has not joined yet (one it asked for when a worker
+    vanished): the replica that runs serves until the new one does."""
+    demand_qps = sum(
+        t.estimates.get(k, 0.0) for k, c in t.classes.items() if c.app == app and k not in t.lapsed
+    )
+    if demand_qps <= 0:
+        return ""
+    for w in t.snap.workers.values():
+        if t.closed(w.worker_id):
+            continue
+        for vid, n in w.replicas.items():
+            info = t.snap.variants.get(vid)
+            other = (vid, w.worker_id)
+            if (
+                n > 0
+                and other != key
+                and other not in unloading
+                and info is not None
+                and info.app == app
+                and w.states.get(vid) != LOADING
+            ):
+                return ""
+    return f"the last running replica of {app}, which still has {demand_qps:.1f} q/s of demand"
 
 
 def _patience(t: Tick, key: Key, want: int, ticks: int) -> str:

@@ -12,7 +12,8 @@ same plan (the ILP with its deterministic work limit set). Each tick it
 3. **guards** the changes: replicas are added at once; a smaller target must hold for a
    few ticks, a variant is unloaded only after its target stayed at zero for its
    hold-down, never while its queue holds queries, never while replacement replicas of
-   its app are still loading (make before break), and not right after it grew (back-off);
+   its app are still loading (make before break), never as the last running replica of
+   an app with demand, and not right after it grew (back-off);
 4. **sizes the fleet**: a worker is added when the plan needs one, when a hardware is
    hot on all its workers, or when most of its workers hold Overloaded or Interfered
    variants; one that stayed idle is drained (its replicas move) and removed, never

@@ -1009,3 +1009,102 @@ def test_a_class_gone_from_the_demand_lets_its_replica_go_after_the_hold_downs(
     # the variant's own hold-down (10 ticks): not kept while the estimate decays to zero
     assert acts[0][0] == 5 + 10 + 10 - 1
     assert not any("no ready variant" in n for p in plans for n in p.notes)
+
+
+class _OnePlacePlanner:
+    """A planner that places the whole load on one host (a worker to be started, or one
+    that runs but never loads what it is asked), as one may when the worker it planned
+    on stops answering."""
+
+    name = "one-place"
+
+    def __init__(self, host: str | None) -> None:
+        self.host = host  # None: the first worker that could be started
+
+    def solve(self, problem: Problem) -> Assignment:
+        host = self.host or next(
+            (h.id for h in problem.hosts if h.prospective and h.hardware == "cpu"), None
+        )
+        placed = {(CPU, host): 2} if host and problem.classes else {}
+        return Assignment(
+            replicas=placed,
+            routing={(c.key, CPU): c.qps for c in problem.classes},
+            unserved_qps={},
+            cost_per_hour=1.0,
+            objective=1.0,
+            planner=self.name,
+            status="heuristic",
+        )
+
+
+def _ticks(
+    cluster: Cluster, config: ScalerSettings, planner: _OnePlacePlanner, loads: Sequence[float]
+) -> list[Plan]:
+    """One tick a second from an empty state; the plans' replica actions are applied but
+    those for worker ``a``, which never does what it is asked, and no worker joins."""
+    state = ScalerState()
+    plans = []
+    for tick, qps in enumerate(loads):
+        demand = [Demand("digits", qps)] if qps else []
+        snap = build_snapshot(
+            tick * TICK_MS,
+            cluster.catalog,
+            cluster.live(),
+            demand,
+            {},
+            PriceTable.default(),
+            config,
+        )
+        plan, state = _Tick(snap, state, config, "infaas").run(planner, None)
+        done = tuple(a for a in plan.actions if a.worker not in (None, "a"))
+        cluster.apply(replace(plan, actions=done))
+        plans.append(plan)
+    return plans
+
+
+def test_the_last_running_replica_stays_while_the_plan_waits_for_a_new_worker() -> None:
+    # the logged tick sequence of bench/faults.py's worker-kill-job (docs/faults.md): the
+    # plan moved the app to a worker yet to start, and after the hold-down the scaler
+    # unloaded the only replica serving it, "not needed for 10 s (hold-down 10 s)"
+    cluster = Cluster(f.worker_report("b", {CPU: 1}))
+    loads = [150] * 30 + [0] * 30
+    plans = _ticks(cluster, settings(max_cpu_workers=2), _OnePlacePlanner(None), loads)
+    assert plans[29].deferred == (
+        f"{CPU} on b: 1 -> 0 replicas held back: the last running replica of digits, "
+        "which still has 150.0 q/s of demand",
+    )
+    # once the app's demand has lapsed for its hold-down, the replica goes as before
+    unloads = [(p.tick - 1, a.worker) for p in plans for a in p.actions if a.kind == UNLOAD]
+    assert [w for t, w in unloads if t < 30] == []
+    assert [w for _, w in unloads] == ["b"]
+    assert cluster.replicas("b") == {}
+
+
+def test_another_running_replica_lets_one_go() -> None:
+    # two workers run the app; the plan moves it to a worker yet to start: one stays
+    cluster = Cluster(f.worker_report("b", {CPU: 1}), f.worker_report("c", {CPU: 1}))
+    plans = _ticks(cluster, settings(max_cpu_workers=3), _OnePlacePlanner(None), [150] * 30)
+    unloads = [a.worker for p in plans for a in p.actions if a.kind == UNLOAD]
+    assert unloads == ["b"]
+    assert cluster.replicas("c") == {CPU: 1}
+    assert "c: 1 -> 0 replicas held back: the last running replica of digits" in "".join(
+        plans[-1].deferred
+    )
+
+
+def test_what_runs_stays_while_the_worker_planned_on_never_loads_it() -> None:
+    # the plan puts the app on worker a, which reports as alive but never loads what it is
+    # asked; each time that request times out it is made again, and b's replica serves
+    cluster = Cluster(f.worker_report("a"), f.worker_report("b", {CPU: 1}))
+    config = settings(max_cpu_workers=2, pending_timeout_s=5)
+    plans = _ticks(cluster, config, _OnePlacePlanner("a"), [150] * 30 + [0] * 30)
+    assert any("did not reach 2 replicas" in n for p in plans for n in p.notes)
+    assert plans[29].deferred == (
+        f"{CPU} on b: 1 -> 0 replicas held back: replicas of digits are still loading "
+        "(make before break)",
+    )
+    # once the app's demand has lapsed for its hold-down, the replica goes as before
+    unloads = [(p.tick - 1, a.worker) for p in plans for a in p.actions if a.kind == UNLOAD]
+    assert [w for t, w in unloads if t < 30] == []
+    assert [w for _, w in unloads] == ["b"]
+    assert cluster.replicas("b") == {}
