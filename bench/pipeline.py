@@ -216,7 +216,8 @@ def run(
             f"--open-rates {','.join(f'{r:g}' for r in open_rates)} --open-step-s {open_step_s:g}"
             if open_rates
             else "--skip-open-loop"
-        ),
+        )
+        + ("" if triton else " --skip-triton"),
         "machine": {
             "cores": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
@@ -412,6 +413,10 @@ def main() -> None:
         triton=not args.skip_triton,
     )
     report(result)
+    if args.skip_batching:
+        result["command"] += " --skip-batching"
+    if str(args.out) != str(RESULTS / "pipeline.json"):
+        result["command"] += f" --out {args.out}"
     if not args.skip_batching:
         result["batching"] = run_batching(args.duration_s)
         report_batching(result["batching"])
