@@ -443,7 +443,8 @@ def _spawn_gateway(stack: Stack, log: Path) -> tuple[subprocess.Popen[bytes], st
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "infaas.cli", "gateway", "--port", str(port)],
-            env=stack.worker_env,
+            # gRPC on any free port: --port + 1, its default, may be a client's by now
+            env={**stack.worker_env, "INFAAS_GRPC_PORT": "0"},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -237,6 +237,7 @@ def test_deleting_a_model_and_its_app_removes_their_queues(stack: Stack) -> None
         options=options,
         reply=True,
         timeout=10,
+        limit=1,  # the stack's worker; without a limit it waits out the whole time-out
     )
     assert replies, "no worker answered add_consumer"
     deleted_app = stack.client.delete_app(app)
