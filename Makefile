@@ -37,11 +37,11 @@ demo: venv  ## prepare the digits app, serve it in one process, send model-less 
 serve: venv  ## the demo, then keep serving on :8080 until Ctrl-C
 	$(BIN)/infaas demo --serve
 
-# Four pytest-xdist workers on two cores: the suite is CPU-bound (665 CPU-seconds), but a
-# stack's tests wait on processes, brokers and time-outs while the other workers compute;
-# each shared stack's tests are one group on one worker (docs/decisions.md, "The test
-# suite's time"; TEST_WORKERS=0 runs them all in this process).
-TEST_WORKERS ?= 4
+# Two pytest-xdist workers: the tests that share the whole-system stacks run in one group
+# on one worker, everything else beside them (TEST_WORKERS=0 runs them in this process).
+# Four did not pay on two cores (pytest 391 s against 382 s, the same clone back to back:
+# the suite is CPU-bound; docs/decisions.md, "The test suite's time").
+TEST_WORKERS ?= 2
 PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test: venv lint typecheck  ## every test: unit and integration (needs the local services)
