@@ -16,7 +16,7 @@ does, then :func:`api_gateway.routes.infer.answer_v1`, and errors through
 The ``/v2`` routes take the same steps in the same order as their FastAPI route
 (``api_gateway/routes/oip.py``): the body read within the limit, the caller and its role,
 then :func:`api_gateway.routes.oip.answer_v2`, with refusals in the protocol's shape
-(:func:`api_gateway.routes.oip.oip_error`) except a refused key's, which keeps the
+(:func:`api_gateway.routes.oip.in_oip_shape`) except a refused key's, which keeps the
 gateway's own on every route.
 
 Whatever it does not answer the common way goes on to FastAPI unchanged, with the body
@@ -33,7 +33,6 @@ import logging
 import re
 from typing import Any
 
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,11 +41,11 @@ from api_gateway.access import access_of, audited
 from api_gateway.deps import caller_of, check_role
 from api_gateway.json_body import is_json, max_body_bytes, parse_json, read_body
 from api_gateway.oip_binary import HEADER_LENGTH
-from api_gateway.responses import error_response, validation_error
+from api_gateway.responses import error_response
 from api_gateway.routes.infer import BODIES, PATHS, answer_v1
-from api_gateway.routes.oip import V2_PATHS, answer_v2, oip_error
+from api_gateway.routes.oip import V2_PATHS, answer_v2, in_oip_shape
 from api_gateway.state import GatewayState
-from queues.errors import Forbidden, InfaasError, Unauthenticated
+from queues.errors import InfaasError
 
 log = logging.getLogger(__name__)
 _QUERY_PATH = re.compile(r"/v1/(apps|models|variants)/([^/]+)/infer")
@@ -138,16 +137,13 @@ async def _answer_v2(state: GatewayState, request: Request, name: str, version: 
     access = V2_ACCESS[version is not None]
     if headers.get("content-type", "").lower().startswith("multipart/") or audited("POST", access):
         raise _ToFastAPI(None)
-    try:
+
+    async def steps() -> Any:
         body = await read_body(request, max_body_bytes(request))
         caller = await caller_of(
             state, access, headers.get("authorization"), headers.get("x-api-key")
         )
         check_role(caller, access)
         return await answer_v2(state, caller.names, name, version, body, headers.get(HEADER_LENGTH))
-    except (Unauthenticated, Forbidden):
-        raise  # one contract for keys on every route, in the tree's own shape
-    except InfaasError as exc:
-        return oip_error(exc)
-    except RequestValidationError as exc:
-        return oip_error(validation_error(exc))
+
+    return await in_oip_shape(steps())

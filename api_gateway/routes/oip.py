@@ -15,7 +15,7 @@ refused API key (401, 403) keeps the gateway's own shape, the same on every rout
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
 import orjson
@@ -52,16 +52,22 @@ class OIPRoute(JSONBodyRoute):
         handler = super().get_route_handler()
 
         async def oip(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except (Unauthenticated, Forbidden):
-                raise  # one contract for keys on every route, in the tree's own shape
-            except InfaasError as exc:
-                return oip_error(exc)
-            except RequestValidationError as exc:
-                return oip_error(validation_error(exc))
+            return await in_oip_shape(handler(request))
 
         return oip
+
+
+async def in_oip_shape(answer: Awaitable[Response]) -> Response:
+    """``answer``, or its refusal in the protocol's error shape; a refused key keeps the
+    gateway's own (one contract for keys on every route, in the tree's own shape)."""
+    try:
+        return await answer
+    except (Unauthenticated, Forbidden):
+        raise
+    except InfaasError as exc:
+        return oip_error(exc)
+    except RequestValidationError as exc:
+        return oip_error(validation_error(exc))
 
 
 router = APIRouter(tags=["open inference protocol"], route_class=OIPRoute)
