@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -81,6 +82,8 @@ def run_fault(
     figures = query_figures(shots, refs, fault_end=injected.end)
     if args.shots is not None:
         _write_shots(args.shots / f"{name}.jsonl", shots, started, injected.end)
+    if args.logs is not None:
+        copy_logs(stack.home, args.logs / name)
     job = wait_job(stack, job_id, timeout_s=args.job_timeout_s)
     return {
         "fault": name,
@@ -120,6 +123,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "partition_s": args.partition_s,
         "faults": results,
     }
+
+
+def copy_logs(home: Path, into: Path) -> list[str]:
+    """The processes' logs so far (gateway, workers, scaler), kept past the bench's end
+    (its home is a temporary folder); the names copied."""
+    into.mkdir(parents=True, exist_ok=True)
+    names = []
+    for log in sorted(home.glob("*.log")):
+        shutil.copy2(log, into / log.name)
+        names.append(log.name)
+    return names
 
 
 def _write_shots(path: Path, shots: list[Any], started: float, fault_end: float) -> None:
@@ -216,7 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shots", type=Path, default=None, help="a folder: each query of each fault, a line"
     )
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=None,
+        help="a folder: after each fault, the gateway's, workers' and scaler's logs so far",
+    )
     args = parser.parse_args(argv)
+    for folder in (args.shots, args.logs):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            parser.error(f"{folder} is a file; give a folder (it is made if missing)")
     if args.table:
         print(table(json.loads(args.out.read_text())))
         return 0
