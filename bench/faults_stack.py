@@ -140,7 +140,10 @@ class FaultStack:
         while True:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited ({proc.returncode}); see {self.home}")
+                    # the home is removed on the way out: say why here
+                    log = self.home / f"{name}.log"
+                    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                    raise RuntimeError(f"{name} exited ({proc.returncode}); its log ends:\n{tail}")
             ok, seen = self.ready()
             if ok and seen >= workers:
                 return
@@ -238,6 +241,7 @@ def fault_stack(*, queue_max_length: int = 5000) -> Iterator[FaultStack]:
             "INFAAS_CATALOG_URL": postgres.url,
             "INFAAS_STATE_URL": redis.url,
             "INFAAS_STATE_PREFIX": PREFIX,
+            "INFAAS_GRPC_PORT": "0",  # any free port: --port + 1 may be another's socket
             "INFAAS_STORE_URL": s3.url(bucket),
             # the bench starts the two workers itself and restarts a killed one; the scaler
             # places replicas on them and adds none (nor stops an idle one between faults)
