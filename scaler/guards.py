@@ -93,21 +93,20 @@ def _last_replica(t: Tick, key: Key, app: str, unloading: set[Key]) -> str:
     )
     if demand_qps <= 0:
         return ""
-    for w in t.snap.workers.values():
-        if t.closed(w.worker_id):
-            continue
-        for vid, n in w.replicas.items():
-            info = t.snap.variants.get(vid)
-            other = (vid, w.worker_id)
-            if (
-                n > 0
-                and other != key
-                and other not in unloading
-                and info is not None
-                and info.app == app
-                and w.states.get(vid) != LOADING
-            ):
-                return ""
+    others = (
+        (vid, w)
+        for w in t.snap.workers.values()
+        if not t.closed(w.worker_id)
+        for vid, n in w.replicas.items()
+        if n > 0 and (vid, w.worker_id) != key and (vid, w.worker_id) not in unloading
+    )
+    if any(
+        (info := t.snap.variants.get(vid)) is not None
+        and info.app == app
+        and w.states.get(vid) != LOADING
+        for vid, w in others
+    ):
+        return ""
     return f"the last running replica of {app}, which still has {demand_qps:.1f} q/s of demand"
 
 

@@ -1062,6 +1062,19 @@ def _ticks(
     return plans
 
 
+def _unloads(plans: Sequence[Plan]) -> list[tuple[int, str | None]]:
+    """(tick, worker) of every unload, in order."""
+    return [(tick, a.worker) for tick, a in replica_actions(plans) if a.kind == UNLOAD]
+
+
+def _gone_once_demand_lapsed(plans: Sequence[Plan], cluster: Cluster) -> None:
+    """Nothing unloaded while demand came (ticks 0-29); then b's replica, as before."""
+    unloads = _unloads(plans)
+    assert [w for t, w in unloads if t < 30] == []
+    assert [w for _, w in unloads] == ["b"]
+    assert cluster.replicas("b") == {}
+
+
 def test_the_last_running_replica_stays_while_the_plan_waits_for_a_new_worker() -> None:
     # the logged tick sequence of bench/faults.py's worker-kill-job (docs/faults.md): the
     # plan moved the app to a worker yet to start, and after the hold-down the scaler
@@ -1073,19 +1086,14 @@ def test_the_last_running_replica_stays_while_the_plan_waits_for_a_new_worker() 
         f"{CPU} on b: 1 -> 0 replicas held back: the last running replica of digits, "
         "which still has 150.0 q/s of demand",
     )
-    # once the app's demand has lapsed for its hold-down, the replica goes as before
-    unloads = [(p.tick - 1, a.worker) for p in plans for a in p.actions if a.kind == UNLOAD]
-    assert [w for t, w in unloads if t < 30] == []
-    assert [w for _, w in unloads] == ["b"]
-    assert cluster.replicas("b") == {}
+    _gone_once_demand_lapsed(plans, cluster)
 
 
 def test_another_running_replica_lets_one_go() -> None:
     # two workers run the app; the plan moves it to a worker yet to start: one stays
     cluster = Cluster(f.worker_report("b", {CPU: 1}), f.worker_report("c", {CPU: 1}))
     plans = _ticks(cluster, settings(max_cpu_workers=3), _OnePlacePlanner(None), [150] * 30)
-    unloads = [a.worker for p in plans for a in p.actions if a.kind == UNLOAD]
-    assert unloads == ["b"]
+    assert [w for _, w in _unloads(plans)] == ["b"]
     assert cluster.replicas("c") == {CPU: 1}
     assert "c: 1 -> 0 replicas held back: the last running replica of digits" in "".join(
         plans[-1].deferred
@@ -1103,8 +1111,4 @@ def test_what_runs_stays_while_the_worker_planned_on_never_loads_it() -> None:
         f"{CPU} on b: 1 -> 0 replicas held back: replicas of digits are still loading "
         "(make before break)",
     )
-    # once the app's demand has lapsed for its hold-down, the replica goes as before
-    unloads = [(p.tick - 1, a.worker) for p in plans for a in p.actions if a.kind == UNLOAD]
-    assert [w for t, w in unloads if t < 30] == []
-    assert [w for _, w in unloads] == ["b"]
-    assert cluster.replicas("b") == {}
+    _gone_once_demand_lapsed(plans, cluster)
