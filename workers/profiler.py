@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from queues.heap import settle_heap
 from registry.types import Profile
 from workers.runtimes.base import Runtime
 
@@ -180,16 +181,26 @@ def loaded_bytes(
 
     Call it in a process that has loaded a variant before: what the first load of a
     process pays once (thread pools, kernel registries) is no variant's memory."""
+    # Each settling runs a full collection. Freezing what exists first keeps those passes
+    # to what the loads allocate: in a process holding a large heap (the registration
+    # worker's, a test run's) they took 0.2 s each, nearly all of a small variant's
+    # profile. The process's own freeze, if it had one, is kept.
+    frozen_before = gc.get_freeze_count()
+    settle_heap()
     growth: list[int] = []
-    for _ in range(max(1, loads)):
-        before = _settled_rss_bytes()
-        runtime = load()
-        try:
-            runtime.predict(sample)
-            growth.append(max(0, _settled_rss_bytes() - before))
-        finally:
-            runtime.close()
-            del runtime
+    try:
+        for _ in range(max(1, loads)):
+            before = _settled_rss_bytes()
+            runtime = load()
+            try:
+                runtime.predict(sample)
+                growth.append(max(0, _settled_rss_bytes() - before))
+            finally:
+                runtime.close()
+                del runtime
+    finally:
+        if frozen_before == 0:
+            gc.unfreeze()
     return int(np.median(growth))
 
 
