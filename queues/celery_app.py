@@ -22,6 +22,13 @@ def create_celery_app(settings: BrokerSettings, *, name: str = "infaas") -> Any:
         broker_url=settings.url,
         broker_connection_retry_on_startup=True,
         broker_heartbeat=settings.broker_heartbeat_s,
+        # A channel error while the worker's consumer starts is retried like a lost
+        # connection. The one seen: a worker cut off the network reconnects before the
+        # broker has found its old connection dead (up to two heartbeats), and declaring
+        # its remote-control (pidbox) queue again, exclusive to that old connection, is
+        # refused RESOURCE_LOCKED; without the retry Celery stopped the worker
+        # (docs/faults.md, the partition run).
+        broker_channel_error_retry=True,
         broker_transport_options={"polling_interval": 0.01} if settings.embedded else {},
         task_default_queue=topology.control_queue(prefix, "any"),
         # every queue Celery declares by name is a control queue (batch queues come with

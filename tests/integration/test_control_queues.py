@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -60,3 +61,52 @@ def test_a_sent_task_declares_a_quorum_control_queue_and_a_worker_runs_it() -> N
         ):
             assert ran.wait(timeout=60), "the worker never ran the task from the quorum queue"
         assert _queue_types(vhost)[queue] == "quorum"
+
+
+# Celery warns on every retried connection that it will cancel running late-ack tasks
+# from 6.0 on; the suite turns warnings into errors, which would end the retry here.
+@pytest.mark.filterwarnings("ignore::celery.exceptions.CPendingDeprecationWarning")
+def test_a_worker_whose_control_queue_is_still_locked_waits_for_it() -> None:
+    """A worker cut off the network reconnects before the broker has dropped its old
+    connection, which still holds the worker's exclusive remote-control (pidbox) queue:
+    declaring it again is refused RESOURCE_LOCKED. Here the test's own connection holds
+    that queue while the worker starts; the worker must retry (not stop) and answer a
+    ping once the queue is free."""
+    from celery.contrib.testing.worker import TestWorkController
+    from celery.worker import state as worker_state
+
+    with rabbitmq_vhost() as url:
+        broker = BrokerSettings(broker_url=url, queue_prefix="lk")
+        app: Any = create_celery_app(broker, name="locked-pidbox-test")
+        hostname = "locked@pidbox-test"
+        pidbox = f"{hostname}.lk.ctl.pidbox"
+        holder = app.connection()
+        holder.default_channel.queue_declare(pidbox, exclusive=True, auto_delete=True)
+        worker = TestWorkController(
+            app=app, hostname=hostname, pool="threads", concurrency=1,
+            queues=[topology.control_queue("lk", "cpu")], ready_callback=None,
+            without_heartbeat=True, without_mingle=True, without_gossip=True,
+        )  # fmt: skip
+        thread = threading.Thread(target=worker.start, daemon=True)
+        thread.start()
+        try:
+            # refused at least once while the queue is held, and still running
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and thread.is_alive():
+                consumer = worker.consumer
+                if consumer is not None and consumer.restart_count >= 2:
+                    break
+                time.sleep(0.2)
+            assert thread.is_alive(), "the worker stopped on its locked control queue"
+            assert worker.consumer.restart_count >= 2, "the worker never met the lock"
+            assert not worker._on_started.is_set()
+            holder.release()  # the old connection is gone: the queue is free
+            assert worker._on_started.wait(timeout=60), "the worker never started"
+            replies = app.control.ping(destination=[hostname], timeout=5)
+            assert replies == [{hostname: {"ok": "pong"}}]
+        finally:
+            holder.release()
+            worker_state.should_terminate = 0
+            thread.join(60)
+            worker_state.should_terminate = None
+        assert not thread.is_alive(), "the worker did not stop"
