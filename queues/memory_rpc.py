@@ -22,16 +22,18 @@ from kombu.exceptions import ChannelError
 from kombu.message import Message
 
 from queues.errors import BrokerUnavailable, QueueFull
+from queues.memory_transport import Transport
 from queues.messages import CONTENT_TYPE, Query, Reply, decode_reply, encode_query
 from queues.replies import PendingReplies, no_answer, no_worker
 from queues.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
-POLLING_INTERVAL_S = 0.001
 
 
 def memory_connection(url: str = "memory://") -> Connection:
-    return Connection(url, transport_options={"polling_interval": POLLING_INTERVAL_S})
+    """A connection to the process's memory broker whose consumers are woken by arrivals
+    (queues/memory_transport.py), not by polling."""
+    return Connection(url, transport=Transport)
 
 
 class MemoryQueryClient:

@@ -14,6 +14,9 @@ from tests import services
 from tests.demo_build import DemoBuild, ensure_demo_models
 from tests.hardware import ALLOWED_SKIP_REASONS
 
+# --cpu-durations: the CPU each test phase cost (tests/cpu_report.py)
+pytest_plugins = ["tests.cpu_report"]
+
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
