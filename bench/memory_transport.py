@@ -47,11 +47,15 @@ def _cpu_s() -> float:
 def _idle_consumer(connect: Callable[[], Connection], stop: threading.Event) -> None:
     name = f"idle.{uuid.uuid4().hex[:10]}"
     with connect() as conn, Consumer(conn.channel(), [Queue(name)], on_message=print):
-        while not stop.is_set():
-            try:
-                conn.drain_events(timeout=0.5)
-            except TimeoutError:
-                continue
+        _drain_until(conn, stop)
+
+
+def _drain_until(conn: Connection, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            conn.drain_events(timeout=0.5)
+        except TimeoutError:
+            continue
 
 
 def _echo(connect: Callable[[], Connection], name: str, stop: threading.Event) -> None:
@@ -63,11 +67,7 @@ def _echo(connect: Callable[[], Connection], name: str, stop: threading.Event) -
             message.ack()
 
         with Consumer(conn.channel(), [Queue(name)], on_message=on_message):
-            while not stop.is_set():
-                try:
-                    conn.drain_events(timeout=0.5)
-                except TimeoutError:
-                    continue
+            _drain_until(conn, stop)
 
 
 def measure(

@@ -71,10 +71,8 @@ class Channel(memory.Channel):  # type: ignore[misc]  # kombu ships no types
     def _put_fanout(
         self, exchange: str, message: Any, routing_key: Any = None, **kwargs: Any
     ) -> None:
-        queues = list(self._lookup(exchange, routing_key))
-        super()._put_fanout(exchange, message, routing_key, **kwargs)
-        for queue in queues:
-            ARRIVALS.put(queue)
+        for queue in self._lookup(exchange, routing_key):
+            self._put(queue, message, **kwargs)
 
 
 class Transport(memory.Transport):  # type: ignore[misc]
@@ -88,10 +86,7 @@ class Transport(memory.Transport):  # type: ignore[misc]
         registered: set[str] = set()
         try:
             while True:
-                queues = {q for channel in self.channels for q in channel._active_queues}
-                ARRIVALS.register(queues - registered, wake)
-                ARRIVALS.unregister(registered - queues, wake)
-                registered = queues
+                # a message already there is taken without a lock or a registration
                 wake.clear()  # before looking: a put from here on wakes the wait below
                 try:
                     self.cycle.get(self._deliver, timeout=timeout)
@@ -104,6 +99,12 @@ class Transport(memory.Transport):  # type: ignore[misc]
                     if left_s <= 0:
                         raise TimeoutError()
                     wait_s = min(wait_s, left_s)
+                queues = {q for channel in self.channels for q in channel._active_queues}
+                if queues != registered:
+                    ARRIVALS.register(queues - registered, wake)
+                    ARRIVALS.unregister(registered - queues, wake)
+                    registered = queues
+                    continue  # look again: a put before the registration woke no one
                 wake.wait(wait_s)
         finally:
             ARRIVALS.unregister(registered, wake)

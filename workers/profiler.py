@@ -184,7 +184,7 @@ def loaded_bytes(
     # Each settling runs a full collection. Freezing what exists first keeps those passes
     # to what the loads allocate: in a process holding a large heap (the registration
     # worker's, a test run's) they took 0.2 s each, nearly all of a small variant's
-    # profile. The process's own freeze, if it had one, is kept.
+    # profile. A process that had frozen its heap (a serving one) keeps it frozen.
     frozen_before = gc.get_freeze_count()
     settle_heap()
     growth: list[int] = []

@@ -63,7 +63,7 @@ FAST = ProfileSettings(cores=2, batch_sizes=(1, 64), budget_s_per_batch=0.02)
 
 @pytest.fixture(scope="module")
 def mlp(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    # wide enough that a batch of 64 clearly costs more than one input, even on a busy machine
+    # two 256-unit layers (sized when a test compared batch costs; kept: the int8 tests use it)
     return sklearn_onnx(
         tmp_path_factory.mktemp("mlp"), "bc-mlp", "breast_cancer", hidden=(256, 256)
     )
