@@ -3,13 +3,14 @@ with the gateway in the test process and workers as separate processes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,14 @@ from infaas.services import Services, open_services
 from queues.settings import BrokerSettings
 from registry.settings import RegistrySettings
 from registry.types import READY
-from tests.demo_build import DEMO_CACHE, REPO, ensure_demo_models
+from tests.demo_build import (
+    DEMO_CACHE,
+    REPO,
+    build_once,
+    demo_models_key,
+    ensure_demo_models,
+    source_key,
+)
 from tests.services import unique_name
 from workers.settings import WorkerSettings
 
@@ -109,6 +117,28 @@ def register_demo(services: Services) -> DemoSet:
         budget_s_per_batch=PROFILE_BUDGET_S,
         min_runs_per_batch=PROFILE_MIN_RUNS,
     )
+
+
+def demo_catalog_key() -> str:
+    """What decides the demo catalog: the demo models, the code that registers and
+    profiles them (any change registers again) and the machine's core count."""
+    digest = hashlib.sha256(demo_models_key().encode())
+    digest.update(source_key("registry", "workers", "queues", "infaas").encode())
+    digest.update(f"cores {os.cpu_count()}".encode())
+    return digest.hexdigest()[:16]
+
+
+def demo_catalog_home() -> Path:
+    """The home of the demo app registered and profiled on the embedded services, once
+    per :func:`demo_catalog_key` (in the test cache; the first process to ask builds it,
+    the others wait on its lock)."""
+
+    def register(home: Path) -> None:
+        home.mkdir()
+        with closing(open_embedded(home)) as fresh:
+            register_demo(fresh)
+
+    return build_once("demo-catalog", demo_catalog_key(), register, "registered")
 
 
 def open_embedded(home: Path) -> Services:

@@ -14,18 +14,19 @@ run side by side on the two workers, with the other tests filling in around them
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Iterator
-from contextlib import closing
-from pathlib import Path
 
 import pytest
 
 from infaas.services import Services
 from tests import services
-from tests.demo_build import build_once, demo_models_key, source_key
-from tests.e2e_support import Stack, embedded_stack, open_embedded, register_demo, services_stack
+from tests.e2e_support import (
+    Stack,
+    demo_catalog_home,
+    embedded_stack,
+    open_embedded,
+    services_stack,
+)
 
 # A test that takes a stack first waits for one to be built: seeding a stack and starting
 # its worker took 5-15 s, registering the demo once for the run 60-150 s (on a loaded CI
@@ -67,29 +68,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.xdist_group(group))
 
 
-def demo_catalog_key() -> str:
-    """What decides the demo catalog: the demo models, the code that registers and
-    profiles them (any change registers again) and the machine's core count."""
-    digest = hashlib.sha256(demo_models_key().encode())
-    digest.update(source_key("registry", "workers", "queues", "infaas").encode())
-    digest.update(f"cores {os.cpu_count()}".encode())
-    return digest.hexdigest()[:16]
-
-
 @pytest.fixture(scope="package")
 def demo_catalog() -> Iterator[Services]:
     """The demo app registered and profiled once per version of the code that does it, to
     seed stacks from (kept in the test cache beside the demo models, tests/demo_build.py).
 
-    Registered by the first process that asks (the others wait on the lock), then only
-    read; under xdist a second worker that needs it opens the same SQLite file."""
+    Registered by the first process that asks (the others wait on the lock; ``make test``
+    starts that process before lint, ``tests/prebuild.py``), then only read; under xdist
+    every worker that needs it opens the same SQLite file."""
 
-    def register(home: Path) -> None:
-        home.mkdir()
-        with closing(open_embedded(home)) as fresh:
-            register_demo(fresh)
-
-    source = open_embedded(build_once("demo-catalog", demo_catalog_key(), register, "registered"))
+    source = open_embedded(demo_catalog_home())
     try:
         yield source
     finally:

@@ -8,10 +8,13 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from celery.contrib.testing.worker import start_worker
+from celery.contrib.testing.worker import TestWorkController
+from celery.worker import state as worker_state
 
 from queues import topology
 from queues.celery_app import create_celery_app
@@ -36,6 +39,33 @@ def _queue_types(vhost: str) -> dict[str, str]:
     return {row[0]: row[1] for row in rows if len(row) == 2}
 
 
+@contextmanager
+def worker_thread(
+    app: Any, hostname: str, queue: str
+) -> Iterator[tuple[TestWorkController, threading.Thread]]:
+    """A Celery worker (threads pool) in a thread of this process, stopped on the way out.
+
+    Stopping sets Celery's terminate flag, which its event loop reads between polls, and
+    a poll waits up to 10 s when no message comes (Celery's own ``start_worker`` stops in
+    about that): a ping to the worker's control queue wakes it to read the flag."""
+    worker = TestWorkController(
+        app=app, hostname=hostname, pool="threads", concurrency=1, queues=[queue],
+        ready_callback=None, without_heartbeat=True, without_mingle=True, without_gossip=True,
+    )  # fmt: skip
+    thread = threading.Thread(target=worker.start, daemon=True)
+    thread.start()
+    try:
+        yield worker, thread
+    finally:
+        worker_state.should_terminate = 0
+        deadline = time.monotonic() + 60
+        while thread.is_alive() and time.monotonic() < deadline:
+            app.control.ping(destination=[hostname], timeout=0.2)
+            thread.join(0.3)
+        worker_state.should_terminate = None
+    assert not thread.is_alive(), "the worker did not stop"
+
+
 def test_a_sent_task_declares_a_quorum_control_queue_and_a_worker_runs_it() -> None:
     with rabbitmq_vhost() as url:
         vhost = url.rsplit("/", 1)[1]
@@ -51,14 +81,7 @@ def test_a_sent_task_declares_a_quorum_control_queue_and_a_worker_runs_it() -> N
         # sent before any worker exists: the sender declares the queue, as the gateway does
         app.send_task("infaas.test.mark", queue=queue)
         assert _queue_types(vhost).get(queue) == "quorum"
-        with start_worker(
-            app,
-            pool="threads",
-            concurrency=1,
-            queues=[queue],
-            perform_ping_check=False,
-            shutdown_timeout=60,  # the test harness's worker takes ~10 s to stop
-        ):
+        with worker_thread(app, "runner@control-queue-test", queue):
             assert ran.wait(timeout=60), "the worker never ran the task from the quorum queue"
         assert _queue_types(vhost)[queue] == "quorum"
 
@@ -72,9 +95,6 @@ def test_a_worker_whose_control_queue_is_still_locked_waits_for_it() -> None:
     declaring it again is refused RESOURCE_LOCKED. Here the test's own connection holds
     that queue while the worker starts; the worker must retry (not stop) and answer a
     ping once the queue is free."""
-    from celery.contrib.testing.worker import TestWorkController
-    from celery.worker import state as worker_state
-
     with rabbitmq_vhost() as url:
         broker = BrokerSettings(broker_url=url, queue_prefix="lk")
         app: Any = create_celery_app(broker, name="locked-pidbox-test")
@@ -82,31 +102,24 @@ def test_a_worker_whose_control_queue_is_still_locked_waits_for_it() -> None:
         pidbox = f"{hostname}.lk.ctl.pidbox"
         holder = app.connection()
         holder.default_channel.queue_declare(pidbox, exclusive=True, auto_delete=True)
-        worker = TestWorkController(
-            app=app, hostname=hostname, pool="threads", concurrency=1,
-            queues=[topology.control_queue("lk", "cpu")], ready_callback=None,
-            without_heartbeat=True, without_mingle=True, without_gossip=True,
-        )  # fmt: skip
-        thread = threading.Thread(target=worker.start, daemon=True)
-        thread.start()
         try:
-            # refused at least once while the queue is held, and still running
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and thread.is_alive():
-                consumer = worker.consumer
-                if consumer is not None and consumer.restart_count >= 2:
-                    break
-                time.sleep(0.2)
-            assert thread.is_alive(), "the worker stopped on its locked control queue"
-            assert worker.consumer.restart_count >= 2, "the worker never met the lock"
-            assert not worker._on_started.is_set()
-            holder.release()  # the old connection is gone: the queue is free
-            assert worker._on_started.wait(timeout=60), "the worker never started"
-            replies = app.control.ping(destination=[hostname], timeout=5)
-            assert replies == [{hostname: {"ok": "pong"}}]
+            with worker_thread(app, hostname, topology.control_queue("lk", "cpu")) as (
+                worker,
+                thread,
+            ):
+                # refused at least once while the queue is held, and still running
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and thread.is_alive():
+                    consumer = worker.consumer
+                    if consumer is not None and consumer.restart_count >= 2:
+                        break
+                    time.sleep(0.2)
+                assert thread.is_alive(), "the worker stopped on its locked control queue"
+                assert worker.consumer.restart_count >= 2, "the worker never met the lock"
+                assert not worker._on_started.is_set()
+                holder.release()  # the old connection is gone: the queue is free
+                assert worker._on_started.wait(timeout=60), "the worker never started"
+                replies = app.control.ping(destination=[hostname], timeout=5)
+                assert replies == [{hostname: {"ok": "pong"}}]
         finally:
             holder.release()
-            worker_state.should_terminate = 0
-            thread.join(60)
-            worker_state.should_terminate = None
-        assert not thread.is_alive(), "the worker did not stop"
