@@ -37,6 +37,8 @@ class Shot:
     variant: str
     label: int
     row: int
+    why: str = ""  # for a lost query, the client's exception (which phase timed out)
+    late_ms: float = 0.0  # how far behind its schedule the load sent it
 
     @property
     def ok(self) -> bool:
@@ -106,7 +108,8 @@ class OpenLoad:
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                task = asyncio.create_task(self._one(client, n % len(self.inputs)))
+                late_ms = max(0.0, time.monotonic() - due) * 1000
+                task = asyncio.create_task(self._one(client, n % len(self.inputs), late_ms))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 n += 1
@@ -117,7 +120,7 @@ class OpenLoad:
                 if late:
                     await asyncio.wait(late)
 
-    async def _one(self, client: httpx.AsyncClient, row: int) -> None:
+    async def _one(self, client: httpx.AsyncClient, row: int, late_ms: float) -> None:
         body = {
             "inputs": self.inputs[row : row + 1].tolist(),
             "latency_ms": self.slo_ms,
@@ -125,7 +128,7 @@ class OpenLoad:
             "timeout_ms": self.deadline_ms,
         }
         sent = time.monotonic()
-        status, code, variant, label = 0, LOST, "", -1
+        status, code, variant, label, why = 0, LOST, "", -1, "cancelled"
         try:
             response = await client.post(f"/v1/apps/{self.app}/infer", json=body)
             status, code = response.status_code, ""
@@ -134,12 +137,14 @@ class OpenLoad:
                 variant, label = str(doc["variant"]), int(doc["labels"][0])
             else:
                 code = str(doc.get("error", {}).get("code", f"http_{status}"))
-        except httpx.TimeoutException:
-            code = LOST
+        except httpx.TimeoutException as exc:
+            code, why = LOST, type(exc).__name__
         except (httpx.HTTPError, ValueError) as exc:
             code = type(exc).__name__
         finally:  # cancelled at the end with no answer: lost
-            shot = Shot(sent, time.monotonic(), status, code, variant, label, row)
+            if code != LOST:
+                why = ""
+            shot = Shot(sent, time.monotonic(), status, code, variant, label, row, why, late_ms)
             with self._lock:
                 self.shots.append(shot)
 

@@ -148,6 +148,8 @@ def _write_shots(path: Path, shots: list[Any], started: float, fault_end: float)
                 "took_s": round(s.done - s.sent, 3),
                 "status": s.status,
                 "code": s.code,
+                "why": s.why,
+                "late_ms": round(s.late_ms, 1),
             }
             out.write(json.dumps(line) + "\n")
 
