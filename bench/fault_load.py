@@ -3,14 +3,16 @@
 Queries leave at a fixed rate whatever the answers do (a fault must not slow the
 sender, or it would hide what it breaks), each with a deadline the gateway is told
 (``timeout_ms``) and a client time-out five seconds past it: a query with no answer by
-then is *lost*. The loop runs on a thread of its own with one ``httpx.AsyncClient``.
+then is *lost*. The loop runs on a thread of its own; each query is one HTTP/1.1
+request on a connection of its own (:func:`post_json`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import math
+import json
 import multiprocessing
 import threading
 import time
@@ -18,8 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 
 LOST = "lost"  # the code of a query with no answer by its deadline + LOST_AFTER_S
@@ -91,36 +93,31 @@ class OpenLoad:
             return Counter(s.code or "ok" for s in self.shots)
 
     async def _run(self) -> None:
-        # room for every query that may be waiting at once, so that the client's own
-        # pool never holds one back (at 400 connections, 200 q/s of queries waiting out
-        # 2 s deadlines filled it, and queries that never left were counted lost)
         wait_s = self.deadline_ms / 1000 + LOST_AFTER_S
-        most = max(64, math.ceil(self.rate_qps * wait_s * 1.5))
-        limits = httpx.Limits(max_connections=most, max_keepalive_connections=most)
-        timeout = httpx.Timeout(wait_s)
-        async with httpx.AsyncClient(base_url=self.url, limits=limits, timeout=timeout) as client:
-            tasks: set[asyncio.Task[None]] = set()
-            period = 1.0 / self.rate_qps
-            start = time.monotonic()
-            n = 0
-            while not self._stop.is_set():
-                due = start + n * period
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                late_ms = max(0.0, time.monotonic() - due) * 1000
-                task = asyncio.create_task(self._one(client, n % len(self.inputs), late_ms))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                n += 1
-            if tasks:
-                _done, late = await asyncio.wait(tasks, timeout=wait_s + 10)
-                for task in late:  # no answer, not even a time-out: lost all the same
-                    task.cancel()
-                if late:
-                    await asyncio.wait(late)
+        target = urlsplit(self.url)
+        host, port = target.hostname or "127.0.0.1", target.port or 80
+        path = f"/v1/apps/{self.app}/infer"
+        tasks: set[asyncio.Task[None]] = set()
+        period = 1.0 / self.rate_qps
+        start = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            due = start + n * period
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            late_ms = max(0.0, time.monotonic() - due) * 1000
+            one = self._one(host, port, path, n % len(self.inputs), late_ms, wait_s)
+            task = asyncio.create_task(one)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            n += 1
+        if tasks:
+            await asyncio.wait(tasks)  # each ends by its own time-out
 
-    async def _one(self, client: httpx.AsyncClient, row: int, late_ms: float) -> None:
+    async def _one(
+        self, host: str, port: int, path: str, row: int, late_ms: float, wait_s: float
+    ) -> None:
         body = {
             "inputs": self.inputs[row : row + 1].tolist(),
             "latency_ms": self.slo_ms,
@@ -128,25 +125,59 @@ class OpenLoad:
             "timeout_ms": self.deadline_ms,
         }
         sent = time.monotonic()
-        status, code, variant, label, why = 0, LOST, "", -1, "cancelled"
+        status, code, variant, label, why = 0, LOST, "", -1, ""
         try:
-            response = await client.post(f"/v1/apps/{self.app}/infer", json=body)
-            status, code = response.status_code, ""
-            doc: dict[str, Any] = response.json()
+            async with asyncio.timeout(wait_s):
+                status, payload = await post_json(host, port, path, body)
+            code = ""
+            doc: dict[str, Any] = json.loads(payload)
             if status == 200:
                 variant, label = str(doc["variant"]), int(doc["labels"][0])
             else:
                 code = str(doc.get("error", {}).get("code", f"http_{status}"))
-        except httpx.TimeoutException as exc:
-            code, why = LOST, type(exc).__name__
-        except (httpx.HTTPError, ValueError) as exc:
-            code = type(exc).__name__
-        finally:  # cancelled at the end with no answer: lost
-            if code != LOST:
-                why = ""
+        except TimeoutError:
+            code, why = LOST, f"no answer in {wait_s:g} s"
+        except ConnectionRefusedError:
+            code = "ConnectError"
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            code = "ReadError" if status == 0 else type(exc).__name__
+        finally:
             shot = Shot(sent, time.monotonic(), status, code, variant, label, row, why, late_ms)
             with self._lock:
                 self.shots.append(shot)
+
+
+async def post_json(host: str, port: int, path: str, body: Any) -> tuple[int, bytes]:
+    """One HTTP/1.1 POST on a connection of its own (``Connection: close``): the status
+    and the body. No pool: in an open loop every query is its own client, and a pool
+    of the thousands of connections a stalled server leaves waiting cost the load
+    process more CPU per query than the server spent (httpx's pool scans its
+    connections for each request), and its per-phase time-outs did not bound a query's
+    time: queries were held 20-60 s where each phase's limit was 7 s."""
+    payload = json.dumps(body).encode()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        writer.write(head + payload)
+        await writer.drain()
+        status_line = await reader.readuntil(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        headers = await reader.readuntil(b"\r\n\r\n")
+        length = None
+        for line in headers.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        content = await (reader.readexactly(length) if length is not None else reader.read())
+        return status, content
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 def _load_process(config: dict[str, Any], warm: Any, stop: Any, out: Any) -> None:
