@@ -219,8 +219,13 @@ def profile_variant(
     batch_sizes: Sequence[int] = (1, 4, 8, 16, 32),
     budget_s_per_batch: float = 0.5,
     min_runs_per_batch: int = MIN_RUNS,
+    accuracy: float | None = None,
 ) -> Profile:
     """Load a variant with ``load`` and measure it on the validation set.
+
+    ``accuracy``: the top-1 accuracy already measured for a variant that computes the
+    same outputs (the same artifact and runtime options but for the thread count); None
+    measures it here.
 
     ``load_ms`` is the time of ``load()`` plus one warm-up prediction; ``memory_mb`` is the
     resident memory a loaded copy holds after a batch of the largest size
@@ -244,7 +249,8 @@ def profile_variant(
         load_ms = (time.perf_counter_ns() - t0) / _NS_PER_MS
         weights_bytes = int(runtime.memory_bytes())
 
-        accuracy = top1_accuracy(runtime.predict, inputs, labels)
+        if accuracy is None:
+            accuracy = top1_accuracy(runtime.predict, inputs, labels)
 
         p50: dict[int, float] = {}
         p99: dict[int, float] = {}

@@ -267,3 +267,37 @@ def test_profile_variant_runs_each_batch_size_at_least_min_runs_times(
     assert runs_per_size(9) == {4: 9 + warmup, 16: 9 + warmup + memory}
     with pytest.raises(ValueError, match="min_runs"):
         runs_per_size(0)
+
+
+def test_profile_variant_takes_an_accuracy_measured_already(
+    tiny_model: tuple[Path, np.ndarray, np.ndarray],
+) -> None:
+    """A variant that differs from a profiled one only in its thread count computes the
+    same outputs: given that accuracy, the profile reports it and never runs the
+    validation set through the model (the accuracy pass predicts in batches of 64)."""
+    path, x, y = tiny_model
+    spec = RuntimeSpec("onnx", "fp32", "cpu", threads=2)
+    sizes_seen: set[int] = set()
+
+    class Counting(OnnxRuntime):
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            sizes_seen.add(len(batch))
+            return super().predict(batch)
+
+    def profile(accuracy: float | None) -> float:
+        sizes_seen.clear()
+        return profile_variant(
+            lambda: Counting(spec, path),
+            path.stat().st_size,
+            x,
+            y,
+            batch_sizes=(1, 4),
+            budget_s_per_batch=0.0,
+            min_runs_per_batch=1,
+            accuracy=accuracy,
+        ).accuracy
+
+    measured = profile(None)
+    assert 64 in sizes_seen  # the accuracy pass ran
+    assert profile(measured) == measured
+    assert 64 not in sizes_seen  # it did not run again

@@ -151,6 +151,32 @@ def test_cpu_variants_of_an_onnx_mlp(mlp: Trained, tmp_path: Path) -> None:
     assert sink.artifacts["m.onnx-fp32.cpu-t1"] == sink.artifacts["m.onnx-fp32.cpu-t2"]
 
 
+def test_accuracy_is_measured_once_per_artifact_not_per_thread_count(
+    mlp: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thread variants run the same graph with the same options: one accuracy pass for
+    each artifact (the int8 gate's pass counts for its variants), the same figure for
+    each of its thread counts."""
+    from workers import registration
+
+    passes: list[int] = []
+
+    def counted(predict: Any, inputs: np.ndarray, labels: np.ndarray, batch: int = 64) -> float:
+        passes.append(len(inputs))
+        return real(predict, inputs, labels, batch)
+
+    real = profiler.top1_accuracy
+    monkeypatch.setattr(profiler, "top1_accuracy", counted)
+    monkeypatch.setattr(registration, "top1_accuracy", counted)
+    settings = dataclasses.replace(FAST, int8_speed_tolerance=1000.0)  # keep int8 if accurate
+    report = build_and_profile(_source(mlp), settings, RecordingSink(), tmp_path)
+    assert len(report.ready) == 6  # fp32, int8 dynamic and static, each at 1 and 2 threads
+    assert len(passes) == 3
+    for recipe in ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static"):
+        one, two = (report.ready[f"m.{recipe}.cpu-t{t}"].accuracy for t in (1, 2))
+        assert one == two
+
+
 def test_int8_is_not_kept_when_it_loses_accuracy(mlp: Trained, tmp_path: Path) -> None:
     sink = RecordingSink()
     settings = dataclasses.replace(
