@@ -9,7 +9,7 @@ never load the machine while other tests run in the same process.
 
 Under pytest-xdist (``--dist loadgroup``) the tests of each shared stack are one group
 (``stack_group``), so each stack is built by one worker only, and the two shared stacks
-run side by side on the two workers, with the other tests filling in around them.
+run side by side on two workers, with the other tests filling in around them.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from tests.e2e_support import (
 # stack, seeded from ``demo_catalog`` too.
 STACK_FIXTURES = frozenset({"stack", "services_e2e", "embedded_e2e", "demo_catalog"})
 STACK_TEST_TIMEOUT_S = 900
-# The xdist groups of the stack tests: one per shared stack, so the two workers each run
-# one (the demo catalog both are seeded from is registered once, by whichever asks first),
-# and one per module that builds a stack of its own from the demo catalog.
+# The xdist groups of the stack tests: one per shared stack, so two workers each run one
+# (the demo catalog both are seeded from is registered once, by tests/prebuild.py or
+# whichever asks first), and one per module that builds a stack of its own from it.
 EMBEDDED_GROUP = "stacks-embedded"
 SERVICES_GROUP = "stacks-services"
 
