@@ -4,7 +4,8 @@ Queries leave at a fixed rate whatever the answers do (a fault must not slow the
 sender, or it would hide what it breaks), each with a deadline the gateway is told
 (``timeout_ms``) and a client time-out five seconds past it: a query with no answer by
 then is *lost*. The loop runs on a thread of its own; each query is one HTTP/1.1
-request on a connection of its own (:func:`post_json`).
+request on a connection of its own (:func:`post_json`, with bench/loadgen.py's request
+and response helpers).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+
+from bench.loadgen import build_request, read_response
 
 LOST = "lost"  # the code of a query with no answer by its deadline + LOST_AFTER_S
 LOST_AFTER_S = 5.0
@@ -94,8 +97,6 @@ class OpenLoad:
 
     async def _run(self) -> None:
         wait_s = self.deadline_ms / 1000 + LOST_AFTER_S
-        target = urlsplit(self.url)
-        host, port = target.hostname or "127.0.0.1", target.port or 80
         path = f"/v1/apps/{self.app}/infer"
         tasks: set[asyncio.Task[None]] = set()
         period = 1.0 / self.rate_qps
@@ -107,7 +108,7 @@ class OpenLoad:
             if delay > 0:
                 await asyncio.sleep(delay)
             late_ms = max(0.0, time.monotonic() - due) * 1000
-            one = self._one(host, port, path, n % len(self.inputs), late_ms, wait_s)
+            one = self._one(path, n % len(self.inputs), late_ms, wait_s)
             task = asyncio.create_task(one)
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -115,9 +116,7 @@ class OpenLoad:
         if tasks:
             await asyncio.wait(tasks)  # each ends by its own time-out
 
-    async def _one(
-        self, host: str, port: int, path: str, row: int, late_ms: float, wait_s: float
-    ) -> None:
+    async def _one(self, path: str, row: int, late_ms: float, wait_s: float) -> None:
         body = {
             "inputs": self.inputs[row : row + 1].tolist(),
             "latency_ms": self.slo_ms,
@@ -128,7 +127,7 @@ class OpenLoad:
         status, code, variant, label, why = 0, LOST, "", -1, ""
         try:
             async with asyncio.timeout(wait_s):
-                status, payload = await post_json(host, port, path, body)
+                status, payload = await post_json(self.url, path, body)
             code = ""
             doc: dict[str, Any] = json.loads(payload)
             if status == 200:
@@ -147,33 +146,19 @@ class OpenLoad:
                 self.shots.append(shot)
 
 
-async def post_json(host: str, port: int, path: str, body: Any) -> tuple[int, bytes]:
-    """One HTTP/1.1 POST on a connection of its own (``Connection: close``): the status
-    and the body. No pool: in an open loop every query is its own client, and a pool
-    of the thousands of connections a stalled server leaves waiting cost the load
-    process more CPU per query than the server spent (httpx's pool scans its
-    connections for each request), and its per-phase time-outs did not bound a query's
-    time: queries were held 20-60 s where each phase's limit was 7 s."""
-    payload = json.dumps(body).encode()
-    reader, writer = await asyncio.open_connection(host, port)
+async def post_json(url: str, path: str, body: Any) -> tuple[int, bytes]:
+    """One POST on a connection of its own, closed after the answer: the status and the
+    body. No pool: in an open loop every query is its own client, and a pool of the
+    thousands of connections a stalled server leaves waiting cost the load process more
+    CPU per query than the server spent (httpx's pool scans its connections for each
+    request), and its per-phase time-outs did not bound a query's time: queries were
+    held 20-60 s where each phase's limit was 7 s."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     try:
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
-        writer.write(head + payload)
+        writer.write(build_request(url, path, json.dumps(body).encode()))
         await writer.drain()
-        status_line = await reader.readuntil(b"\r\n")
-        status = int(status_line.split(b" ", 2)[1])
-        headers = await reader.readuntil(b"\r\n\r\n")
-        length = None
-        for line in headers.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip())
-        content = await (reader.readexactly(length) if length is not None else reader.read())
-        return status, content
+        return await read_response(reader)
     finally:
         writer.close()
         with contextlib.suppress(OSError):

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from bench.loadgen import LoadResult, _read_response, build_request
+from bench.loadgen import LoadResult, build_request, read_response
 from bench.stack import BenchStack, bench_stack
 from infaas.demo_models import load_validation
 
@@ -93,7 +93,7 @@ async def _paced_client(
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
             started = time.perf_counter()
             writer.write(request)
-            status, answer = await _read_response(reader)
+            status, answer = await read_response(reader)
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             result.statuses[status] = result.statuses.get(status, 0) + 1
             if status != 200 and len(result.error_samples) < 5:

@@ -71,7 +71,7 @@ def build_request(
     return head.encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
@@ -99,7 +99,7 @@ async def _client(
             remaining[0] -= 1
             started = time.perf_counter()
             writer.write(request)
-            status, body = await _read_response(reader)
+            status, body = await read_response(reader)
             if status != 200 and len(result.error_samples) < 5:
                 result.error_samples.append(f"{status} {body[:300]!r}")
             if record:
@@ -210,7 +210,7 @@ class _OpenLoop:
                     assert reader is not None
                     writer.write(self.request)
                     self.result.send_lag_ms.append(late * 1000)
-                    status, body = await _read_response(reader)
+                    status, body = await read_response(reader)
                     latencies.append((time.perf_counter() - self.t0 - scheduled) * 1000)
                     self.count(status, "" if status == 200 else f"{status} {body[:300]!r}")
                 except (OSError, asyncio.IncompleteReadError) as exc:

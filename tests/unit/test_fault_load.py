@@ -77,7 +77,7 @@ def _load(port: int, rate_qps: float = 50.0) -> OpenLoad:
 
 def test_post_json_returns_the_status_and_body() -> None:
     with http_server(answer=True) as port:
-        status, body = asyncio.run(post_json("127.0.0.1", port, "/x", {"a": 1}))
+        status, body = asyncio.run(post_json(f"http://127.0.0.1:{port}", "/x", {"a": 1}))
     assert status == 200
     assert json.loads(body) == {"variant": "v", "labels": [3]}
 
