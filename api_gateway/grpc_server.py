@@ -1,10 +1,10 @@
 """The Open Inference Protocol (KServe v2) over gRPC, in the gateway's process and loop.
 
-``inference.GRPCInferenceService`` (api_gateway/oip_grpc/grpc_service.proto) runs on a
-``grpc.aio`` server started in the FastAPI lifespan, on ``INFAAS_GRPC_PORT``, beside
-uvicorn on the same event loop: a query takes the very path of a REST one
-(:mod:`api_gateway.oip_service`), with its snapshots, key ring and query client, and no
-thread hop. Each method only decodes its message, calls that code, and encodes.
+``inference.GRPCInferenceService`` (api_gateway/oip_grpc/grpc_service.proto) runs on our
+own HTTP/2 server (:mod:`api_gateway.grpc_h2`) started in the FastAPI lifespan, on
+``INFAAS_GRPC_PORT``, beside uvicorn on the same event loop: a query takes the very path
+of a REST one (:mod:`api_gateway.oip_service`), with its snapshots, key ring and query
+client, and no thread hop. Each method only decodes its message, calls that code, and encodes.
 
 Keys are those of REST (metadata ``authorization: Bearer <key>`` or ``x-api-key``),
 checked by the rules of :data:`api_gateway.access.GRPC_ACCESS`. Errors of the tree
@@ -17,17 +17,17 @@ as REST bodies are.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from api_gateway import oip_service
 from api_gateway.access import GRPC_ACCESS, Access
 from api_gateway.deps import caller_of, check_role
+from api_gateway.grpc_h2 import Call, H2Server, Handler, Limits, Reply, Status
 from api_gateway.oip_grpc import grpc_service_pb2 as pb
 from api_gateway.oip_service import InferCall, Tensor
 from api_gateway.oip_tensors import DATATYPES, datatype_of, raw_output
@@ -42,17 +42,17 @@ log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"  # the protocol's name, whatever our package
 ERROR_CODE_KEY = "x-infaas-error"
 _STATUS = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    405: grpc.StatusCode.UNIMPLEMENTED,
-    409: grpc.StatusCode.FAILED_PRECONDITION,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    400: Status.INVALID_ARGUMENT,
+    401: Status.UNAUTHENTICATED,
+    403: Status.PERMISSION_DENIED,
+    404: Status.NOT_FOUND,
+    405: Status.UNIMPLEMENTED,
+    409: Status.FAILED_PRECONDITION,
+    413: Status.RESOURCE_EXHAUSTED,
+    422: Status.INVALID_ARGUMENT,
+    429: Status.RESOURCE_EXHAUSTED,
+    503: Status.UNAVAILABLE,
+    504: Status.DEADLINE_EXCEEDED,
 }
 # typed contents by datatype; FP16 has none (raw only)
 _CONTENTS = {
@@ -74,9 +74,9 @@ _CONTENTS = {
 Method = Callable[[Any, Namespace], Awaitable[Message]]
 
 
-def grpc_status(http_status: int) -> grpc.StatusCode:
+def grpc_status(http_status: int) -> Status:
     """The gRPC status of an error of the tree, by its HTTP status."""
-    return _STATUS.get(http_status, grpc.StatusCode.INTERNAL)
+    return _STATUS.get(http_status, Status.INTERNAL)
 
 
 def _parameter(value: pb.InferParameter) -> Any:
@@ -214,74 +214,90 @@ class InferenceService:
         )
 
 
-def _metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str | None:
-    for name, value in metadata or ():
-        if name.lower() == key:
-            return value.decode() if isinstance(value, bytes) else value
+def _metadata_value(metadata: list[tuple[str, str]], key: str) -> str | None:
+    for name, value in metadata:
+        if name == key:
+            return value
     return None
 
 
-def _guarded(state: GatewayState, name: str, access: Access, method: Method) -> Any:
-    """``method`` behind the access rule, errors of the tree as gRPC statuses."""
+@dataclass(frozen=True, slots=True)
+class _Method:
+    name: str
+    parse: Callable[[bytes], Message]
+    run: Method
+    access: Access
 
-    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+
+def dispatcher(
+    state: GatewayState, version: str, access: Mapping[str, Access] = GRPC_ACCESS
+) -> Handler:
+    """Every method of the .proto's service, under the protocol's service name, behind
+    its access rule (a method without one needs ``admin``, as a REST route does); errors
+    of the tree as gRPC statuses, our code in the trailer ``x-infaas-error``."""
+    service = InferenceService(state, version).methods()
+    table = {}
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        request_type = getattr(pb, method.input_type.name)
+        table[f"/{SERVICE}/{method.name}"] = _Method(
+            method.name,
+            request_type.FromString,
+            service[method.name],
+            access.get(method.name, Role.ADMIN),
+        )
+
+    async def handle(call: Call) -> Reply:
+        method = table.get(call.path)
+        if method is None:
+            return Reply(
+                Status.UNIMPLEMENTED,
+                details=f"no method {call.path}; this server has {SERVICE}'s "
+                f"{', '.join(sorted(m.name for m in table.values()))}",
+            )
         try:
-            metadata = context.invocation_metadata()
+            request = method.parse(call.message)
+        except DecodeError:
+            return Reply(
+                Status.INVALID_ARGUMENT,
+                details=f"the request is not a {SERVICE}/{method.name} request message "
+                "(protobuf did not parse it)",
+            )
+        try:
             caller = await caller_of(
                 state,
-                access,
-                _metadata_value(metadata, "authorization"),
-                _metadata_value(metadata, "x-api-key"),
+                method.access,
+                _metadata_value(call.metadata, "authorization"),
+                _metadata_value(call.metadata, "x-api-key"),
             )
-            check_role(caller, access)
-            return await method(request, caller.names)
+            check_role(caller, method.access)
+            response = await method.run(request, caller.names)
         except InfaasError as exc:
-            status = grpc_status(exc.status_code)
-            await context.abort(status, exc.message, ((ERROR_CODE_KEY, exc.code),))
-        except Exception:
-            log.exception("gRPC %s/%s failed", SERVICE, name)
-            await context.abort(
-                grpc.StatusCode.INTERNAL,
-                "internal error; the gateway's log has the details",
-                ((ERROR_CODE_KEY, "internal_error"),),
+            return Reply(
+                grpc_status(exc.status_code),
+                details=exc.message,
+                trailers=((ERROR_CODE_KEY, exc.code),),
             )
-        raise AssertionError("context.abort returns only by raising")
+        except Exception:
+            log.exception("gRPC %s/%s failed", SERVICE, method.name)
+            return Reply(
+                Status.INTERNAL,
+                details="internal error; the gateway's log has the details",
+                trailers=((ERROR_CODE_KEY, "internal_error"),),
+            )
+        return Reply(message=response.SerializeToString())
 
     return handle
 
 
-def handlers(
-    state: GatewayState, version: str, access: Mapping[str, Access] = GRPC_ACCESS
-) -> grpc.GenericRpcHandler:
-    """Every method of the .proto's service, under the protocol's service name; a method
-    without an access rule needs ``admin``, as a REST route does."""
-    methods = InferenceService(state, version).methods()
-    table = {}
-    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
-        request_type = getattr(pb, method.input_type.name)
-        response_type = getattr(pb, method.output_type.name)
-        rule = access.get(method.name, Role.ADMIN)
-        table[method.name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(state, method.name, rule, methods[method.name]),
-            request_deserializer=request_type.FromString,
-            response_serializer=response_type.SerializeToString,
-        )
-    return grpc.method_handlers_generic_handler(SERVICE, table)
-
-
 @dataclass(frozen=True, slots=True)
 class GRPCServer:
-    server: grpc.aio.Server
+    server: H2Server
     host: str
     port: int
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def _bind_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+        return f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
 
 
 @asynccontextmanager
@@ -294,23 +310,17 @@ async def grpc_service(
     if port is None:
         yield None
         return
-    limit = int(settings.max_body_mb * MB)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ]
+    server = H2Server(
+        dispatcher(state, version, access), Limits(max_message_bytes=int(settings.max_body_mb * MB))
     )
-    server.add_generic_rpc_handlers((handlers(state, version, access),))
     try:
-        bound = server.add_insecure_port(_bind_address(settings.host, port))
-    except RuntimeError as exc:
+        bound = await server.start(settings.host, port)
+    except OSError as exc:
         raise ConfigError(
-            f"the gRPC port {settings.host}:{port} cannot be bound ({exc}); is it in use? "
-            "Set INFAAS_GRPC_PORT to another port, 0 for any free one, or off"
+            f"the gRPC port {settings.host}:{port} cannot be bound ({exc.strerror or exc}); is it "
+            "in use? Set INFAAS_GRPC_PORT to another port, 0 for any free one, or off"
         ) from exc
-    await server.start()
     try:
         yield GRPCServer(server, settings.host, bound)
     finally:
-        await server.stop(grace=1.0)
+        await server.stop(grace_s=1.0)

@@ -3,12 +3,14 @@
 Three ways to send the same batch-1 model-less query to the same app with the same
 needs: v2 REST with JSON tensors, v2 REST with the binary tensor extension, and gRPC
 ``ModelInfer`` with ``raw_input_contents``. REST goes through the lean HTTP/1.1 load
-generator (bench/loadgen.py); gRPC through ``grpc.aio`` with the request serialized
-once and the answer left as bytes, one channel per client, so that on two cores the
-client costs as little as it can.
+generator (bench/loadgen.py), gRPC through the lean HTTP/2 one (bench/grpc_load.py), so
+that on two cores the client takes as little as it can from the server it measures; gRPC
+is also measured through a real client, ``grpc.aio`` (route ``grpc_aio``: the request
+serialized once, the answer left as bytes, one channel per client), which costs this
+machine about three times the lean client's CPU per call.
 
 The routes are compared in one run, interleaved (:func:`interleaved`): ``/v1`` and the
-three protocol routes take turns in short rounds (all routes at 1 client, then all at
+protocol's routes take turns in short rounds (all routes at 1 client, then all at
 16 clients; the order rotated each round), several rounds, so that load from outside
 the benchmark, which comes and goes on a shared machine, falls on every route alike.
 A route's throughput is the median of its rounds; its ratio to ``/v1`` is the median of
@@ -30,9 +32,11 @@ import numpy as np
 
 from api_gateway.grpc_server import SERVICE
 from api_gateway.oip_grpc import grpc_service_pb2 as pb
+from bench import grpc_load, procstat
 from bench.loadgen import LoadResult, closed_loop
 
 BINARY_HEADER = "Inference-Header-Content-Length"
+GRPC_INFER = f"/{SERVICE}/ModelInfer"
 
 
 def rest_json_body(sample: np.ndarray, input_name: str, needs: dict[str, float]) -> bytes:
@@ -83,9 +87,7 @@ def grpc_request(app: str, sample: np.ndarray, input_name: str, needs: dict[str,
 def grpc_chosen_variant(address: str, request: bytes) -> str:
     async def main() -> bytes:
         async with grpc.aio.insecure_channel(address) as channel:
-            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-                f"/{SERVICE}/ModelInfer"
-            )
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_INFER)
             return await call(request)
 
     return pb.ModelInferResponse.FromString(asyncio.run(main())).model_version
@@ -101,9 +103,7 @@ async def _grpc_client(
 ) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
         # no serializers: the request is sent as prepared, the answer left as bytes
-        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-            f"/{SERVICE}/ModelInfer"
-        )
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_INFER)
         while time.perf_counter() < stop_at and remaining[0] > 0:
             remaining[0] -= 1
             started = time.perf_counter()
@@ -147,29 +147,46 @@ Load = Callable[..., LoadResult]  # bench.loadgen.closed_loop's keywords: concur
 
 
 def interleaved(
-    loads: Mapping[str, Load], *, rounds: int, requests: int, duration_s: float
+    loads: Mapping[str, Load],
+    *,
+    rounds: int,
+    requests: int,
+    duration_s: float,
+    watch: procstat.ProcWatch | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Every route at 1 client (``requests`` in all, split over the rounds), then at 16
     (``duration_s`` in all), in ``rounds`` rounds, routes taking turns in a rotated
-    order; each route's figures over all its rounds (see the module's docstring)."""
+    order; each route's figures over all its rounds (see the module's docstring). With a
+    ``watch``, the CPU per query of its process groups in each 16-client round."""
     names = list(loads)
     runs: dict[str, dict[str, list[LoadResult]]] = {n: {"1": [], "16": []} for n in names}
+    procs: dict[str, list[dict[str, dict[str, float]]]] = {n: [] for n in names}
     for turn in range(rounds):
         order = names[turn % len(names) :] + names[: turn % len(names)]
         for name in order:
             load = loads[name](concurrency=1, requests=max(requests // rounds, 1))
             runs[name]["1"].append(load)
         for name in order:
-            runs[name]["16"].append(loads[name](concurrency=16, duration_s=duration_s / rounds))
+            finish = watch.begin() if watch is not None else None
+            load = loads[name](concurrency=16, duration_s=duration_s / rounds)
+            runs[name]["16"].append(load)
+            if finish is not None:
+                procs[name].append(finish(load.ok))
     return {
-        name: {clients: pooled(results) for clients, results in by_clients.items()}
+        name: {
+            clients: pooled(results, procs[name] if clients == "16" else [])
+            for clients, results in by_clients.items()
+        }
         for name, by_clients in runs.items()
     }
 
 
-def pooled(results: list[LoadResult]) -> dict[str, Any]:
+def pooled(
+    results: list[LoadResult], procs: list[dict[str, dict[str, float]]] | None = None
+) -> dict[str, Any]:
     """One route's rounds at one concurrency: latencies pooled, throughput the median
-    of the rounds' (each round's kept, for the ratios)."""
+    of the rounds' (each round's kept, for the ratios); with ``procs``, the rounds'
+    median CPU per query of each process group."""
     merged = LoadResult(results[0].concurrency, sum(r.wall_s for r in results))
     for result in results:
         merged.latencies_ms.extend(result.latencies_ms)
@@ -183,6 +200,8 @@ def pooled(results: list[LoadResult]) -> dict[str, Any]:
     }
     if merged.error_samples:
         figures["error_samples"] = merged.error_samples[:3]
+    if procs:
+        figures["procs"] = procstat.median_figures(procs)
     return figures
 
 
@@ -217,6 +236,7 @@ def run_oip(
     requests: int,
     duration_s: float,
     rounds: int,
+    watch: procstat.ProcWatch | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """The same query over /v1 and the Open Inference Protocol (v2 REST with JSON tensors,
     with binary tensors, and gRPC), each at 1 and 16 clients after a warm-up, the routes
@@ -242,6 +262,9 @@ def run_oip(
         return load
 
     def grpc(**kwargs: Any) -> LoadResult:
+        return asyncio.run(grpc_load.closed_loop(address, GRPC_INFER, grpc_body, **kwargs))
+
+    def grpc_aio(**kwargs: Any) -> LoadResult:
         return asyncio.run(grpc_closed_loop(address, grpc_body, **kwargs))
 
     loads = {
@@ -249,10 +272,13 @@ def run_oip(
         "v2_json": rest(path, json_body, {}),
         "v2_binary": rest(path, binary_body, binary_headers),
         "grpc": grpc,
+        "grpc_aio": grpc_aio,
     }
     for load in loads.values():
         load(concurrency=4, duration_s=1.0, record=False)
-    routes = interleaved(loads, rounds=rounds, requests=requests, duration_s=duration_s)
+    routes = interleaved(
+        loads, rounds=rounds, requests=requests, duration_s=duration_s, watch=watch
+    )
     for name, by_clients in routes.items():
         for clients, figures in by_clients.items():
             if figures["errors"]:
@@ -273,14 +299,20 @@ def report_oip(figures: dict[str, Any]) -> None:
     print("Open Inference Protocol, the same query and variant")
     print(
         f"{'route':12} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>9} "
-        f"{'errors':>6} {'/v1':>6}"
+        f"{'errors':>6} {'/v1':>6}  CPU ms/query gateway, worker, client"
     )
     for name, by_clients in routes.items():
         for clients, m in by_clients.items():
             ratio = ratios.get(name, {}).get(clients, 1.0)
+            cpu = m.get("procs", {})
+            per_query = ", ".join(
+                f"{cpu[g]['cpu_ms_per_query']:.3f}"
+                for g in ("gateway", "worker", "client")
+                if g in cpu
+            )
             print(
                 f"{name:12} {clients:>7} {m['p50_ms']:8.3f} {m['p99_ms']:8.3f} "
-                f"{m['throughput_qps']:9.0f} {m['errors']:6} {ratio:6.2f}"
+                f"{m['throughput_qps']:9.0f} {m['errors']:6} {ratio:6.2f}  {per_query}"
             )
     print(
         f"target: throughput >= {figures['target_ratio']} x /v1's (routes interleaved in "

@@ -203,6 +203,7 @@ def run(
             requests,
             duration_s,
             oip_rounds,
+            watch=ours,
         )
 
     added_p50 = one.percentile_ms(50) - float(direct["1"]["p50_ms"])

@@ -57,7 +57,7 @@ def pytest_runtest_makereport(
     return report
 
 
-@dataclass
+@dataclass(eq=False)  # a pytest plugin: pluggy keeps plugins in sets
 class CpuAccount:
     """On the controller: every phase's CPU seconds, printed as the run ends."""
 

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from tritonclient.utils import InferenceServerException
 
 from api_gateway.access import GRPC_ACCESS, Access, Open
+from api_gateway.grpc_h2 import Status
 from api_gateway.grpc_server import ERROR_CODE_KEY, SERVICE, grpc_service, grpc_status
 from api_gateway.oip_grpc import grpc_service_pb2 as pb
 from registry.keys import KeyStore, Role
@@ -324,7 +325,11 @@ def test_every_method_of_the_proto_has_a_rule() -> None:
     ],
 )
 def test_grpc_status_of_an_error(status: int, code: grpc.StatusCode) -> None:
-    assert grpc_status(status) is code
+    assert grpc_status(status) == code.value[0]
+
+
+def test_our_status_codes_are_grpcs() -> None:
+    assert {s.name: s.value for s in Status} == {c.name: c.value[0] for c in grpc.StatusCode}
 
 
 def test_the_grpc_port_follows_the_http_port_or_is_off(tmp_path: Path) -> None:
