@@ -164,7 +164,7 @@ async def find_target(
             f"no variant, model or app named {name!r}; GET /v1/apps lists the apps, "
             "GET /v1/apps/{app} their models and variants"
         )
-    return replace(target, name=name)
+    return target if target.name == name else replace(target, name=name)
 
 
 def _resolve_as(

@@ -278,16 +278,17 @@ async def _dispatch(
         raise
     elapsed_ms = (time.perf_counter() - started) * 1000
     outputs = reply.outputs if reply.outputs is not None else np.empty((0,))
-    state.metrics.queries.labels(*labels, "ok").inc()
-    state.metrics.latency_ms.labels(*labels).observe(elapsed_ms)
-    state.metrics.model_ms.labels(*labels).observe(reply.model_ms)
+    series = state.metrics.series(labels)
+    series.ok.inc()
+    series.latency_ms.observe(elapsed_ms)
+    series.model_ms.observe(reply.model_ms)
     if latency_ms is not None and elapsed_ms > latency_ms:
-        state.metrics.slo_misses.labels(*labels).inc()
+        series.slo_misses.inc()
     accuracy = variant.profile.accuracy if variant.profile is not None else 0.0
     share = len(batch) / max(reply.batch_size, len(batch))
     cost_usd = usd_for(variant.cost_per_hour, reply.model_ms * share)
-    state.metrics.cost_usd.labels(*labels).inc(cost_usd)
-    state.metrics.accuracy_delivered.labels(*labels).inc(accuracy)
+    series.cost_usd.inc(cost_usd)
+    series.accuracy_delivered.inc(accuracy)
     state.accounting.answered(
         variant.app,
         variant.id,

@@ -23,6 +23,7 @@ from api_gateway.routes.infer import answer_v1
 from api_gateway.routes.oip import answer_v2
 from registry.keys import KeyStore, Role
 from tests.oip_support import MLP, SVC, oip_app
+from tests.oip_support import call as oip_call
 
 ROWS = (np.arange(2 * 64, dtype=np.float32).reshape(2, 64) / 100).tolist()
 VARYING = {"elapsed_ms", "model_ms", "request_id"}
@@ -324,3 +325,25 @@ def test_v2_keys_are_checked_alike(key: str, tmp_path: Path, counted_v2: list[st
     assert seen[0] == seen[1]
     assert seen[0][0] == (200 if key == "query" else 401)
     assert counted_v2 == (["digits"] if key == "query" else [])
+
+
+@pytest.mark.parametrize("opentelemetry", [False, True])
+def test_fastapis_telemetry_check_runs_only_when_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opentelemetry: bool
+) -> None:
+    """FastAPI asks OpenTelemetry on every request whether a tracer provider is set up;
+    the gateway turns that off unless ``INFAAS_OPENTELEMETRY`` is true."""
+    from opentelemetry import trace
+
+    asked: list[int] = []
+    real = trace.get_tracer_provider
+
+    def counting() -> Any:
+        asked.append(1)
+        return real()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", counting)
+    app = oip_app(tmp_path, opentelemetry=opentelemetry)
+    response = oip_call(app, "POST", "/v1/apps/digits/infer", json={"inputs": ROWS})
+    assert response.status_code == 200
+    assert bool(asked) is opentelemetry
