@@ -18,8 +18,8 @@ from scaler.settings import ScalerSettings
 # what a run measures about itself rather than about the simulated fleet
 TIMINGS = ("wall_s", "plan_ms_p99")
 NO_WALL_CLOCK_LIMIT_S = 3600.0
-RAMP_S = 60
-WARMUP_S = 20  # the simulator's 120 s would replay what the test needs three times over
+RAMP_S = 30
+WARMUP_S = 10  # the simulator's 120 s would replay what the test needs many times over
 
 
 def _work_limit_only(policy: str, sim: SimSettings) -> ScalerSettings:
@@ -34,7 +34,7 @@ def _work_limit_only(policy: str, sim: SimSettings) -> ScalerSettings:
 
 def _run(seed: int) -> dict[str, object]:
     world = load_world(PROFILES, load_mix(None))
-    # a ramp from 10 to 200 q/s over 60 s, after a warm-up of its first 20 s (to 73 q/s):
+    # a ramp from 10 to 200 q/s over 30 s, after a warm-up of its first 10 s (to 76 q/s):
     # the scaler holds, then grows past what the warm-up needed
     arrivals = Arrivals("ramp", np.linspace(10, 200, RAMP_S).astype(np.int64))
     result, sim = run_policy("ours", world, arrivals, seed, SimSettings(), warmup_s=WARMUP_S)
