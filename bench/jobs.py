@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
+from bench import procstat
 from bench.loadgen import LoadResult, build_request, read_response
 from bench.stack import BenchStack, bench_stack
 from infaas.demo_models import load_validation
@@ -117,13 +118,23 @@ async def _paced(
     return result
 
 
-def _measure(url: str, path: str, body: bytes, args: argparse.Namespace) -> LoadResult:
+def _measure(
+    url: str, path: str, body: bytes, args: argparse.Namespace, watch: procstat.ProcWatch
+) -> tuple[LoadResult, dict[str, dict[str, float]]]:
+    """The online load, after a second of warm-up, with the CPU per answered online
+    query and the memory of each process group over it."""
     asyncio.run(_paced(url, path, body, args.clients, args.rate_qps, 1.0))
-    return asyncio.run(_paced(url, path, body, args.clients, args.rate_qps, args.duration_s))
+    finish = watch.begin()
+    result = asyncio.run(_paced(url, path, body, args.clients, args.rate_qps, args.duration_s))
+    return result, finish(result.ok)
 
 
-def _phase(result: LoadResult, slo_ms: float) -> dict[str, Any]:
+def _phase(
+    measured: tuple[LoadResult, dict[str, dict[str, float]]], slo_ms: float
+) -> dict[str, Any]:
+    result, procs = measured
     summary: dict[str, Any] = dict(result.summary())
+    summary["procs"] = procs
     misses = sum(1 for ms in result.latencies_ms if ms > slo_ms)
     summary["slo_misses"] = misses
     summary["slo_miss_rate"] = round(misses / max(len(result.latencies_ms), 1), 5)
@@ -137,6 +148,7 @@ def _with_job(
     args: argparse.Namespace,
     source: str,
     label: str,
+    watch: procstat.ProcWatch,
 ) -> dict[str, Any]:
     """Submit the job, measure the online queries while it runs, then cancel what is left."""
     answer = _submit(url, source, f"s3://bench-jobs-out/{label}", args.chunk_items)
@@ -144,11 +156,11 @@ def _with_job(
     _wait_running(url, job_id)
     before = _job(url, job_id)["progress"]["items_done"]
     started = time.perf_counter()
-    result = _measure(url, query[0], query[1], args)
+    measured = _measure(url, query[0], query[1], args, watch)
     elapsed = time.perf_counter() - started
     after = _job(url, job_id)
     httpx.post(f"{url}/v1/jobs/{job_id}/cancel", timeout=30)
-    phase = _phase(result, args.slo_ms)
+    phase = _phase(measured, args.slo_ms)
     phase["job"] = {
         "job_id": job_id,
         "variant": answer["variant"],
@@ -177,7 +189,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     url = stack.start_gateway()
+    gateway = stack.processes[-1]
     worker = stack.start_worker("--variants", ONLINE_VARIANT, name="worker")
+    watch = procstat.ProcWatch(
+        {
+            "gateway": lambda: [gateway.pid],
+            "worker": lambda: [p.pid for p in stack.processes if p is not gateway],
+            "broker": procstat.broker_pids,
+            "redis": procstat.redis_pids,
+        }
+    )
     stack.wait_ready(workers=1)
     inputs, _ = load_validation(stack.demo.validation_path)
     body = json.dumps({"inputs": inputs[:1].tolist()}).encode()
@@ -189,9 +210,9 @@ def _run(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError(f"the online query failed: {answer.text}")
     source = _put_inputs(stack, args.items, "bench-jobs-in")
 
-    without = _phase(_measure(url, path, body, args), args.slo_ms)
+    without = _phase(_measure(url, path, body, args, watch), args.slo_ms)
     print("without a job:", without, flush=True)
-    with_job = _with_job(url, (path, body), args, source, "low")
+    with_job = _with_job(url, (path, body), args, source, "low", watch)
     print("with a job:", with_job, flush=True)
     stack.stop_process(worker)
     stack.start_worker(
@@ -202,7 +223,7 @@ def _run(stack: BenchStack, args: argparse.Namespace) -> dict[str, Any]:
     )
     time.sleep(6.0)  # the stopped worker's live-state entry expires
     stack.wait_ready(workers=1)
-    normal = _with_job(url, (path, body), args, source, "normal")
+    normal = _with_job(url, (path, body), args, source, "normal", watch)
 
     ratio = float(with_job["p99_ms"]) / max(float(without["p99_ms"]), 1e-9)
     normal_ratio = float(normal["p99_ms"]) / max(float(without["p99_ms"]), 1e-9)
@@ -249,6 +270,20 @@ def report(result: dict[str, Any]) -> None:
         print(
             f"{name:24} {phase['p50_ms']:8.2f} {phase['p99_ms']:8.2f} "
             f"{phase['throughput_qps']:8.0f} {phase['slo_miss_rate']:9.2%} {rate:>8}"
+        )
+    print(
+        "CPU ms per online query (the job's work counted in the phases with a job) and MB "
+        "of memory under load:"
+    )
+    for name in ("without", "with", "with_normal_priority"):
+        procs = result[name]["procs"]
+        print(
+            f"  {name:22} "
+            + "  ".join(
+                f"{group} {procs[group]['cpu_ms_per_query']:.3f} ms, "
+                f"{procs[group].get('rss_mb_load', 0):.0f} MB"
+                for group in ("gateway", "worker", "broker")
+            )
         )
     print(
         f"p99 with/without a job: {result['p99_ratio_with_over_without']}x (target <= "
