@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from bench import procstat
 from bench.stack import BenchStack, bench_stack
 from infaas.demo_models import load_validation
 from registry.livestate import ACTIVE, OVERLOADED
@@ -51,7 +52,13 @@ def _wait_for(stack: BenchStack, state: str, timeout_s: float) -> float | None:
     return None
 
 
-def _trial(stack: BenchStack, url: str, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
+def _trial(
+    stack: BenchStack,
+    url: str,
+    body: bytes,
+    args: argparse.Namespace,
+    watch: procstat.ProcWatch,
+) -> dict[str, Any]:
     if _wait_for(stack, ACTIVE, args.timeout_s) is None:
         raise RuntimeError(f"{VARIANT} never became Active before the flood")
     stop = threading.Event()
@@ -68,6 +75,7 @@ def _trial(stack: BenchStack, url: str, body: bytes, args: argparse.Namespace) -
                 sent[index] += 1
 
     threads = [threading.Thread(target=flood, args=(i,)) for i in range(args.clients)]
+    finish = watch.begin()
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -78,25 +86,46 @@ def _trial(stack: BenchStack, url: str, body: bytes, args: argparse.Namespace) -
         for thread in threads:
             thread.join(30)
     flood_s = time.monotonic() - started
+    procs = finish(sum(sent))  # CPU per flood query (this process's threads are the client)
     recover_s = _wait_for(stack, ACTIVE, args.timeout_s)
     return {
         "overloaded_after_s": None if detect_s is None else round(detect_s, 3),
         "active_again_after_s": None if recover_s is None else round(recover_s, 3),
         "flood_qps": round(sum(sent) / flood_s, 1),
+        "procs": procs,
     }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with bench_stack() as stack:
         url = stack.start_gateway()
-        stack.start_worker("--variants", VARIANT, name="worker")
+        gateway = stack.processes[-1]
+        worker = stack.start_worker("--variants", VARIANT, name="worker")
         stack.wait_ready(workers=1)
+        watch = procstat.ProcWatch(
+            {
+                "gateway": lambda: [gateway.pid],
+                "worker": lambda: [worker.pid],
+                "broker": procstat.broker_pids,
+                "redis": procstat.redis_pids,
+            }
+        )
         inputs, _ = load_validation(stack.demo.validation_path)
         body = json.dumps({"inputs": inputs[:1].tolist()}).encode()
         trials = []
         for index in range(args.trials):
-            trial = _trial(stack, url, body, args)
-            print(f"trial {index + 1}: {trial}", flush=True)
+            trial = _trial(stack, url, body, args, watch)
+            procs = trial["procs"]
+            print(
+                f"trial {index + 1}: Overloaded after {trial['overloaded_after_s']} s, Active "
+                f"again after {trial['active_again_after_s']} s, {trial['flood_qps']} q/s; "
+                "CPU ms per flood query and MB under load: "
+                + ", ".join(
+                    f"{g} {procs[g]['cpu_ms_per_query']:.3f} ms {procs[g]['rss_mb_load']:.0f} MB"
+                    for g in ("gateway", "worker", "broker")
+                ),
+                flush=True,
+            )
             trials.append(trial)
     detected = [t["overloaded_after_s"] for t in trials if t["overloaded_after_s"] is not None]
     median_s = statistics.median(detected) if detected else None
