@@ -259,7 +259,7 @@ def dispatcher(
         except DecodeError:
             return Reply(
                 Status.INVALID_ARGUMENT,
-                details=f"the request is not a {SERVICE}/{method.name} request message "
+                details=f"the request is not an {SERVICE}/{method.name} request message "
                 "(protobuf did not parse it)",
             )
         try:

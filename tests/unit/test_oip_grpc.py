@@ -242,6 +242,28 @@ def test_a_raw_size_that_does_not_match_the_shape_is_refused(app: FastAPI) -> No
     assert not app.state.infaas.services.client.queries
 
 
+def test_a_message_that_is_not_the_methods_and_an_unknown_method_are_refused(
+    app: FastAPI,
+) -> None:
+    async def calls(address: str) -> tuple[grpc.aio.AioRpcError, grpc.aio.AioRpcError]:
+        async with grpc.aio.insecure_channel(address) as channel:
+            garbage: Any = channel.unary_unary(f"/{SERVICE}/ModelInfer")
+            unknown: Any = channel.unary_unary(f"/{SERVICE}/ModelStreamInfer")
+            return (
+                await refused(garbage(b"\xff\xff\xff not protobuf")),
+                await refused(unknown(b"")),
+            )
+
+    garbage, unknown = on_grpc(app, calls)
+    assert garbage.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not an inference.GRPCInferenceService/ModelInfer request" in (
+        garbage.details() or ""
+    )
+    assert unknown.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "ModelInfer, ModelMetadata, ModelReady" in (unknown.details() or "")
+    assert not app.state.infaas.services.client.queries
+
+
 # -- keys
 
 
