@@ -247,12 +247,7 @@ class HeaderDecoder:
                 index, at = decode_integer(block, at, 7)
                 headers.append(self._field(index))
             elif byte & 0x40:  # literal, added to the table
-                index, at = decode_integer(block, at, 6)
-                if index:
-                    name = self._field(index)[0]
-                else:
-                    name, at = _string(block, at)
-                value, at = _string(block, at)
+                (name, value), at = self._literal(block, at, 6)
                 headers.append((name, value))
                 self._add(name, value)
             elif byte & 0x20:  # dynamic table size update
@@ -266,14 +261,20 @@ class HeaderDecoder:
                 self.table_bytes = size
                 self._shrink()
             else:  # literal, not indexed or never indexed
-                index, at = decode_integer(block, at, 4)
-                if index:
-                    name = self._field(index)[0]
-                else:
-                    name, at = _string(block, at)
-                value, at = _string(block, at)
-                headers.append((name, value))
+                field, at = self._literal(block, at, 4)
+                headers.append(field)
         return headers
+
+    def _literal(self, block: bytes, at: int, prefix_bits: int) -> tuple[tuple[bytes, bytes], int]:
+        """A literal field: its name by index (or a string when the index is 0), then its
+        value; and where the next field starts."""
+        index, at = decode_integer(block, at, prefix_bits)
+        if index:
+            name = self._field(index)[0]
+        else:
+            name, at = _string(block, at)
+        value, at = _string(block, at)
+        return (name, value), at
 
 
 def _literal(data: bytes) -> bytes:

@@ -134,11 +134,7 @@ async def _client(
             started = time.perf_counter()
             status, message = await connection.call(*call)
             code = 200 if status == 0 else 500
-            if code != 200 and len(result.error_samples) < 5:
-                result.error_samples.append(f"grpc-status {status} {message[:300]}")
-            if record:
-                result.latencies_ms.append((time.perf_counter() - started) * 1000)
-                result.statuses[code] = result.statuses.get(code, 0) + 1
+            result.count(code, started, f"grpc-status {status} {message[:300]}", record=record)
     finally:
         connection.close()
 

@@ -45,6 +45,15 @@ class LoadResult:
     def throughput_qps(self) -> float:
         return len(self.latencies_ms) / self.wall_s if self.wall_s > 0 else 0.0
 
+    def count(self, status: int, started: float, error: str, *, record: bool = True) -> None:
+        """One closed-loop request's outcome: sent at ``started`` (perf_counter), answered
+        now with ``status``; ``error`` is kept as a sample when the status is not 200."""
+        if status != 200 and len(self.error_samples) < 5:
+            self.error_samples.append(error)
+        if record:
+            self.latencies_ms.append((time.perf_counter() - started) * 1000)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
@@ -100,11 +109,7 @@ async def _client(
             started = time.perf_counter()
             writer.write(request)
             status, body = await read_response(reader)
-            if status != 200 and len(result.error_samples) < 5:
-                result.error_samples.append(f"{status} {body[:300]!r}")
-            if record:
-                result.latencies_ms.append((time.perf_counter() - started) * 1000)
-                result.statuses[status] = result.statuses.get(status, 0) + 1
+            result.count(status, started, f"{status} {body[:300]!r}", record=record)
     finally:
         writer.close()
 

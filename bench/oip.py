@@ -107,16 +107,12 @@ async def _grpc_client(
         while time.perf_counter() < stop_at and remaining[0] > 0:
             remaining[0] -= 1
             started = time.perf_counter()
-            status = 200
+            status, error = 200, ""
             try:
                 await call(request)
             except grpc.aio.AioRpcError as exc:
-                status = 500
-                if len(result.error_samples) < 5:
-                    result.error_samples.append(f"{exc.code().name} {exc.details()}")
-            if record:
-                result.latencies_ms.append((time.perf_counter() - started) * 1000)
-                result.statuses[status] = result.statuses.get(status, 0) + 1
+                status, error = 500, f"{exc.code().name} {exc.details()}"
+            result.count(status, started, error, record=record)
 
 
 async def grpc_closed_loop(
