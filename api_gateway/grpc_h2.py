@@ -16,7 +16,9 @@ and the message; the answer sent as HEADERS, DATA (split to the peer's frame siz
 flow-control windows) and trailers (``grpc-status``, ``grpc-message``, our own), or as
 one trailers-only HEADERS for an error. Flow control both ways, SETTINGS, PING, GOAWAY,
 RST_STREAM (a reset stream's handler is cancelled) and CONTINUATION as the RFC asks; a
-peer that breaks the protocol gets GOAWAY with the RFC's code and a reason.
+peer that breaks the protocol gets GOAWAY with the RFC's code and a reason. The request
+bytes one connection holds for calls not yet complete are bounded
+(``Limits.max_buffered_bytes``): the call that would pass the bound is refused.
 Not supported, each refused with a clear status: compressed messages, streaming
 methods (the service has none), TLS (put a proxy in front: infra/ has Caddy's).
 """
@@ -116,6 +118,13 @@ class Limits:
     max_message_bytes: int
     max_concurrent_streams: int = 1_000
     max_header_block_bytes: int = 64 * 1024
+    # request bytes one connection may hold for calls not yet complete (0: twice the
+    # message limit, at least 64 MiB): HTTP/2 lets one connection open a thousand streams
+    max_buffered_bytes: int = 0
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self.max_buffered_bytes or max(2 * self.max_message_bytes, 64 * 1024 * 1024)
 
 
 def percent_encode(details: str) -> bytes:
@@ -171,6 +180,7 @@ class GrpcConnection(asyncio.Protocol):
         self.peer_initial_window = DEFAULT_WINDOW_BYTES
         self.peer_max_frame = DEFAULT_MAX_FRAME_BYTES
         self.received = 0  # bytes since our last connection WINDOW_UPDATE
+        self.buffered = 0  # request bytes held for streams still receiving
         self.blocked: dict[int, _Stream] = {}  # streams waiting for window, in order
         self.closing = False  # GOAWAY sent or received: no new streams
         self.closed = False
@@ -380,7 +390,12 @@ class GrpcConnection(asyncio.Protocol):
             self._reset(stream, ErrorCode.STREAM_CLOSED)
             return
         body = stream.body
-        body += strip_padding(item)
+        data = strip_padding(item)
+        body += data
+        self.buffered += len(data)
+        if self.buffered > self.limits.buffered_bytes:
+            self._answer_early(stream, _held_too_much(self.buffered, self.limits.buffered_bytes))
+            return
         limit = self.limits.max_message_bytes
         if len(body) >= 5:
             declared = MESSAGE_PREFIX.unpack_from(body)[1]
@@ -451,6 +466,7 @@ class GrpcConnection(asyncio.Protocol):
             raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "an RST_STREAM not of 4 bytes")
         stream = self.streams.pop(item.stream_id, None)
         if stream is not None:
+            self._drop_body(stream)
             self.blocked.pop(stream.id, None)
             if stream.task is not None:
                 stream.task.cancel()  # the client gave up (a deadline, a cancel)
@@ -497,7 +513,7 @@ class GrpcConnection(asyncio.Protocol):
             elif not name.startswith(b":"):
                 metadata.append((name.decode("latin-1"), value.decode("latin-1")))
         call = Call(path, metadata, bytes(body[5:]))
-        stream.body = bytearray()
+        self._drop_body(stream)
         stream.task = asyncio.get_running_loop().create_task(self._serve(stream, call))
 
     async def _serve(self, stream: _Stream, call: Call) -> None:
@@ -577,11 +593,17 @@ class GrpcConnection(asyncio.Protocol):
         self.streams.pop(stream.id, None)
         self._close_if_idle()
 
+    def _drop_body(self, stream: _Stream) -> None:
+        self.buffered -= len(stream.body)
+        stream.body = bytearray()
+
     def _answer_early(self, stream: _Stream, reply: Reply) -> None:
         """An answer before the handler runs (a refused or malformed request)."""
+        self._drop_body(stream)
         self._reply(stream, reply, self._write)
 
     def _reset(self, stream: _Stream, code: ErrorCode) -> None:
+        self._drop_body(stream)
         self._write(rst_stream(stream.id, code))
         self.streams.pop(stream.id, None)
         self.blocked.pop(stream.id, None)
@@ -594,6 +616,14 @@ def _too_large(size: int, limit: int) -> Reply:
         Status.RESOURCE_EXHAUSTED,
         details=f"the request message is {size} bytes, over this server's limit of {limit} "
         "(INFAAS_MAX_BODY_MB); send fewer rows per call",
+    )
+
+
+def _held_too_much(held: int, limit: int) -> Reply:
+    return Reply(
+        Status.RESOURCE_EXHAUSTED,
+        details=f"this connection holds {held} bytes of requests not yet complete, over its "
+        f"limit of {limit}; send large calls fewer at a time, or on more connections",
     )
 
 

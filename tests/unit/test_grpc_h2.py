@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from api_gateway.grpc_h2 import Call, H2Server, Limits, Reply, Status, percent_encode
-from api_gateway.http2 import PREFACE, ErrorCode, FrameReader, FrameType, frame
+from api_gateway.http2 import PREFACE, ErrorCode, FrameReader, FrameType, HeaderDecoder, frame
 from bench import grpc_load
 
 LIMIT_BYTES = 8 * 1024 * 1024
@@ -307,3 +307,42 @@ def test_an_answer_waits_for_the_clients_window(harness: Harness) -> None:
     assert received == 5 + size  # the message's prefix and its bytes
     assert max(pieces) <= 1000
     assert updates == (5 + size) // 1000
+
+
+def test_a_connection_holding_too_many_unfinished_bytes_has_its_newest_call_refused() -> None:
+    """HTTP/2 lets one connection open a thousand streams: the request bytes it may hold
+    for calls not yet complete are bounded (``Limits.max_buffered_bytes``), and the call
+    that would go past the bound is refused, the others kept."""
+    mib = 1024 * 1024
+    harness = Harness(Limits(max_message_bytes=8 * mib, max_buffered_bytes=10 * mib))
+    try:
+        block, _ = grpc_load.call_frames("x", "/test.Service/Echo", b"")
+        chunk = b"\0" * 16_384
+
+        def partial(sid: int, size: int) -> bytes:
+            data = struct.pack(">BI", 0, 7 * mib) + b"\0" * (size - 5)
+            return frame(FrameType.HEADERS, 0x4, sid, block) + b"".join(
+                frame(FrameType.DATA, 0, sid, data[at : at + len(chunk)])
+                for at in range(0, len(data), len(chunk))
+            )
+
+        with raw_connection(harness.port) as sock:
+            sock.sendall(PREFACE + frame(FrameType.SETTINGS, 0, 0) + partial(1, 6 * mib))
+            sock.sendall(partial(3, 6 * mib) + frame(FrameType.PING, 0, 0, b"stillup?"))
+            reader, decoder = FrameReader(), HeaderDecoder()
+            refused: dict[bytes, bytes] = {}
+            pinged = False
+            while not (refused and pinged):
+                data = sock.recv(65_536)
+                assert data, "the server closed the connection"
+                for item in reader.feed(data):
+                    if item.type == FrameType.HEADERS:
+                        headers = dict(decoder.decode(item.payload))
+                        assert item.stream_id == 3, headers  # stream 1 is still held
+                        refused = headers
+                    pinged = pinged or (item.type == FrameType.PING and item.flags & 0x1 == 1)
+        assert refused[b"grpc-status"] == str(int(Status.RESOURCE_EXHAUSTED)).encode()
+        assert b"requests not yet complete, over its limit of 10485760" in refused[b"grpc-message"]
+        assert harness.calls == []
+    finally:
+        harness.stop()
