@@ -174,7 +174,6 @@ class GrpcConnection(asyncio.Protocol):
         self.streams: dict[int, _Stream] = {}
         self.last_stream_id = 0
         self.preface = b""  # what of the client's preface has arrived
-        self.preface_done = False
         self.continuation: tuple[int, int, bytearray] | None = None  # stream, flags, block
         self.send_window = DEFAULT_WINDOW_BYTES  # the peer's connection window
         self.peer_initial_window = DEFAULT_WINDOW_BYTES
@@ -219,7 +218,12 @@ class GrpcConnection(asyncio.Protocol):
             self.server.connections.discard(self)
 
     def _write(self, data: bytes) -> None:
+        """Queue a frame: the frames of one loop turn (a read's answers, the replies of
+        the handlers that finished in it) leave in one write."""
         self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -227,17 +231,10 @@ class GrpcConnection(asyncio.Protocol):
             self.transport.write(b"".join(self._out))
         self._out.clear()
 
-    def _write_soon(self, data: bytes) -> None:
-        """Write from a handler's task: the writes of one loop turn leave together."""
-        self._out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        if not self.preface_done:
+        if len(self.preface) < len(PREFACE):
             data = self._take_preface(data)
             if not data:
                 self._flush()
@@ -262,7 +259,6 @@ class GrpcConnection(asyncio.Protocol):
             return b""
         if len(self.preface) < len(PREFACE):
             return b""
-        self.preface_done = True
         self._send_preface()
         return data[wanted:]
 
@@ -532,34 +528,32 @@ class GrpcConnection(asyncio.Protocol):
                 details=f"the response is {len(reply.message)} bytes, over this server's limit "
                 f"of {self.limits.max_message_bytes} (INFAAS_MAX_BODY_MB)",
             )
-        self._reply(stream, reply, self._write_soon)
+        self._reply(stream, reply)
 
-    def _reply(self, stream: _Stream, reply: Reply, write: Callable[[bytes], None]) -> None:
+    def _reply(self, stream: _Stream, reply: Reply) -> None:
         if reply.status != Status.OK:
-            self._headers(stream.id, trailer_block(reply, with_headers=True), True, write)
+            self._headers(stream.id, trailer_block(reply, with_headers=True), True)
             self._finish(stream)
             return
-        self._headers(stream.id, _RESPONSE_HEADERS, False, write)
+        self._headers(stream.id, _RESPONSE_HEADERS, False)
         message = MESSAGE_PREFIX.pack(0, len(reply.message)) + reply.message
         stream.outbox = memoryview(message)
         stream.trailers = trailer_block(reply, with_headers=False)
-        self._pump(stream, write)
+        self._pump(stream)
 
-    def _headers(
-        self, sid: int, block: bytes, end_stream: bool, write: Callable[[bytes], None]
-    ) -> None:
+    def _headers(self, sid: int, block: bytes, end_stream: bool) -> None:
         size = self.peer_max_frame
         flags = Flag.END_STREAM if end_stream else 0
         if len(block) <= size:
-            write(frame(FrameType.HEADERS, flags | Flag.END_HEADERS, sid, block))
+            self._write(frame(FrameType.HEADERS, flags | Flag.END_HEADERS, sid, block))
             return
-        write(frame(FrameType.HEADERS, flags, sid, block[:size]))
+        self._write(frame(FrameType.HEADERS, flags, sid, block[:size]))
         rest = block[size:]
         while rest:
             piece, rest = rest[:size], rest[size:]
-            write(frame(FrameType.CONTINUATION, 0 if rest else Flag.END_HEADERS, sid, piece))
+            self._write(frame(FrameType.CONTINUATION, 0 if rest else Flag.END_HEADERS, sid, piece))
 
-    def _pump(self, stream: _Stream, write: Callable[[bytes], None]) -> None:
+    def _pump(self, stream: _Stream) -> None:
         """Send what flow control allows of ``stream``'s answer; its trailers once all is
         sent, else wait for WINDOW_UPDATE."""
         outbox = stream.outbox
@@ -570,26 +564,26 @@ class GrpcConnection(asyncio.Protocol):
                 stream.outbox = outbox
                 self.blocked[stream.id] = stream
                 return
-            write(frame(FrameType.DATA, 0, stream.id, bytes(outbox[:allowed])))
+            self._write(frame(FrameType.DATA, 0, stream.id, bytes(outbox[:allowed])))
             outbox = outbox[allowed:]
             self.send_window -= allowed
             stream.send_window -= allowed
         stream.outbox = None
         self.blocked.pop(stream.id, None)
-        self._headers(stream.id, stream.trailers, True, write)
+        self._headers(stream.id, stream.trailers, True)
         self._finish(stream)
 
     def _pump_blocked(self) -> None:
         for stream in list(self.blocked.values()):
             if self.send_window <= 0:
                 return
-            self._pump(stream, self._write)
+            self._pump(stream)
 
     def _finish(self, stream: _Stream) -> None:
         """The answer is sent: the stream is closed on this side too, unless the client is
         still sending (a reply before the request ended), which RST_STREAM(NO_ERROR) stops."""
         if stream.receiving:
-            self._write_soon(rst_stream(stream.id, ErrorCode.NO_ERROR))
+            self._write(rst_stream(stream.id, ErrorCode.NO_ERROR))
         self.streams.pop(stream.id, None)
         self._close_if_idle()
 
@@ -600,7 +594,7 @@ class GrpcConnection(asyncio.Protocol):
     def _answer_early(self, stream: _Stream, reply: Reply) -> None:
         """An answer before the handler runs (a refused or malformed request)."""
         self._drop_body(stream)
-        self._reply(stream, reply, self._write)
+        self._reply(stream, reply)
 
     def _reset(self, stream: _Stream, code: ErrorCode) -> None:
         self._drop_body(stream)

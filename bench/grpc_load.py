@@ -14,8 +14,9 @@ machine about three times the CPU per call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
-import time
+from collections.abc import AsyncIterator
 
 from api_gateway.http2 import (
     PREFACE,
@@ -29,7 +30,7 @@ from api_gateway.http2 import (
     settings_payload,
     window_update,
 )
-from bench.loadgen import LoadResult
+from bench.loadgen import LoadResult, Send, run_closed_loop
 
 WINDOW_BYTES = 16 * 1024 * 1024
 
@@ -119,22 +120,16 @@ class _Connection:
         self.writer.close()
 
 
-async def _client(
-    address: tuple[str, int],
-    call: tuple[bytes, bytes],
-    stop_at: float,
-    remaining: list[int],
-    result: LoadResult,
-    record: bool,
-) -> None:
+@contextlib.asynccontextmanager
+async def _connected(address: tuple[str, int], call: tuple[bytes, bytes]) -> AsyncIterator[Send]:
     connection = await _Connection.open(*address)
+
+    async def send() -> tuple[int, str]:
+        status, message = await connection.call(*call)
+        return (200, "") if status == 0 else (500, f"grpc-status {status} {message[:300]}")
+
     try:
-        while time.perf_counter() < stop_at and remaining[0] > 0:
-            remaining[0] -= 1
-            started = time.perf_counter()
-            status, message = await connection.call(*call)
-            code = 200 if status == 0 else 500
-            result.count(code, started, f"grpc-status {status} {message[:300]}", record=record)
+        yield send
     finally:
         connection.close()
 
@@ -149,19 +144,14 @@ async def closed_loop(
     requests: int = 10**9,
     record: bool = True,
 ) -> LoadResult:
-    """bench.loadgen.closed_loop's contract, for one gRPC method at ``address``
-    (host:port) with ``message`` (serialized) as every call's request."""
+    """bench.loadgen's :func:`~bench.loadgen.run_closed_loop` of one gRPC method at
+    ``address`` (host:port), ``message`` (serialized) as every call's request."""
     host, _, port = address.rpartition(":")
     call = call_frames(address, path, message)
-    result = LoadResult(concurrency=concurrency, wall_s=0.0)
-    remaining = [requests]
-    started = time.perf_counter()
-    stop_at = started + duration_s
-    await asyncio.gather(
-        *(
-            _client((host.strip("[]"), int(port)), call, stop_at, remaining, result, record)
-            for _ in range(concurrency)
-        )
+    return await run_closed_loop(
+        lambda: _connected((host.strip("[]"), int(port)), call),
+        concurrency=concurrency,
+        duration_s=duration_s,
+        requests=requests,
+        record=record,
     )
-    result.wall_s = time.perf_counter() - started
-    return result

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import resource
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,23 +93,54 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, body
 
 
-async def _client(
-    url: str,
-    request: bytes,
-    stop_at: float,
-    remaining: list[int],
-    result: LoadResult,
-    record: bool,
-) -> None:
+Send = Callable[[], Awaitable[tuple[int, str]]]
+"""One request on a client's connection: its status (200 when answered) and, for any
+other status, an error sample."""
+Connect = Callable[[], contextlib.AbstractAsyncContextManager[Send]]
+
+
+async def run_closed_loop(
+    connect: Connect,
+    *,
+    concurrency: int,
+    duration_s: float = 1e9,
+    requests: int = 10**9,
+    record: bool = True,
+) -> LoadResult:
+    """``concurrency`` clients, each on a connection of its own (``connect``), send the
+    next request as soon as the last answered, until ``duration_s`` passed or
+    ``requests`` were sent: every protocol's closed loop (HTTP/1.1 here, gRPC in
+    bench/grpc_load.py and bench/oip.py)."""
+    result = LoadResult(concurrency=concurrency, wall_s=0.0)
+    remaining = [requests]
+    started = time.perf_counter()
+    stop_at = started + duration_s
+
+    async def client() -> None:
+        async with connect() as send:
+            while time.perf_counter() < stop_at and remaining[0] > 0:
+                remaining[0] -= 1
+                sent = time.perf_counter()
+                status, error = await send()
+                result.count(status, sent, error, record=record)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+@contextlib.asynccontextmanager
+async def _http_connection(url: str, request: bytes) -> AsyncIterator[Send]:
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+
+    async def send() -> tuple[int, str]:
+        writer.write(request)
+        status, body = await read_response(reader)
+        return status, "" if status == 200 else f"{status} {body[:300]!r}"
+
     try:
-        while time.perf_counter() < stop_at and remaining[0] > 0:
-            remaining[0] -= 1
-            started = time.perf_counter()
-            writer.write(request)
-            status, body = await read_response(reader)
-            result.count(status, started, f"{status} {body[:300]!r}", record=record)
+        yield send
     finally:
         writer.close()
 
@@ -125,18 +156,15 @@ async def closed_loop(
     record: bool = True,
     headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
-    """``concurrency`` clients each send the next request as soon as the last answered,
-    until ``duration_s`` passed or ``requests`` were sent."""
+    """:func:`run_closed_loop` of one prepared HTTP/1.1 request, keep-alive."""
     request = build_request(url, path, body, headers)
-    result = LoadResult(concurrency=concurrency, wall_s=0.0)
-    remaining = [requests]
-    started = time.perf_counter()
-    stop_at = started + duration_s
-    await asyncio.gather(
-        *(_client(url, request, stop_at, remaining, result, record) for _ in range(concurrency))
+    return await run_closed_loop(
+        lambda: _http_connection(url, request),
+        concurrency=concurrency,
+        duration_s=duration_s,
+        requests=requests,
+        record=record,
     )
-    result.wall_s = time.perf_counter() - started
-    return result
 
 
 # -- open loop: arrivals on a schedule, whatever the answers do

@@ -21,10 +21,10 @@ latency percentiles pool every round's requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -33,7 +33,7 @@ import numpy as np
 from api_gateway.grpc_server import SERVICE
 from api_gateway.oip_grpc import grpc_service_pb2 as pb
 from bench import grpc_load, procstat
-from bench.loadgen import LoadResult, closed_loop
+from bench.loadgen import LoadResult, Send, closed_loop, run_closed_loop
 
 BINARY_HEADER = "Inference-Header-Content-Length"
 GRPC_INFER = f"/{SERVICE}/ModelInfer"
@@ -93,26 +93,20 @@ def grpc_chosen_variant(address: str, request: bytes) -> str:
     return pb.ModelInferResponse.FromString(asyncio.run(main())).model_version
 
 
-async def _grpc_client(
-    address: str,
-    request: bytes,
-    stop_at: float,
-    remaining: list[int],
-    result: LoadResult,
-    record: bool,
-) -> None:
+@contextlib.asynccontextmanager
+async def _aio_channel(address: str, request: bytes) -> AsyncIterator[Send]:
     async with grpc.aio.insecure_channel(address) as channel:
         # no serializers: the request is sent as prepared, the answer left as bytes
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_INFER)
-        while time.perf_counter() < stop_at and remaining[0] > 0:
-            remaining[0] -= 1
-            started = time.perf_counter()
-            status, error = 200, ""
+
+        async def send() -> tuple[int, str]:
             try:
                 await call(request)
             except grpc.aio.AioRpcError as exc:
-                status, error = 500, f"{exc.code().name} {exc.details()}"
-            result.count(status, started, error, record=record)
+                return 500, f"{exc.code().name} {exc.details()}"
+            return 200, ""
+
+        yield send
 
 
 async def grpc_closed_loop(
@@ -124,19 +118,14 @@ async def grpc_closed_loop(
     requests: int = 10**9,
     record: bool = True,
 ) -> LoadResult:
-    """bench.loadgen.closed_loop's contract, over gRPC."""
-    result = LoadResult(concurrency=concurrency, wall_s=0.0)
-    remaining = [requests]
-    started = time.perf_counter()
-    stop_at = started + duration_s
-    await asyncio.gather(
-        *(
-            _grpc_client(address, request, stop_at, remaining, result, record)
-            for _ in range(concurrency)
-        )
+    """bench.loadgen's :func:`~bench.loadgen.run_closed_loop` over ``grpc.aio``."""
+    return await run_closed_loop(
+        lambda: _aio_channel(address, request),
+        concurrency=concurrency,
+        duration_s=duration_s,
+        requests=requests,
+        record=record,
     )
-    result.wall_s = time.perf_counter() - started
-    return result
 
 
 Load = Callable[..., LoadResult]  # bench.loadgen.closed_loop's keywords: concurrency, ...
